@@ -1,0 +1,74 @@
+//! PostgreSQL: the connection pool and the migrations, applied under an advisory lock so
+//! replicas starting together are safe.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// Arbitrary, fixed: the advisory lock every migrating process takes.
+const MIGRATION_LOCK: i64 = 0x7765_6674_0000_0001;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database pool could not be built: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+    #[error("no database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("database query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+}
+
+/// Builds the pool (connections open on first use). Every wait is bounded.
+pub fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    let timeouts = Timeouts {
+        wait: Some(Duration::from_secs(5)),
+        create: Some(Duration::from_secs(5)),
+        recycle: Some(Duration::from_secs(5)),
+    };
+    Ok(Pool::builder(manager)
+        .max_size(size)
+        .timeouts(timeouts)
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
+/// Applies pending migrations while holding the migration advisory lock.
+pub async fn migrate(pool: &Pool) -> Result<(), DbError> {
+    let mut client = pool.get().await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let result = embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(&mut **client)
+        .await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    result?;
+    Ok(())
+}
+
+/// The number of migrations this build carries.
+pub fn migration_count() -> usize {
+    embedded::migrations::runner().get_migrations().len()
+}
+
+/// Whether the database answers within a second.
+pub async fn is_reachable(pool: &Pool) -> bool {
+    let probe = async {
+        let client = pool.get().await.ok()?;
+        client.simple_query("SELECT 1").await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(_)))
+}

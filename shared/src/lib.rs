@@ -1,0 +1,26 @@
+//! Weft's shared domain and edges, used by the gateway, the scheduler and the worker.
+//!
+//! Pure domain (no I/O, unit-tested on data):
+//! - [`scenario`]: the scenario definition, parsed and validated at save time.
+//! - [`template`]: sandboxed MiniJinja rendering of node inputs and conditions.
+//! - [`graph`]: evaluation of a run's graph: what is ready, skipped, dispatched, finished.
+//! - [`retry`]: retry policies, backoff with jitter, and the delay tiers.
+//! - [`messages`]: the versioned AMQP message types.
+//!
+//! Edges (thin adapters over I/O):
+//! - [`queue`]: RabbitMQ topology, confirmed publishing and supervised consumers.
+//! - [`db`]: PostgreSQL pools and migrations under an advisory lock.
+//! - [`crypto`]: the master key ring (XChaCha20-Poly1305).
+//! - [`config`]: start-up configuration shared by every binary.
+//! - [`telemetry`]: logs, Prometheus registry and the operations HTTP server.
+
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod graph;
+pub mod messages;
+pub mod queue;
+pub mod retry;
+pub mod scenario;
+pub mod telemetry;
+pub mod template;

@@ -1,0 +1,216 @@
+//! The messages between the services (DESIGN §1, §3): JSON, versioned by `v`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The message format version this build reads and writes.
+pub const VERSION: u8 = 1;
+
+/// A message type carried on the broker.
+pub trait Message: Serialize + for<'de> Deserialize<'de> {
+    /// The AMQP `type` property, so the dead-letter consumer knows what it holds.
+    const TYPE: &'static str;
+    fn version(&self) -> u8;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message is not valid {kind} JSON: {source}")]
+    Json {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{kind} has version {found}, this build reads version {VERSION}")]
+    Version { kind: &'static str, found: u8 },
+}
+
+pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
+    let message: M = serde_json::from_slice(bytes).map_err(|source| DecodeError::Json {
+        kind: M::TYPE,
+        source,
+    })?;
+    if message.version() != VERSION {
+        return Err(DecodeError::Version {
+            kind: M::TYPE,
+            found: message.version(),
+        });
+    }
+    Ok(message)
+}
+
+pub fn encode<M: Message>(message: &M) -> Vec<u8> {
+    serde_json::to_vec(message).expect("message types serialize infallibly")
+}
+
+/// Gateway → scheduler: a recorded run is waiting to be taken up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRequested {
+    pub v: u8,
+    pub run_id: Uuid,
+    pub workspace_id: Uuid,
+}
+
+impl Message for RunRequested {
+    const TYPE: &'static str = "RunRequested";
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+/// Scheduler → worker: execute one attempt of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeTask {
+    pub v: u8,
+    pub run_id: Uuid,
+    pub workspace_id: Uuid,
+    pub node_id: String,
+    pub attempt: u32,
+    pub connector: String,
+    pub action: String,
+    /// The rendered input.
+    pub input: Value,
+    pub timeout_ms: u64,
+    /// When the node became ready (for the dispatch latency metric).
+    pub ready_at: DateTime<Utc>,
+    /// A delayed task is not executed before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+impl Message for NodeTask {
+    const TYPE: &'static str = "NodeTask";
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+/// How a failure should be treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Network error, 5xx, 429: worth another attempt.
+    Retryable,
+    /// Other 4xx, invalid input, template errors: another attempt would fail the same way.
+    Permanent,
+    /// The request or the node passed its deadline; retried like a retryable error.
+    Timeout,
+    /// The task could not be processed at all (undecodable, or over the delivery limit).
+    Poison,
+}
+
+impl ErrorClass {
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Retryable | Self::Timeout)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Retryable => "retryable",
+            Self::Permanent => "permanent",
+            Self::Timeout => "timeout",
+            Self::Poison => "poison",
+        }
+    }
+}
+
+/// A node's error, as stored in the run record and seen by templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeError {
+    pub class: ErrorClass,
+    pub message: String,
+    /// The upstream HTTP status, when there was a response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The start of the upstream response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// What the upstream asked for in `Retry-After`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl NodeError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            message: message.into(),
+            status: None,
+            body: None,
+            retry_after_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    Success { output: Value },
+    Failure { error: NodeError },
+}
+
+/// Worker → scheduler: the outcome of one attempt of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeResult {
+    pub v: u8,
+    pub run_id: Uuid,
+    pub workspace_id: Uuid,
+    pub node_id: String,
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: Outcome,
+}
+
+impl Message for NodeResult {
+    const TYPE: &'static str = "NodeResult";
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
+/// The longest upstream body kept in an error.
+pub const MAX_ERROR_BODY: usize = 2048;
+
+/// Cuts a body to [`MAX_ERROR_BODY`] bytes on a character boundary.
+pub fn truncate_body(body: &str) -> String {
+    if body.len() <= MAX_ERROR_BODY {
+        return body.to_owned();
+    }
+    let mut end = MAX_ERROR_BODY;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &body[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_other_versions_are_refused() {
+        let message = RunRequested {
+            v: VERSION,
+            run_id: Uuid::now_v7(),
+            workspace_id: Uuid::now_v7(),
+        };
+        let decoded: RunRequested = decode(&encode(&message)).expect("round trip");
+        assert_eq!(decoded, message);
+
+        let future = RunRequested { v: 9, ..message };
+        let err = decode::<RunRequested>(&encode(&future)).expect_err("version 9 refused");
+        assert!(err.to_string().contains("version 9"), "{err}");
+        assert!(decode::<NodeResult>(b"not json").is_err());
+    }
+
+    #[test]
+    fn long_bodies_are_cut_on_a_character_boundary() {
+        let body = "é".repeat(MAX_ERROR_BODY);
+        let cut = truncate_body(&body);
+        assert!(cut.len() <= MAX_ERROR_BODY + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate_body("short"), "short");
+    }
+}

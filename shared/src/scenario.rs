@@ -1,0 +1,851 @@
+//! The scenario definition (DESIGN §4): parsed from JSON and validated when it is saved,
+//! so that a stored version always runs. Every problem names the node, the field and the
+//! cause.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json_path::JsonPath;
+
+use crate::retry::RetryPolicy;
+use crate::template::Templates;
+
+/// Most nodes a scenario may have.
+pub const MAX_NODES: usize = 500;
+/// Default run timeout (DESIGN §2.6).
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default timeout of one action request.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One problem found in a definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// The node's id, when the problem is in a node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The field, as a path inside the node or the definition (`input.url`, `after`).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(node) => write!(f, "node `{node}`, field `{}`: {}", self.field, self.message),
+            None => write!(f, "field `{}`: {}", self.field, self.message),
+        }
+    }
+}
+
+/// The problems of a definition that cannot be saved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Invalid(pub Vec<Problem>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(Problem::to_string).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// The connector actions a scenario may use.
+pub trait Catalog {
+    /// `Err` explains why `connector`/`action` cannot be used.
+    fn check_action(&self, connector: &str, action: &str) -> Result<(), String>;
+}
+
+/// The connectors compiled into Weft: the free-form `http` connector.
+pub struct BuiltinCatalog;
+
+impl Catalog for BuiltinCatalog {
+    fn check_action(&self, connector: &str, action: &str) -> Result<(), String> {
+        match (connector, action) {
+            ("http", "request") => Ok(()),
+            ("http", other) => Err(format!(
+                "connector `http` has no action `{other}` (it has: request)"
+            )),
+            (other, _) => Err(format!("unknown connector `{other}`")),
+        }
+    }
+}
+
+// ---- the JSON shape, as users write it ----
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefinitionSpec {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    trigger: TriggerSpec,
+    #[serde(default)]
+    settings: SettingsSpec,
+    nodes: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum TriggerSpec {
+    Webhook {},
+    Manual {},
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsSpec {
+    timeout: Option<String>,
+    retry: Option<RetrySpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrySpec {
+    max_attempts: Option<u32>,
+    initial: Option<String>,
+    max: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeSpec {
+    id: String,
+    #[serde(rename = "type")]
+    node_type: String,
+    #[serde(default)]
+    after: Vec<String>,
+    connector: Option<String>,
+    action: Option<String>,
+    connection: Option<String>,
+    input: Option<Value>,
+    outputs: Option<BTreeMap<String, String>>,
+    output: Option<serde_json::Map<String, Value>>,
+    #[serde(rename = "if")]
+    condition: Option<String>,
+    switch: Option<Vec<CaseSpec>>,
+    retry: Option<RetrySpec>,
+    timeout: Option<String>,
+    #[serde(default)]
+    on_error: OnError,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseSpec {
+    name: String,
+    #[serde(rename = "if")]
+    condition: String,
+}
+
+// ---- the validated, typed scenario ----
+
+/// What a node does when it fails for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// The run fails (unless an `error` port handles it).
+    #[default]
+    Fail,
+    /// The node's output is the error object and the run goes on.
+    Continue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerKind {
+    Webhook,
+    Manual,
+}
+
+impl TriggerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// An incoming edge: the predecessor and, for conditions and error branches, the port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub from: String,
+    pub port: Option<String>,
+}
+
+pub const ERROR_PORT: &str = "error";
+pub const DEFAULT_CASE: &str = "default";
+
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    Action {
+        connector: String,
+        action: String,
+        connection: Option<String>,
+        input: Value,
+        outputs: Vec<(String, JsonPath)>,
+    },
+    Transform {
+        output: Value,
+    },
+    If {
+        condition: String,
+    },
+    Switch {
+        cases: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: String,
+    pub after: Vec<Edge>,
+    pub kind: NodeKind,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub on_error: OnError,
+}
+
+impl Node {
+    /// The ports a condition node may take.
+    fn ports(&self) -> Vec<&str> {
+        match &self.kind {
+            NodeKind::If { .. } => vec!["true", "false"],
+            NodeKind::Switch { cases } => cases
+                .iter()
+                .map(|(name, _)| name.as_str())
+                .chain([DEFAULT_CASE])
+                .collect(),
+            _ => vec![],
+        }
+    }
+}
+
+/// A validated scenario definition.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub trigger: TriggerKind,
+    pub timeout: Duration,
+    pub nodes: Vec<Node>,
+    index: HashMap<String, usize>,
+    has_error_branch: HashSet<String>,
+}
+
+impl Scenario {
+    pub fn node(&self, id: &str) -> Option<&Node> {
+        self.index.get(id).map(|&i| &self.nodes[i])
+    }
+
+    /// Whether some node continues from `id`'s `error` port.
+    pub fn has_error_branch(&self, id: &str) -> bool {
+        self.has_error_branch.contains(id)
+    }
+
+    /// Parses and validates a definition against the connectors that exist.
+    pub fn parse(definition: &Value, catalog: &dyn Catalog) -> Result<Self, Invalid> {
+        let spec: DefinitionSpec = serde_json::from_value(definition.clone()).map_err(|e| {
+            Invalid(vec![Problem {
+                node: None,
+                field: "definition".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        Parser::new(catalog).parse(spec)
+    }
+}
+
+struct Parser<'a> {
+    catalog: &'a dyn Catalog,
+    templates: Templates,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(catalog: &'a dyn Catalog) -> Self {
+        Self {
+            catalog,
+            templates: Templates::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn problem(&mut self, node: Option<&str>, field: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            node: node.map(str::to_owned),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn parse(mut self, spec: DefinitionSpec) -> Result<Scenario, Invalid> {
+        if spec.name.trim().is_empty() {
+            self.problem(None, "name", "must not be empty");
+        }
+        if spec.nodes.len() > MAX_NODES {
+            self.problem(
+                None,
+                "nodes",
+                format!("{} nodes, over the limit of {MAX_NODES}", spec.nodes.len()),
+            );
+            return Err(Invalid(self.problems));
+        }
+        let timeout = self
+            .duration(None, "settings.timeout", spec.settings.timeout.as_deref())
+            .unwrap_or(DEFAULT_RUN_TIMEOUT);
+        let default_retry =
+            self.retry(None, "settings.retry", spec.settings.retry.as_ref(), &RetryPolicy::default());
+
+        let mut nodes = Vec::with_capacity(spec.nodes.len());
+        let mut index = HashMap::new();
+        for (position, raw) in spec.nodes.iter().enumerate() {
+            let id_hint = raw.get("id").and_then(Value::as_str).map(str::to_owned);
+            let node_spec: NodeSpec = match serde_json::from_value(raw.clone()) {
+                Ok(node_spec) => node_spec,
+                Err(e) => {
+                    let label = id_hint.unwrap_or_else(|| format!("nodes[{position}]"));
+                    self.problem(Some(&label), "node", e.to_string());
+                    continue;
+                }
+            };
+            let Some(node) = self.node(node_spec, &default_retry) else {
+                continue;
+            };
+            if index.insert(node.id.clone(), nodes.len()).is_some() {
+                self.problem(Some(&node.id), "id", "duplicate node id");
+                continue;
+            }
+            nodes.push(node);
+        }
+        if nodes.is_empty() && self.problems.is_empty() {
+            self.problem(None, "nodes", "a scenario needs at least one node");
+        }
+
+        let mut scenario = Scenario {
+            name: spec.name,
+            description: spec.description,
+            trigger: match spec.trigger {
+                TriggerSpec::Webhook {} => TriggerKind::Webhook,
+                TriggerSpec::Manual {} => TriggerKind::Manual,
+            },
+            timeout,
+            nodes,
+            index,
+            has_error_branch: HashSet::new(),
+        };
+        self.check_edges(&mut scenario);
+        if self.problems.is_empty() {
+            self.check_acyclic(&scenario);
+        }
+        if self.problems.is_empty() {
+            self.check_references(&scenario);
+        }
+        if self.problems.is_empty() {
+            Ok(scenario)
+        } else {
+            Err(Invalid(self.problems))
+        }
+    }
+
+    fn duration(&mut self, node: Option<&str>, field: &str, text: Option<&str>) -> Option<Duration> {
+        let text = text?;
+        match humantime::parse_duration(text) {
+            Ok(duration) if !duration.is_zero() => Some(duration),
+            Ok(_) => {
+                self.problem(node, field, "must be longer than zero");
+                None
+            }
+            Err(e) => {
+                self.problem(node, field, format!("`{text}` is not a duration like `30s` or `5m`: {e}"));
+                None
+            }
+        }
+    }
+
+    fn retry(
+        &mut self,
+        node: Option<&str>,
+        field: &str,
+        spec: Option<&RetrySpec>,
+        base: &RetryPolicy,
+    ) -> RetryPolicy {
+        let Some(spec) = spec else {
+            return base.clone();
+        };
+        let mut policy = base.clone();
+        if let Some(max_attempts) = spec.max_attempts {
+            if (1..=100).contains(&max_attempts) {
+                policy.max_attempts = max_attempts;
+            } else {
+                self.problem(node, &format!("{field}.max_attempts"), "must be between 1 and 100");
+            }
+        }
+        if let Some(initial) = self.duration(node, &format!("{field}.initial"), spec.initial.as_deref()) {
+            policy.initial = initial;
+        }
+        if let Some(max) = self.duration(node, &format!("{field}.max"), spec.max.as_deref()) {
+            policy.max = max;
+        }
+        if policy.max < policy.initial {
+            self.problem(node, field, "`max` must not be shorter than `initial`");
+        }
+        policy
+    }
+
+    fn node(&mut self, spec: NodeSpec, default_retry: &RetryPolicy) -> Option<Node> {
+        let id = spec.id.clone();
+        if !is_identifier(&id) {
+            self.problem(
+                Some(&id),
+                "id",
+                "must start with a letter or `_` and hold only letters, digits and `_` (it is used in templates as `nodes.<id>`)",
+            );
+            return None;
+        }
+        let node = Some(id.as_str());
+        let after = spec
+            .after
+            .iter()
+            .map(|reference| match reference.split_once(':') {
+                Some((from, port)) => Edge {
+                    from: from.to_owned(),
+                    port: Some(port.to_owned()),
+                },
+                None => Edge {
+                    from: reference.clone(),
+                    port: None,
+                },
+            })
+            .collect();
+        let retry = self.retry(node, "retry", spec.retry.as_ref(), default_retry);
+        let timeout = self
+            .duration(node, "timeout", spec.timeout.as_deref())
+            .unwrap_or(DEFAULT_NODE_TIMEOUT);
+
+        let allowed: &[&str] = match spec.node_type.as_str() {
+            "action" => &["connector", "action", "connection", "input", "outputs"],
+            "transform" => &["output"],
+            "condition" => &["if", "switch"],
+            other => {
+                self.problem(
+                    node,
+                    "type",
+                    format!("unknown node type `{other}` (expected action, transform or condition)"),
+                );
+                return None;
+            }
+        };
+        let present = [
+            ("connector", spec.connector.is_some()),
+            ("action", spec.action.is_some()),
+            ("connection", spec.connection.is_some()),
+            ("input", spec.input.is_some()),
+            ("outputs", spec.outputs.is_some()),
+            ("output", spec.output.is_some()),
+            ("if", spec.condition.is_some()),
+            ("switch", spec.switch.is_some()),
+        ];
+        for (field, is_present) in present {
+            if is_present && !allowed.contains(&field) {
+                self.problem(
+                    node,
+                    field,
+                    format!("not a field of {} nodes", spec.node_type),
+                );
+            }
+        }
+
+        let kind = match spec.node_type.as_str() {
+            "action" => {
+                let (Some(connector), Some(action)) = (spec.connector, spec.action) else {
+                    self.problem(node, "connector", "action nodes need `connector` and `action`");
+                    return None;
+                };
+                if let Err(message) = self.catalog.check_action(&connector, &action) {
+                    self.problem(node, "action", message);
+                }
+                let outputs = spec
+                    .outputs
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(name, path)| match JsonPath::parse(&path) {
+                        Ok(parsed) => Some((name, parsed)),
+                        Err(e) => {
+                            self.problem(
+                                node,
+                                &format!("outputs.{name}"),
+                                format!("`{path}` is not a JSONPath (RFC 9535): {e}"),
+                            );
+                            None
+                        }
+                    })
+                    .collect();
+                NodeKind::Action {
+                    connector,
+                    action,
+                    connection: spec.connection,
+                    input: spec.input.unwrap_or_else(|| Value::Object(Default::default())),
+                    outputs,
+                }
+            }
+            "transform" => match spec.output {
+                Some(output) => NodeKind::Transform {
+                    output: Value::Object(output),
+                },
+                None => {
+                    self.problem(node, "output", "transform nodes need an `output` object");
+                    return None;
+                }
+            },
+            _ => match (spec.condition, spec.switch) {
+                (Some(condition), None) => NodeKind::If { condition },
+                (None, Some(cases)) => {
+                    let mut names = HashSet::new();
+                    for case in &cases {
+                        if case.name == DEFAULT_CASE || case.name == ERROR_PORT || !names.insert(&case.name) {
+                            self.problem(
+                                node,
+                                "switch",
+                                format!("case name `{}` is reserved or used twice", case.name),
+                            );
+                        }
+                    }
+                    NodeKind::Switch {
+                        cases: cases.into_iter().map(|c| (c.name, c.condition)).collect(),
+                    }
+                }
+                _ => {
+                    self.problem(node, "if", "condition nodes need exactly one of `if` or `switch`");
+                    return None;
+                }
+            },
+        };
+        Some(Node {
+            id,
+            after,
+            kind,
+            retry,
+            timeout,
+            on_error: spec.on_error,
+        })
+    }
+
+    fn check_edges(&mut self, scenario: &mut Scenario) {
+        let mut error_sources = HashSet::new();
+        for node in &scenario.nodes {
+            let mut seen = HashSet::new();
+            for edge in &node.after {
+                let Some(from) = scenario.node(&edge.from) else {
+                    self.problem(Some(&node.id), "after", format!("references unknown node `{}`", edge.from));
+                    continue;
+                };
+                if edge.from == node.id {
+                    self.problem(Some(&node.id), "after", "a node cannot come after itself");
+                }
+                if !seen.insert(&edge.from) {
+                    self.problem(Some(&node.id), "after", format!("lists `{}` twice", edge.from));
+                }
+                match edge.port.as_deref() {
+                    None => {}
+                    Some(ERROR_PORT) => {
+                        if from.on_error == OnError::Continue {
+                            self.problem(
+                                Some(&node.id),
+                                "after",
+                                format!("`{}` has `on_error: continue`, so its `error` port never fires", edge.from),
+                            );
+                        }
+                        error_sources.insert(edge.from.clone());
+                    }
+                    Some(port) => {
+                        let ports = from.ports();
+                        if !ports.contains(&port) {
+                            let expected = if ports.is_empty() {
+                                "only `error`".to_owned()
+                            } else {
+                                format!("{} or error", ports.join(", "))
+                            };
+                            self.problem(
+                                Some(&node.id),
+                                "after",
+                                format!("`{}` has no port `{port}` (it has {expected})", edge.from),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        scenario.has_error_branch = error_sources;
+    }
+
+    fn check_acyclic(&mut self, scenario: &Scenario) {
+        if let Err(node) = topological_order(scenario) {
+            self.problem(Some(&node), "after", "is part of a cycle");
+        }
+    }
+
+    /// Every template parses, and reads only `trigger`, `run` and nodes upstream of it.
+    fn check_references(&mut self, scenario: &Scenario) {
+        let ancestors = ancestors(scenario);
+        for node in &scenario.nodes {
+            let mut templates: Vec<(String, String, bool)> = Vec::new();
+            match &node.kind {
+                NodeKind::Action { input, .. } => collect_templates(input, "input", &mut templates),
+                NodeKind::Transform { output } => collect_templates(output, "output", &mut templates),
+                NodeKind::If { condition } => templates.push(("if".into(), condition.clone(), true)),
+                NodeKind::Switch { cases } => {
+                    for (name, condition) in cases {
+                        templates.push((format!("switch.{name}"), condition.clone(), true));
+                    }
+                }
+            }
+            for (field, source, is_expression) in templates {
+                let variables = if is_expression {
+                    self.templates.expression_variables(&source)
+                } else {
+                    self.templates.variables(&source)
+                };
+                let variables = match variables {
+                    Ok(variables) => variables,
+                    Err(e) => {
+                        self.problem(Some(&node.id), &field, format!("template does not parse: {e}"));
+                        continue;
+                    }
+                };
+                for variable in variables {
+                    let mut parts = variable.split('.');
+                    match parts.next() {
+                        Some("trigger" | "run") => {}
+                        Some("nodes") => match parts.next() {
+                            Some(other) if other == node.id => self.problem(
+                                Some(&node.id),
+                                &field,
+                                "a node cannot read its own output",
+                            ),
+                            Some(other) if ancestors[&node.id].contains(other) => {}
+                            Some(other) if scenario.node(other).is_some() => self.problem(
+                                Some(&node.id),
+                                &field,
+                                format!("reads `nodes.{other}`, which does not run before this node (add it to `after`)"),
+                            ),
+                            Some(other) => self.problem(
+                                Some(&node.id),
+                                &field,
+                                format!("reads `nodes.{other}`, but there is no node `{other}`"),
+                            ),
+                            None => {}
+                        },
+                        Some(other) => self.problem(
+                            Some(&node.id),
+                            &field,
+                            format!("unknown variable `{other}` (templates can read trigger, nodes and run)"),
+                        ),
+                        None => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_identifier(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && id.len() <= 64
+}
+
+/// Collects the template strings in a JSON value with their field paths.
+fn collect_templates(value: &Value, path: &str, out: &mut Vec<(String, String, bool)>) {
+    match value {
+        Value::String(s) if crate::template::is_template(s) => out.push((path.to_owned(), s.clone(), false)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                collect_templates(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                collect_templates(item, &format!("{path}.{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Node ids in an order where every node comes after its predecessors, or the id of a
+/// node on a cycle.
+pub fn topological_order(scenario: &Scenario) -> Result<Vec<String>, String> {
+    let mut remaining: HashMap<&str, usize> = scenario
+        .nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.after.len()))
+        .collect();
+    let mut successors: HashMap<&str, Vec<&str>> = HashMap::new();
+    for node in &scenario.nodes {
+        for edge in &node.after {
+            successors.entry(edge.from.as_str()).or_default().push(&node.id);
+        }
+    }
+    let mut ready: Vec<&str> = scenario
+        .nodes
+        .iter()
+        .filter(|n| n.after.is_empty())
+        .map(|n| n.id.as_str())
+        .collect();
+    let mut order = Vec::with_capacity(scenario.nodes.len());
+    while let Some(id) = ready.pop() {
+        order.push(id.to_owned());
+        for next in successors.get(id).into_iter().flatten() {
+            let count = remaining.get_mut(next).expect("every successor is a node");
+            *count -= 1;
+            if *count == 0 {
+                ready.push(next);
+            }
+        }
+    }
+    if order.len() == scenario.nodes.len() {
+        Ok(order)
+    } else {
+        let on_cycle = scenario
+            .nodes
+            .iter()
+            .find(|n| remaining[n.id.as_str()] > 0)
+            .map(|n| n.id.clone())
+            .unwrap_or_default();
+        Err(on_cycle)
+    }
+}
+
+/// For every node, the set of nodes that always finish before it.
+fn ancestors(scenario: &Scenario) -> HashMap<String, HashSet<String>> {
+    let order = topological_order(scenario).unwrap_or_default();
+    let mut result: HashMap<String, HashSet<String>> = HashMap::new();
+    for id in order {
+        let node = scenario.node(&id).expect("ordered ids are nodes");
+        let mut set = HashSet::new();
+        for edge in &node.after {
+            set.insert(edge.from.clone());
+            if let Some(upstream) = result.get(&edge.from) {
+                set.extend(upstream.iter().cloned());
+            }
+        }
+        result.insert(id, set);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(nodes: Value) -> Result<Scenario, Invalid> {
+        Scenario::parse(
+            &json!({"name": "t", "trigger": {"type": "webhook"}, "nodes": nodes}),
+            &BuiltinCatalog,
+        )
+    }
+
+    fn problems(nodes: Value) -> Vec<String> {
+        parse(nodes)
+            .expect_err("must be invalid")
+            .0
+            .iter()
+            .map(Problem::to_string)
+            .collect()
+    }
+
+    fn http(id: &str, after: &[&str]) -> Value {
+        json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after,
+               "input": {"method": "GET", "url": "http://example.test/"}})
+    }
+
+    #[test]
+    fn the_design_example_parses() {
+        let scenario = parse(json!([
+            {"id": "lookup", "type": "action", "connector": "http", "action": "request",
+             "input": {"method": "GET", "url": "https://api.example.com/phone?phone={{ trigger.body.phone }}"},
+             "outputs": {"first_name": "$.body.identities[0].firstName"}},
+            {"id": "is_known", "type": "condition", "after": ["lookup"],
+             "if": "nodes.lookup.output.first_name is not none"},
+            {"id": "notify", "type": "action", "after": ["is_known:true"], "connector": "http", "action": "request",
+             "input": {"method": "POST", "url": "https://x.test/", "body": {"text": "New lead {{ nodes.lookup.output.first_name }}"}}}
+        ]))
+        .expect("valid");
+        assert_eq!(scenario.nodes.len(), 3);
+        assert_eq!(scenario.trigger, TriggerKind::Webhook);
+        assert_eq!(scenario.timeout, DEFAULT_RUN_TIMEOUT);
+    }
+
+    #[test]
+    fn a_cycle_is_named() {
+        let found = problems(json!([http("a", &["b"]), http("b", &["a"])]));
+        assert!(found.iter().any(|p| p.contains("cycle")), "{found:?}");
+    }
+
+    #[test]
+    fn duplicate_ids_unknown_references_and_types_are_named() {
+        let found = problems(json!([http("a", &[]), http("a", &[])]));
+        assert_eq!(found, vec!["node `a`, field `id`: duplicate node id"]);
+
+        let found = problems(json!([http("a", &["ghost"])]));
+        assert_eq!(found, vec!["node `a`, field `after`: references unknown node `ghost`"]);
+
+        let found = problems(json!([{"id": "a", "type": "teleport"}]));
+        assert!(found[0].starts_with("node `a`, field `type`: unknown node type `teleport`"), "{found:?}");
+    }
+
+    #[test]
+    fn template_syntax_and_references_are_checked() {
+        let mut bad = http("a", &[]);
+        bad["input"]["url"] = json!("http://x/{{ trigger.body.x ");
+        let found = problems(json!([bad]));
+        assert!(found[0].starts_with("node `a`, field `input.url`: template does not parse"), "{found:?}");
+
+        let mut reads_later = http("a", &[]);
+        reads_later["input"]["url"] = json!("{{ nodes.b.output.url }}");
+        let found = problems(json!([reads_later, http("b", &["a"])]));
+        assert!(found[0].contains("does not run before this node"), "{found:?}");
+
+        let mut reads_unknown = http("a", &[]);
+        reads_unknown["input"]["url"] = json!("{{ secrets.token }}");
+        let found = problems(json!([reads_unknown]));
+        assert!(found[0].contains("unknown variable `secrets`"), "{found:?}");
+    }
+
+    #[test]
+    fn ports_must_exist_on_their_node() {
+        let found = problems(json!([
+            {"id": "c", "type": "condition", "if": "true"},
+            http("a", &["c:maybe"])
+        ]));
+        assert!(found[0].contains("has no port `maybe`"), "{found:?}");
+        let ok = parse(json!([
+            {"id": "c", "type": "switch_not", "if": "true"}
+        ]));
+        assert!(ok.is_err());
+        let switch = parse(json!([
+            {"id": "c", "type": "condition", "switch": [{"name": "big", "if": "trigger.body.n > 10"}]},
+            http("a", &["c:big"]), http("b", &["c:default"]), http("e", &["a:error"])
+        ]))
+        .expect("valid");
+        assert!(switch.has_error_branch("a"));
+        assert!(!switch.has_error_branch("b"));
+    }
+
+    #[test]
+    fn unknown_fields_and_connectors_are_rejected() {
+        let mut typo = http("a", &[]);
+        typo["inptu"] = json!({});
+        let found = problems(json!([typo]));
+        assert!(found[0].contains("unknown field `inptu`"), "{found:?}");
+
+        let mut slack = http("a", &[]);
+        slack["connector"] = json!("nope");
+        let found = problems(json!([slack]));
+        assert_eq!(found, vec!["node `a`, field `action`: unknown connector `nope`"]);
+    }
+}
