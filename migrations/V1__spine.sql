@@ -58,6 +58,9 @@ CREATE TABLE runs (
     started_at    timestamptz,
     finished_at   timestamptz,
     deadline_at   timestamptz,
+    -- When the sweeper last re-published a run still queued (a gateway died between
+    -- its commit and its publish).
+    requeued_at   timestamptz,
     FOREIGN KEY (scenario_id, version) REFERENCES scenario_versions (scenario_id, version)
 );
 CREATE INDEX runs_workspace_page ON runs (workspace_id, id DESC);

@@ -1,1 +1,23 @@
+//! The scheduler: takes up recorded runs, walks each run's graph, dispatches node tasks to
+//! the workers, records their results, and sweeps work that passed its deadline.
+//!
+//! - [`config`]: start-up configuration.
+//! - [`store`]: the PostgreSQL adapter for runs and node runs.
+//! - [`engine`]: the message handlers: one transaction per message, serialized per run.
+//! - [`dispatch`]: publishing node tasks, immediately or through the delay tiers.
+//! - [`sweeper`]: re-publishes forgotten runs, times out nodes and runs.
+//! - [`dead_letters`]: fails the runs and nodes whose messages were dead-lettered.
+//! - [`metrics`]: the scheduler's Prometheus metrics.
+//! - [`service`]: wires it all together and runs until shutdown.
 
+pub mod config;
+pub mod dead_letters;
+pub mod dispatch;
+pub mod engine;
+pub mod metrics;
+pub mod service;
+pub mod store;
+pub mod sweeper;
+
+pub use config::Config;
+pub use service::{Scheduler, StartError};

@@ -1,1 +1,22 @@
-fn main() {}
+//! `weft-scheduler`: see the crate documentation of `weft_scheduler`.
+
+use anyhow::Context;
+use weft_scheduler::{Config, Scheduler};
+use weft_shared::telemetry;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: Config = weft_shared::config::parse();
+    telemetry::init_logging(&config.process.log_format);
+    let ops = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {} (WEFT_METRICS_ADDR)", config.metrics_addr))?;
+    let scheduler = Scheduler::new(config).await.context("starting the scheduler")?;
+    tracing::info!("scheduler started");
+    scheduler
+        .serve(ops, telemetry::shutdown_signal())
+        .await
+        .context("running the scheduler")?;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}

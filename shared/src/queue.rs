@@ -19,8 +19,10 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::messages::{Message, encode};
-use crate::retry::TIERS;
+use chrono::{DateTime, Utc};
+
+use crate::messages::{Message, NodeTask, encode};
+use crate::retry::{TIERS, tier_for};
 
 /// Redeliveries of a task before it is dead-lettered as poison.
 pub const TASK_DELIVERY_LIMIT: i64 = 5;
@@ -76,6 +78,20 @@ impl Topology {
     /// The queue that holds a delayed task for one tier.
     pub fn retry(&self, tier: &str) -> String {
         format!("{}.retry.{tier}", self.namespace)
+    }
+
+    /// Where a task goes now: straight to the workers, or into the delay tier that fits
+    /// the time left before its `not_before` (the receiver hops again while time remains).
+    /// Returns (exchange, routing key).
+    pub fn route_task(&self, task: &NodeTask, now: DateTime<Utc>) -> (String, String) {
+        let remaining = task
+            .not_before
+            .and_then(|at| (at - now).to_std().ok())
+            .unwrap_or_default();
+        match tier_for(remaining) {
+            Some(tier) => (String::new(), self.retry(tier)),
+            None => (self.tasks(), self.tasks()),
+        }
     }
 
     /// Every queue of the namespace.

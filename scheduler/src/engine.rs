@@ -1,0 +1,284 @@
+//! The message handlers. Each handles one message in one transaction that starts by
+//! locking the run row (so results of one run are serialized across replicas), commits,
+//! publishes what follows with confirms, and only then lets the message be acked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use rand::Rng;
+use uuid::Uuid;
+use weft_shared::graph::{Applied, Dispatch, NodeStatus, RunContext, RunOutcome, RunState};
+use weft_shared::messages::{ErrorClass, NodeError, NodeResult, NodeTask, Outcome, RunRequested, VERSION};
+use weft_shared::queue::QueueError;
+use weft_shared::scenario::{NodeKind, Scenario};
+use weft_shared::template::Templates;
+
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+use crate::store::{self, DEADLINE_GRACE, DbError, DefinitionError, Definitions, Run, RunStatus};
+
+/// A failure worth another delivery of the message (the database or broker is away).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("could not publish tasks: {0}")]
+    Queue(#[from] QueueError),
+}
+
+impl From<tokio_postgres::Error> for EngineError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(DbError::Query(e))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for EngineError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Db(DbError::Pool(e))
+    }
+}
+
+pub struct Engine {
+    pool: Pool,
+    definitions: Definitions,
+    templates: Templates,
+    dispatcher: Dispatcher,
+    metrics: Metrics,
+}
+
+impl Engine {
+    pub fn new(pool: Pool, dispatcher: Dispatcher, metrics: Metrics) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            definitions: Definitions::default(),
+            templates: Templates::new(),
+            dispatcher,
+            metrics,
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn dispatcher(&self) -> &Dispatcher {
+        &self.dispatcher
+    }
+
+    /// Takes up a recorded run: a run no longer `queued` was taken up before, and a
+    /// second request changes nothing.
+    pub async fn take_up(&self, request: &RunRequested) -> Result<(), EngineError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(run) = store::lock_run(&tx, request.run_id, request.workspace_id).await? else {
+            tracing::warn!(run_id = %request.run_id, "run requested that does not exist; ignoring");
+            return Ok(());
+        };
+        if run.status != RunStatus::Queued {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let scenario = match self.definitions.get(&tx, &run).await {
+            Ok(scenario) => scenario,
+            Err(DefinitionError::Db(e)) => return Err(e.into()),
+            Err(unusable) => {
+                let error = NodeError::new(ErrorClass::Permanent, unusable.to_string());
+                let value = serde_json::to_value(&error).unwrap_or_default();
+                store::finish_run(&tx, &run, RunStatus::Failed, Some(&value), now).await?;
+                tx.commit().await?;
+                self.metrics.runs_finished.with_label_values(&["failed"]).inc();
+                return Ok(());
+            }
+        };
+        store::start_run(&tx, &run, now, scenario.timeout).await?;
+        let run = Run {
+            started_at: Some(now),
+            ..run
+        };
+        let mut state = RunState::new(&scenario);
+        let tasks = self.advance(&tx, &run, &scenario, &mut state, Vec::new(), now).await?;
+        tx.commit().await?;
+        tracing::debug!(run_id = %run.id, tasks = tasks.len(), "run started");
+        self.dispatcher.send(&tasks).await?;
+        Ok(())
+    }
+
+    /// Records a node attempt's result; a duplicate or stale result changes nothing.
+    pub async fn record(&self, result: &NodeResult) -> Result<(), EngineError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(run) = store::lock_run(&tx, result.run_id, result.workspace_id).await? else {
+            return Ok(());
+        };
+        let scenario = match self.definitions.get(&tx, &run).await {
+            Ok(scenario) => scenario,
+            Err(DefinitionError::Db(e)) => return Err(e.into()),
+            Err(_) => return Ok(()),
+        };
+        let mut state = store::load_nodes(&tx, &run).await?;
+        let jitter = rand::rng().random_range(0.5..=1.0);
+        let now = Utc::now();
+        let retry = match state.apply_result(&scenario, result, jitter) {
+            Applied::Ignored => return Ok(()),
+            Applied::Recorded => None,
+            Applied::Retry(dispatch) => Some(dispatch),
+        };
+        let tasks = if run.status == RunStatus::Running {
+            if let Some(dispatch) = &retry {
+                self.metrics
+                    .node_retries
+                    .with_label_values(&[connector_of(&scenario, &dispatch.node_id)])
+                    .inc();
+            }
+            self.advance(&tx, &run, &scenario, &mut state, retry.into_iter().collect(), now)
+                .await?
+        } else {
+            // The run is over (cancelled, failed, timed out): record the result, start nothing.
+            if let Some(dispatch) = retry
+                && let Some(node) = state.nodes.get_mut(&dispatch.node_id)
+            {
+                node.status = NodeStatus::Cancelled;
+                node.finished_at = Some(now);
+            }
+            store::save_nodes(&tx, &run, &scenario, &state, &HashMap::new()).await?;
+            Vec::new()
+        };
+        tx.commit().await?;
+        self.dispatcher.send(&tasks).await?;
+        Ok(())
+    }
+
+    /// Evaluates the graph, writes what changed, finishes the run when it is over, and
+    /// returns the tasks to publish after the commit.
+    async fn advance(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        run: &Run,
+        scenario: &Scenario,
+        state: &mut RunState,
+        mut dispatch: Vec<Dispatch>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<NodeTask>, EngineError> {
+        let context = RunContext {
+            run_id: run.id,
+            trigger: run.trigger.clone(),
+            started_at: run.started_at.unwrap_or(now),
+            now,
+        };
+        let step = state.advance(scenario, &context, &self.templates);
+        match &step.outcome {
+            None => dispatch.extend(step.dispatch),
+            Some(RunOutcome::Completed) => {
+                store::finish_run(tx, run, RunStatus::Completed, None, now).await?;
+                self.finished(run, "completed", now);
+            }
+            Some(RunOutcome::Failed { node, error }) => {
+                dispatch.clear();
+                let error = store::run_error(node, error);
+                store::finish_run(tx, run, RunStatus::Failed, Some(&error), now).await?;
+                self.finished(run, "failed", now);
+            }
+        }
+        let tasks: Vec<NodeTask> = dispatch
+            .iter()
+            .filter_map(|d| Dispatcher::task(run, scenario, d, now))
+            .collect();
+        let deadlines = tasks
+            .iter()
+            .map(|task| {
+                let waits = task.not_before.unwrap_or(now) - now;
+                let budget = chrono::Duration::milliseconds(i64::try_from(task.timeout_ms).unwrap_or(i64::MAX / 2))
+                    + chrono::Duration::from_std(DEADLINE_GRACE).unwrap_or_default();
+                (task.node_id.clone(), now + waits + budget)
+            })
+            .collect();
+        store::save_nodes(tx, run, scenario, state, &deadlines).await?;
+        Ok(tasks)
+    }
+
+    fn finished(&self, run: &Run, status: &str, now: DateTime<Utc>) {
+        self.metrics.runs_finished.with_label_values(&[status]).inc();
+        if let Some(started) = run.started_at {
+            let seconds = (now - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            self.metrics.run_duration.with_label_values::<&str>(&[]).observe(seconds);
+        }
+    }
+
+    /// Fails a run whose request could not be processed (a dead-lettered RunRequested).
+    pub async fn fail_run(&self, run_id: Uuid, workspace_id: Uuid, error: NodeError) -> Result<(), EngineError> {
+        self.end_run(run_id, workspace_id, RunStatus::Failed, error).await
+    }
+
+    /// Ends a run that passed its deadline: it is `timed_out`, its unfinished nodes cancelled.
+    pub async fn time_out(&self, run_id: Uuid, workspace_id: Uuid) -> Result<(), EngineError> {
+        let error = NodeError::new(ErrorClass::Timeout, "the run passed its timeout");
+        self.end_run(run_id, workspace_id, RunStatus::TimedOut, error).await
+    }
+
+    async fn end_run(
+        &self,
+        run_id: Uuid,
+        workspace_id: Uuid,
+        status: RunStatus,
+        error: NodeError,
+    ) -> Result<(), EngineError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(run) = store::lock_run(&tx, run_id, workspace_id).await? else {
+            return Ok(());
+        };
+        if !matches!(run.status, RunStatus::Queued | RunStatus::Running) {
+            return Ok(());
+        }
+        let now = Utc::now();
+        if let Ok(scenario) = self.definitions.get(&tx, &run).await {
+            let mut state = store::load_nodes(&tx, &run).await?;
+            for node in state.nodes.values_mut() {
+                if !node.status.is_terminal() {
+                    node.status = NodeStatus::Cancelled;
+                    node.finished_at = Some(now);
+                    node.changed = true;
+                }
+            }
+            store::save_nodes(&tx, &run, &scenario, &state, &HashMap::new()).await?;
+        }
+        let value = serde_json::to_value(&error).unwrap_or_default();
+        store::finish_run(&tx, &run, status, Some(&value), now).await?;
+        tx.commit().await?;
+        self.finished(&run, status.as_str(), now);
+        Ok(())
+    }
+
+    /// Records a failure for one attempt of a node, as if a worker had sent it: used for
+    /// tasks past their deadline and for dead-lettered tasks.
+    pub async fn fail_attempt(
+        &self,
+        run_id: Uuid,
+        workspace_id: Uuid,
+        node_id: &str,
+        attempt: u32,
+        error: NodeError,
+    ) -> Result<(), EngineError> {
+        let now = Utc::now();
+        self.record(&NodeResult {
+            v: VERSION,
+            run_id,
+            workspace_id,
+            node_id: node_id.to_owned(),
+            attempt,
+            started_at: now,
+            finished_at: now,
+            outcome: Outcome::Failure { error },
+        })
+        .await
+    }
+}
+
+fn connector_of<'a>(scenario: &'a Scenario, node_id: &str) -> &'a str {
+    match scenario.node(node_id).map(|n| &n.kind) {
+        Some(NodeKind::Action { connector, .. }) => connector,
+        _ => "none",
+    }
+}

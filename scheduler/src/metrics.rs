@@ -1,0 +1,36 @@
+//! The scheduler's metrics (DESIGN §7). Labels never carry ids.
+
+use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
+use weft_shared::telemetry::{SLOW_BUCKETS, counter, gauge_vec, histogram};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub runs_finished: IntCounterVec,
+    pub run_duration: HistogramVec,
+    pub node_retries: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub queue_messages: IntGaugeVec,
+    pub queue_consumers: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = weft_shared::telemetry::registry("scheduler");
+        Self {
+            runs_finished: counter(&registry, "weft_runs_finished_total", "Runs that reached a final status", &["status"]),
+            run_duration: histogram(&registry, "weft_run_duration_seconds", "Run duration from start to finish", &[], SLOW_BUCKETS),
+            node_retries: counter(&registry, "weft_node_retries_total", "Node attempts scheduled again after a retryable failure", &["connector"]),
+            dead_letters: counter(&registry, "weft_dead_letters_total", "Messages that reached the dead-letter queue", &["queue"]),
+            queue_messages: gauge_vec(&registry, "weft_queue_messages", "Messages ready in a queue", &["queue"]),
+            queue_consumers: gauge_vec(&registry, "weft_queue_consumers", "Consumers attached to a queue", &["queue"]),
+            registry,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

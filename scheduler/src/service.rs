@@ -1,0 +1,225 @@
+//! Wires the scheduler together: pool, publisher, consumers of runs, results and dead
+//! letters, the sweeper, queue metrics and the operations server.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use weft_shared::db::{self, DbError};
+use weft_shared::messages::{self, NodeResult, RunRequested};
+use weft_shared::queue::{self, ConsumerSpec, Disposition, Publisher, QueueError, Topology};
+use weft_shared::telemetry::{self, Readiness};
+
+use crate::config::Config;
+use crate::dispatch::Dispatcher;
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::sweeper::Sweeper;
+use crate::dead_letters;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] DbError),
+    #[error("operations server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Scheduler {
+    config: Config,
+    pool: Pool,
+    publisher: Arc<Publisher>,
+    engine: Arc<Engine>,
+    metrics: Metrics,
+}
+
+impl Scheduler {
+    /// Builds the pool (migrating when configured) and the publisher.
+    pub async fn new(config: Config) -> Result<Self, StartError> {
+        let pool = db::pool(&config.database.database_url, config.database.database_pool_size)?;
+        if config.database.auto_migrate {
+            db::migrate(&pool).await?;
+        }
+        let topology = Topology::new(&config.broker.namespace);
+        let publisher = Publisher::new(&config.broker.amqp_url, "weft-scheduler publisher", topology);
+        let metrics = Metrics::new();
+        let engine = Engine::new(pool.clone(), Dispatcher::new(publisher.clone()), metrics.clone());
+        Ok(Self {
+            config,
+            pool,
+            publisher,
+            engine,
+            metrics,
+        })
+    }
+
+    /// Runs until `shutdown` resolves, then drains in-flight messages.
+    pub async fn serve(self, ops: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+        let token = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let topology = self.publisher.topology().clone();
+        let spec = |queue: String, name: &str| ConsumerSpec {
+            url: self.config.broker.amqp_url.clone(),
+            topology: topology.clone(),
+            queue,
+            prefetch: self.config.prefetch,
+            name: format!("weft-scheduler {name}"),
+            drain_timeout: self.config.process.shutdown_timeout,
+        };
+
+        let engine = self.engine.clone();
+        tasks.spawn(queue::consume(
+            spec(topology.runs(), "runs"),
+            move |delivery| {
+                let engine = engine.clone();
+                async move {
+                    match messages::decode::<RunRequested>(&delivery.data) {
+                        Ok(request) => settle(engine.take_up(&request).await),
+                        Err(e) => {
+                            tracing::error!(error = %e, "undecodable run request: dead-lettering it");
+                            Disposition::Reject
+                        }
+                    }
+                }
+            },
+            token.clone(),
+        ));
+
+        let engine = self.engine.clone();
+        tasks.spawn(queue::consume(
+            spec(topology.results(), "results"),
+            move |delivery| {
+                let engine = engine.clone();
+                async move {
+                    match messages::decode::<NodeResult>(&delivery.data) {
+                        Ok(result) => settle(engine.record(&result).await),
+                        Err(e) => {
+                            tracing::error!(error = %e, "undecodable node result: dead-lettering it");
+                            Disposition::Reject
+                        }
+                    }
+                }
+            },
+            token.clone(),
+        ));
+
+        let (engine, metrics) = (self.engine.clone(), self.metrics.clone());
+        tasks.spawn(queue::consume(
+            spec(topology.dead(), "dead letters"),
+            move |delivery| {
+                let (engine, metrics) = (engine.clone(), metrics.clone());
+                async move { dead_letters::handle(&engine, &metrics, &delivery).await }
+            },
+            token.clone(),
+        ));
+
+        let sweeper = Arc::new(Sweeper {
+            engine: self.engine.clone(),
+            publisher: self.publisher.clone(),
+            requeue_after: self.config.requeue_after,
+        });
+        tasks.spawn(every(self.config.sweep_interval, token.clone(), move || {
+            let sweeper = sweeper.clone();
+            async move {
+                if let Err(e) = sweeper.sweep().await {
+                    tracing::warn!(error = %e, "sweep failed; trying again next interval");
+                }
+            }
+        }));
+
+        let (url, metrics, queue_topology) = (self.config.broker.amqp_url.clone(), self.metrics.clone(), topology.clone());
+        tasks.spawn(every(self.config.queue_metrics_interval, token.clone(), move || {
+            let (url, metrics, topology) = (url.clone(), metrics.clone(), queue_topology.clone());
+            async move {
+                if let Err(e) = read_queue_depths(&url, &topology, &metrics).await {
+                    tracing::debug!(error = %e, "could not read queue depths");
+                }
+            }
+        }));
+
+        let (pool, publisher) = (self.pool.clone(), self.publisher.clone());
+        let readiness: Readiness = Arc::new(move || {
+            let (pool, publisher) = (pool.clone(), publisher.clone());
+            Box::pin(async move {
+                vec![
+                    ("database", db::is_reachable(&pool).await),
+                    ("broker", publisher.is_connected().await),
+                ]
+            })
+        });
+        let ops_token = token.clone();
+        let ops_server = tokio::spawn(telemetry::serve_ops(
+            ops,
+            self.metrics.registry.clone(),
+            readiness,
+            async move { ops_token.cancelled().await },
+        ));
+
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight messages");
+        token.cancel();
+        while tasks.join_next().await.is_some() {}
+        self.publisher.close().await;
+        match ops_server.await {
+            Ok(result) => result?,
+            Err(e) => tracing::warn!(error = %e, "operations server task failed"),
+        }
+        Ok(())
+    }
+}
+
+/// Maps a handler's outcome to what happens to its message.
+fn settle(outcome: Result<(), crate::engine::EngineError>) -> Disposition {
+    match outcome {
+        Ok(()) => Disposition::Ack,
+        Err(e) => {
+            tracing::warn!(error = %e, "handling failed; the message will be redelivered");
+            Disposition::Retry
+        }
+    }
+}
+
+/// Calls `tick` every `period` until cancelled.
+async fn every<F, Fut>(period: Duration, token: CancellationToken, tick: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => tick().await,
+            () = token.cancelled() => return,
+        }
+    }
+}
+
+/// Reads each queue's depth and consumers with a passive declare.
+async fn read_queue_depths(url: &str, topology: &Topology, metrics: &Metrics) -> Result<(), QueueError> {
+    let connection = queue::connect(url, "weft-scheduler queue metrics").await?;
+    let channel = connection.create_channel().await?;
+    for name in topology.queues() {
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let declared = channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await?;
+        metrics
+            .queue_messages
+            .with_label_values(&[&name])
+            .set(i64::from(declared.message_count()));
+        metrics
+            .queue_consumers
+            .with_label_values(&[&name])
+            .set(i64::from(declared.consumer_count()));
+    }
+    drop(connection.close(200, "done".into()).await);
+    Ok(())
+}

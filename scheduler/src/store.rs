@@ -1,0 +1,293 @@
+//! The PostgreSQL adapter for runs and node runs. Every query filters by workspace.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use deadpool_postgres::Transaction;
+use uuid::Uuid;
+use weft_shared::graph::{NodeState, NodeStatus, RunState};
+use weft_shared::messages::NodeError;
+use weft_shared::scenario::{BuiltinCatalog, Invalid, Scenario};
+
+pub use weft_shared::db::DbError;
+
+/// Time a dispatched node may take beyond its own timeout and delay before the sweeper
+/// considers its task lost (queueing under load, a worker restart).
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "cancelled" => Self::Cancelled,
+            "timed_out" => Self::TimedOut,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// A run row, locked for the current transaction.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub scenario_id: Uuid,
+    pub version: i32,
+    pub status: RunStatus,
+    pub trigger: Value,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+/// Locks a run row (DESIGN invariant 4: results of one run are serialized).
+pub async fn lock_run(tx: &Transaction<'_>, run_id: Uuid, workspace_id: Uuid) -> Result<Option<Run>, DbError> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT scenario_id, version, status, trigger, created_at, started_at \
+             FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
+        )
+        .await?;
+    let row = tx.query_opt(&statement, &[&run_id, &workspace_id]).await?;
+    Ok(row.map(|row| Run {
+        id: run_id,
+        workspace_id,
+        scenario_id: row.get(0),
+        version: row.get(1),
+        status: RunStatus::parse(row.get(2)),
+        trigger: row.get(3),
+        created_at: row.get(4),
+        started_at: row.get(5),
+    }))
+}
+
+pub async fn start_run(tx: &Transaction<'_>, run: &Run, now: DateTime<Utc>, timeout: Duration) -> Result<(), DbError> {
+    let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+    let statement = tx
+        .prepare_cached(
+            "UPDATE runs SET status = 'running', started_at = $3, deadline_at = $4 \
+             WHERE id = $1 AND workspace_id = $2",
+        )
+        .await?;
+    tx.execute(&statement, &[&run.id, &run.workspace_id, &now, &deadline]).await?;
+    Ok(())
+}
+
+pub async fn finish_run(
+    tx: &Transaction<'_>,
+    run: &Run,
+    status: RunStatus,
+    error: Option<&Value>,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let statement = tx
+        .prepare_cached(
+            "UPDATE runs SET status = $3, error = $4, finished_at = $5, deadline_at = NULL \
+             WHERE id = $1 AND workspace_id = $2",
+        )
+        .await?;
+    tx.execute(&statement, &[&run.id, &run.workspace_id, &status.as_str(), &error, &now])
+        .await?;
+    Ok(())
+}
+
+/// The error recorded on a failed run: the failing node and its error.
+pub fn run_error(node: &str, error: &NodeError) -> Value {
+    let mut value = serde_json::to_value(error).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut value {
+        fields.insert("node".into(), Value::from(node));
+        fields.insert(
+            "message".into(),
+            Value::from(format!("node `{node}` failed: {}", error.message)),
+        );
+    }
+    value
+}
+
+pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbError> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT node_id, status, attempts, input, output, raw_output, error, port, queued_at, started_at, finished_at \
+             FROM node_runs WHERE run_id = $1 AND workspace_id = $2",
+        )
+        .await?;
+    let rows = tx.query(&statement, &[&run.id, &run.workspace_id]).await?;
+    let mut state = RunState::default();
+    for row in rows {
+        let error: Option<Value> = row.get(6);
+        let node = NodeState {
+            status: NodeStatus::parse(row.get(1)).unwrap_or(NodeStatus::Failed),
+            attempts: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
+            input: row.get(3),
+            output: row.get(4),
+            raw_output: row.get(5),
+            error: error.and_then(|e| serde_json::from_value(e).ok()),
+            port: row.get(7),
+            queued_at: row.get(8),
+            started_at: row.get(9),
+            finished_at: row.get(10),
+            changed: false,
+        };
+        state.nodes.insert(row.get(0), node);
+    }
+    Ok(state)
+}
+
+/// Writes the nodes that changed, in one statement. `deadlines` holds the deadline of
+/// each node dispatched in this step.
+pub async fn save_nodes(
+    tx: &Transaction<'_>,
+    run: &Run,
+    scenario: &Scenario,
+    state: &RunState,
+    deadlines: &HashMap<String, DateTime<Utc>>,
+) -> Result<(), DbError> {
+    let changed: Vec<(&String, &NodeState)> = state.nodes.iter().filter(|(_, n)| n.changed).collect();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(changed.len());
+    let mut positions = Vec::with_capacity(changed.len());
+    let mut statuses = Vec::with_capacity(changed.len());
+    let mut attempts = Vec::with_capacity(changed.len());
+    let mut inputs = Vec::with_capacity(changed.len());
+    let mut outputs = Vec::with_capacity(changed.len());
+    let mut raw_outputs = Vec::with_capacity(changed.len());
+    let mut errors = Vec::with_capacity(changed.len());
+    let mut ports = Vec::with_capacity(changed.len());
+    let mut queued = Vec::with_capacity(changed.len());
+    let mut started = Vec::with_capacity(changed.len());
+    let mut finished = Vec::with_capacity(changed.len());
+    let mut deadline = Vec::with_capacity(changed.len());
+    for (id, node) in changed {
+        let position = scenario.nodes.iter().position(|n| &n.id == id).unwrap_or(0);
+        ids.push(id.as_str());
+        positions.push(i32::try_from(position).unwrap_or(i32::MAX));
+        statuses.push(node.status.as_str());
+        attempts.push(i32::try_from(node.attempts).unwrap_or(i32::MAX));
+        inputs.push(node.input.clone());
+        outputs.push(node.output.clone());
+        raw_outputs.push(node.raw_output.clone());
+        errors.push(node.error.as_ref().and_then(|e| serde_json::to_value(e).ok()));
+        ports.push(node.port.as_deref());
+        queued.push(node.queued_at);
+        started.push(node.started_at);
+        finished.push(node.finished_at);
+        let in_flight = matches!(node.status, NodeStatus::Queued | NodeStatus::Running);
+        deadline.push(if in_flight { deadlines.get(id).copied() } else { None });
+    }
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO node_runs (run_id, workspace_id, node_id, position, status, attempts, input, output, raw_output, \
+                                    error, port, queued_at, started_at, finished_at, deadline_at) \
+             SELECT $1, $2, * FROM UNNEST($3::text[], $4::int[], $5::text[], $6::int[], $7::jsonb[], $8::jsonb[], \
+                                          $9::jsonb[], $10::jsonb[], $11::text[], $12::timestamptz[], \
+                                          $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) \
+             ON CONFLICT (run_id, node_id) DO UPDATE SET \
+                 status = EXCLUDED.status, attempts = EXCLUDED.attempts, input = EXCLUDED.input, \
+                 output = EXCLUDED.output, raw_output = EXCLUDED.raw_output, error = EXCLUDED.error, \
+                 port = EXCLUDED.port, queued_at = EXCLUDED.queued_at, started_at = EXCLUDED.started_at, \
+                 finished_at = EXCLUDED.finished_at, \
+                 deadline_at = COALESCE(EXCLUDED.deadline_at, CASE WHEN EXCLUDED.status IN ('queued', 'running') \
+                                                                    THEN node_runs.deadline_at END)",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &run.id,
+            &run.workspace_id,
+            &ids,
+            &positions,
+            &statuses,
+            &attempts,
+            &inputs,
+            &outputs,
+            &raw_outputs,
+            &errors,
+            &ports,
+            &queued,
+            &started,
+            &finished,
+            &deadline,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Immutable scenario versions, parsed once per process.
+#[derive(Default)]
+pub struct Definitions {
+    cache: Mutex<HashMap<(Uuid, i32), Arc<Scenario>>>,
+}
+
+/// Versions kept in memory before the cache starts over.
+const DEFINITION_CACHE_SIZE: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("scenario version not found")]
+    Missing,
+    #[error("the stored scenario version is no longer valid: {0}")]
+    Invalid(#[from] Invalid),
+}
+
+impl Definitions {
+    pub async fn get(&self, tx: &Transaction<'_>, run: &Run) -> Result<Arc<Scenario>, DefinitionError> {
+        let key = (run.scenario_id, run.version);
+        if let Some(found) = self.lock().get(&key) {
+            return Ok(found.clone());
+        }
+        let statement = tx
+            .prepare_cached(
+                "SELECT definition FROM scenario_versions WHERE workspace_id = $1 AND scenario_id = $2 AND version = $3",
+            )
+            .await
+            .map_err(DbError::from)?;
+        let row = tx
+            .query_opt(&statement, &[&run.workspace_id, &run.scenario_id, &run.version])
+            .await
+            .map_err(DbError::from)?
+            .ok_or(DefinitionError::Missing)?;
+        let definition: Value = row.get(0);
+        let scenario = Arc::new(Scenario::parse(&definition, &BuiltinCatalog)?);
+        let mut cache = self.lock();
+        if cache.len() >= DEFINITION_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(key, scenario.clone());
+        Ok(scenario)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, i32), Arc<Scenario>>> {
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

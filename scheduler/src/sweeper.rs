@@ -1,0 +1,105 @@
+//! The sweeper: nothing waits forever (DESIGN §2.6). Safe on every replica at once: each
+//! action goes through the engine, which locks the run and re-checks its state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+use weft_shared::messages::{ErrorClass, NodeError, RunRequested, VERSION};
+use weft_shared::queue::Publisher;
+
+use crate::engine::{Engine, EngineError};
+
+/// Rows handled per sweep and kind, so one sweep stays short.
+const BATCH: i64 = 500;
+
+pub struct Sweeper {
+    pub engine: Arc<Engine>,
+    pub publisher: Arc<Publisher>,
+    /// A run still `queued` this long is published again.
+    pub requeue_after: Duration,
+}
+
+impl Sweeper {
+    /// One pass over the three kinds of forgotten work.
+    pub async fn sweep(&self) -> Result<(), EngineError> {
+        self.requeue_forgotten_runs().await?;
+        self.expire_nodes().await?;
+        self.expire_runs().await?;
+        Ok(())
+    }
+
+    /// Runs a gateway recorded but never managed to announce (it died between its commit
+    /// and its publish). Taking a run up is idempotent, so a duplicate is harmless.
+    async fn requeue_forgotten_runs(&self) -> Result<(), EngineError> {
+        let client = self.engine.pool().get().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE runs SET requeued_at = now() WHERE id IN ( \
+                     SELECT id FROM runs \
+                     WHERE status = 'queued' AND created_at < now() - make_interval(secs => $1) \
+                       AND (requeued_at IS NULL OR requeued_at < now() - make_interval(secs => $1)) \
+                     ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, workspace_id",
+            )
+            .await?;
+        let rows = client
+            .query(&statement, &[&self.requeue_after.as_secs_f64(), &BATCH])
+            .await?;
+        let topology = self.publisher.topology();
+        for row in rows {
+            let request = RunRequested {
+                v: VERSION,
+                run_id: row.get(0),
+                workspace_id: row.get(1),
+            };
+            tracing::info!(run_id = %request.run_id, "re-publishing a run left queued");
+            self.publisher.publish(&topology.runs(), &topology.runs(), &request).await?;
+        }
+        Ok(())
+    }
+
+    /// Node attempts with no result by their deadline (a worker vanished, a task was
+    /// lost): recorded as timed out, which retries them or fails the node.
+    async fn expire_nodes(&self) -> Result<(), EngineError> {
+        let client = self.engine.pool().get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT n.run_id, n.workspace_id, n.node_id, n.attempts FROM node_runs n \
+                 JOIN runs r ON r.id = n.run_id AND r.workspace_id = n.workspace_id \
+                 WHERE n.status IN ('queued', 'running') AND n.deadline_at < now() AND r.status = 'running' \
+                 LIMIT $1",
+            )
+            .await?;
+        let rows = client.query(&statement, &[&BATCH]).await?;
+        drop(client);
+        for row in rows {
+            let run_id: Uuid = row.get(0);
+            let node_id: String = row.get(2);
+            let attempt = u32::try_from(row.get::<_, i32>(3)).unwrap_or(0);
+            tracing::warn!(%run_id, %node_id, attempt, "node attempt passed its deadline");
+            let error = NodeError::new(ErrorClass::Timeout, "no result before the node's deadline");
+            self.engine
+                .fail_attempt(run_id, row.get(1), &node_id, attempt, error)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn expire_runs(&self) -> Result<(), EngineError> {
+        let client = self.engine.pool().get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, workspace_id FROM runs WHERE status = 'running' AND deadline_at < now() LIMIT $1",
+            )
+            .await?;
+        let rows = client.query(&statement, &[&BATCH]).await?;
+        drop(client);
+        for row in rows {
+            let run_id: Uuid = row.get(0);
+            tracing::warn!(%run_id, "run passed its timeout");
+            self.engine.time_out(run_id, row.get(1)).await?;
+        }
+        Ok(())
+    }
+}
