@@ -1,1 +1,22 @@
-fn main() {}
+//! `weft-worker`: see the crate documentation of `weft_worker`.
+
+use anyhow::Context;
+use weft_shared::telemetry;
+use weft_worker::{Config, Worker};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: Config = weft_shared::config::parse();
+    telemetry::init_logging(&config.process.log_format);
+    let ops = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {} (WEFT_METRICS_ADDR)", config.metrics_addr))?;
+    let worker = Worker::new(config).context("starting the worker")?;
+    tracing::info!("worker started");
+    worker
+        .serve(ops, telemetry::shutdown_signal())
+        .await
+        .context("running the worker")?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
