@@ -52,8 +52,8 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid weft --home-dir /app --no-create-home --shell /usr/sbin/nologin weft \
  && mkdir -p /app \
  && chown weft:weft /app
+# Migrations are embedded in the binaries at build time (refinery), nothing else to copy.
 COPY --from=builder /out/ /usr/local/bin/
-COPY --chown=weft:weft migrations /app/migrations
 WORKDIR /app
 # Numeric user so Kubernetes can verify runAsNonRoot.
 USER 10001:10001

@@ -7,6 +7,9 @@
 set -euo pipefail
 
 WAIT_SECONDS="${WEFT_SERVICES_TIMEOUT:-60}"
+# Ports are fixed by the project's defaults; overridable only to test this script.
+PG_PORT="${WEFT_LOCAL_PG_PORT:-5432}"
+AMQP_PORT="${WEFT_LOCAL_AMQP_PORT:-5672}"
 
 log() { printf 'services: %s\n' "$*"; }
 die() { printf 'services: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -19,6 +22,7 @@ fi
 
 # tcp_open HOST PORT: true when something accepts TCP connections there.
 tcp_open() {
+    # shellcheck disable=SC2016  # $0 and $1 expand in the inner shell
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
 }
 
@@ -45,9 +49,9 @@ wait_for() {
 
 pg_ready() {
     if command -v pg_isready >/dev/null 2>&1; then
-        pg_isready -q -h 127.0.0.1 -p 5432
+        pg_isready -q -h 127.0.0.1 -p "$PG_PORT"
     else
-        tcp_open 127.0.0.1 5432
+        tcp_open 127.0.0.1 "$PG_PORT"
     fi
 }
 
@@ -70,7 +74,7 @@ pg_start() {
 # Trust authentication for user postgres over TCP on loopback, as the test suites and
 # deploy/local/up.sh expect. Only touches the cluster when a password-less login fails.
 pg_ensure_trust() {
-    if psql -w -h 127.0.0.1 -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
+    if psql -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1; then
         return 0
     fi
     local version hba
@@ -92,13 +96,13 @@ pg_ensure_trust() {
     fi
     $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main reload
     sleep 1
-    psql -w -h 127.0.0.1 -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1 \
+    psql -w -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -tAc 'SELECT 1' >/dev/null 2>&1 \
         || die "still cannot log in as postgres on 127.0.0.1 without a password; check $hba"
 }
 
 ensure_postgres() {
     if pg_ready; then
-        log "PostgreSQL is running on 127.0.0.1:5432"
+        log "PostgreSQL is running on 127.0.0.1:$PG_PORT"
     else
         if ! command -v pg_ctlcluster >/dev/null 2>&1 || [[ -z "$(pg_cluster_version)" ]]; then
             apt_install postgresql
@@ -114,12 +118,12 @@ ensure_postgres() {
 # --- RabbitMQ -----------------------------------------------------------------
 
 rabbit_ready() {
-    tcp_open 127.0.0.1 5672
+    tcp_open 127.0.0.1 "$AMQP_PORT"
 }
 
 ensure_rabbitmq() {
     if rabbit_ready; then
-        log "RabbitMQ is running on 127.0.0.1:5672"
+        log "RabbitMQ is running on 127.0.0.1:$AMQP_PORT"
         return 0
     fi
     if ! command -v rabbitmq-server >/dev/null 2>&1; then

@@ -1,1 +1,341 @@
+//! A Weft fleet started in-process against the real PostgreSQL and RabbitMQ, for
+//! integration tests: each fleet gets its own database (copied from a migrated template)
+//! and its own broker namespace, so tests run in parallel. Third-party APIs are stood in
+//! for by [`Upstream`], a local HTTP server that records what it receives.
+//!
+//! Environment: `WEFT_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`)
+//! and `WEFT_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
 
+mod database;
+mod upstream;
+
+use std::future::Future;
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::Parser;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use weft_shared::queue::{self, Topology};
+
+pub use database::TestDatabase;
+pub use upstream::{Recorded, Reply, Upstream};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn amqp_url() -> String {
+    std::env::var("WEFT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A random 32-byte master key ring.
+fn master_keys() -> String {
+    let key = [*Uuid::new_v4().as_bytes(), *Uuid::new_v4().as_bytes()].concat();
+    format!("test:{}", base64::engine::general_purpose::STANDARD.encode(key))
+}
+
+/// One in-process service and how to stop it.
+pub struct Service {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Service {
+    /// Stops gracefully (drains in-flight work) and waits until it has.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Stops at once, like a killed process: in-flight work is abandoned unacked.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+pub struct Fleet {
+    /// Base URL of the gateway's REST API.
+    pub api: String,
+    /// Base URL of the gateway's metrics address.
+    pub gateway_ops: String,
+    pub namespace: String,
+    pub db: TestDatabase,
+    pub client: reqwest::Client,
+    keys: String,
+    gateway: Option<Service>,
+    pub schedulers: Vec<Service>,
+    pub workers: Vec<Service>,
+}
+
+/// A workspace and its API key.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub id: String,
+    pub api_key: String,
+}
+
+impl Fleet {
+    /// A gateway, one scheduler and one worker.
+    pub async fn start() -> Self {
+        Self::with(1, 1).await
+    }
+
+    pub async fn with(schedulers: usize, workers: usize) -> Self {
+        let db = TestDatabase::create().await;
+        let namespace = format!("weft_test_{}", Uuid::new_v4().simple());
+        let mut fleet = Self {
+            api: String::new(),
+            gateway_ops: String::new(),
+            namespace,
+            db,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("test HTTP client builds"),
+            keys: master_keys(),
+            gateway: None,
+            schedulers: Vec::new(),
+            workers: Vec::new(),
+        };
+        fleet.start_gateway().await;
+        for _ in 0..schedulers {
+            let scheduler = fleet.spawn_scheduler().await;
+            fleet.schedulers.push(scheduler);
+        }
+        for _ in 0..workers {
+            let worker = fleet.spawn_worker().await;
+            fleet.workers.push(worker);
+        }
+        fleet
+    }
+
+    async fn start_gateway(&mut self) {
+        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind API port");
+        let ops = TcpListener::bind("127.0.0.1:0").await.expect("bind ops port");
+        self.api = format!("http://{}", api.local_addr().expect("bound address"));
+        self.gateway_ops = format!("http://{}", ops.local_addr().expect("bound address"));
+        let config = weft_gateway::Config::try_parse_from([
+            "weft-gateway",
+            "--database-url",
+            &self.db.url,
+            "--database-pool-size",
+            "4",
+            "--amqp-url",
+            &amqp_url(),
+            "--namespace",
+            &self.namespace,
+            "--master-keys",
+            &self.keys,
+            "--admin-token",
+            ADMIN_TOKEN,
+            "--webhook-max-body",
+            "65536",
+        ])
+        .expect("gateway test configuration parses");
+        let gateway = weft_gateway::Gateway::new(config).await.expect("gateway starts");
+        self.gateway = Some(spawn(move |stop| async move {
+            gateway
+                .serve(api, ops, async move { stop.cancelled().await })
+                .await
+                .expect("gateway serves");
+        }));
+    }
+
+    /// Starts one more scheduler on the same database and namespace.
+    pub async fn spawn_scheduler(&self) -> Service {
+        let ops = TcpListener::bind("127.0.0.1:0").await.expect("bind ops port");
+        let config = weft_scheduler::Config::try_parse_from([
+            "weft-scheduler",
+            "--database-url",
+            &self.db.url,
+            "--database-pool-size",
+            "4",
+            "--amqp-url",
+            &amqp_url(),
+            "--namespace",
+            &self.namespace,
+            "--sweep-interval",
+            "500ms",
+            "--requeue-after",
+            "2s",
+            "--shutdown-timeout",
+            "5s",
+        ])
+        .expect("scheduler test configuration parses");
+        let scheduler = weft_scheduler::Scheduler::new(config).await.expect("scheduler starts");
+        spawn(move |stop| async move {
+            scheduler
+                .serve(ops, async move { stop.cancelled().await })
+                .await
+                .expect("scheduler serves");
+        })
+    }
+
+    /// Starts one more worker on the namespace.
+    pub async fn spawn_worker(&self) -> Service {
+        let ops = TcpListener::bind("127.0.0.1:0").await.expect("bind ops port");
+        let config = weft_worker::Config::try_parse_from([
+            "weft-worker",
+            "--amqp-url",
+            &amqp_url(),
+            "--namespace",
+            &self.namespace,
+            "--master-keys",
+            &self.keys,
+            "--egress-allow",
+            "127.0.0.0/8",
+            "--concurrency",
+            "16",
+            "--shutdown-timeout",
+            "5s",
+        ])
+        .expect("worker test configuration parses");
+        let worker = weft_worker::Worker::new(config).expect("worker starts");
+        spawn(move |stop| async move {
+            worker
+                .serve(ops, async move { stop.cancelled().await })
+                .await
+                .expect("worker serves");
+        })
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.namespace)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    /// Creates a workspace through the admin API.
+    pub async fn workspace(&self) -> Workspace {
+        let response = self
+            .client
+            .post(self.url("/api/v1/admin/workspaces"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": "test"}))
+            .send()
+            .await
+            .expect("gateway answers");
+        assert_eq!(response.status(), 201, "workspace creation");
+        let body: Value = response.json().await.expect("JSON body");
+        Workspace {
+            id: body["id"].as_str().expect("id").to_owned(),
+            api_key: body["api_key"].as_str().expect("api_key").to_owned(),
+        }
+    }
+
+    /// Sends a JSON request with the workspace's key; returns status and JSON body.
+    pub async fn call(&self, workspace: &Workspace, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(&workspace.api_key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("gateway answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body reads");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    /// Creates and activates a scenario; returns its id and webhook path.
+    pub async fn active_scenario(&self, workspace: &Workspace, definition: Value) -> (String, String) {
+        let (status, created) = self.call(workspace, "POST", "/api/v1/scenarios", Some(definition)).await;
+        assert_eq!(status, 201, "scenario creation: {created}");
+        let id = created["id"].as_str().expect("scenario id").to_owned();
+        let (status, activated) = self
+            .call(workspace, "POST", &format!("/api/v1/scenarios/{id}/activate"), None)
+            .await;
+        assert_eq!(status, 200, "activation: {activated}");
+        let path = created["webhook"]["path"].as_str().unwrap_or_default().to_owned();
+        (id, path)
+    }
+
+    /// Fires a webhook with a JSON body; returns the run id from the 202.
+    pub async fn fire(&self, hook_path: &str, body: Value) -> String {
+        let response = self
+            .client
+            .post(self.url(hook_path))
+            .json(&body)
+            .send()
+            .await
+            .expect("gateway answers");
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.expect("JSON body");
+        assert_eq!(status, 202, "webhook: {body}");
+        body["run_id"].as_str().expect("run_id").to_owned()
+    }
+
+    /// Polls a run until it reaches a final status, and returns it.
+    pub async fn wait_for_run(&self, workspace: &Workspace, run_id: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (status, run) = self.call(workspace, "GET", &format!("/api/v1/runs/{run_id}"), None).await;
+            assert_eq!(status, 200, "run lookup: {run}");
+            let state = run["status"].as_str().unwrap_or_default();
+            if !matches!(state, "queued" | "running") {
+                return run;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "run {run_id} still {state} after {timeout:?}: {run}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A direct database client, for assertions the API does not expose.
+    pub async fn pg(&self) -> tokio_postgres::Client {
+        self.db.connect().await
+    }
+
+    /// Stops every service gracefully.
+    pub async fn stop(mut self) {
+        for service in self.workers.drain(..).chain(self.schedulers.drain(..)) {
+            service.stop().await;
+        }
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await;
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for service in self.workers.drain(..).chain(self.schedulers.drain(..)).chain(self.gateway.take()) {
+            service.kill();
+        }
+        let namespace = self.namespace.clone();
+        // Clean up on a thread of its own: Drop cannot await, and the test's runtime may
+        // be shutting down.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime builds");
+            runtime.block_on(async move {
+                if let Ok(connection) = queue::connect(&amqp_url(), "weft-testkit cleanup").await
+                    && let Ok(channel) = connection.create_channel().await
+                {
+                    let _ = Topology::new(namespace).delete(&channel).await;
+                    let _ = connection.close(200, "done".into()).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+fn spawn<F, Fut>(run: F) -> Service
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(stop.clone()));
+    Service { stop, task }
+}

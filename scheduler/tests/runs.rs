@@ -1,0 +1,243 @@
+//! Runs end to end across gateway, scheduler and worker, over the real broker and database.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use weft_shared::messages::{NodeResult, Outcome, VERSION};
+use weft_shared::queue::Publisher;
+use weft_testkit::{Fleet, Reply, Upstream};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
+        .unwrap_or_else(|| panic!("run has no node {id}: {run}"))
+}
+
+fn http(id: &str, after: &[&str], input: Value) -> Value {
+    json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after, "input": input})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_runs_transform_lookup_condition_and_notify() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script("/people", vec![Reply::json(200, json!({"identities": [{"firstName": "Ada", "age": 36}]}))]);
+    let workspace = fleet.workspace().await;
+    let mut lookup = http(
+        "lookup",
+        &["prepare"],
+        json!({"method": "GET", "url": format!("{}/people", upstream.url), "query": {"phone": "{{ nodes.prepare.output.phone }}"}}),
+    );
+    lookup["outputs"] = json!({"first_name": "$.body.identities[0].firstName", "age": "$.body.identities[0].age"});
+    let definition = json!({
+        "name": "Lead enrichment",
+        "trigger": {"type": "webhook"},
+        "nodes": [
+            {"id": "prepare", "type": "transform", "output": {"phone": "{{ trigger.body.phone }}", "score": "{{ trigger.body.score * 2 }}"}},
+            lookup,
+            {"id": "is_known", "type": "condition", "after": ["lookup"], "if": "nodes.lookup.output.first_name is not none"},
+            http("notify", &["is_known:true"], json!({"method": "POST", "url": format!("{}/notify", upstream.url),
+                "body": {"name": "{{ nodes.lookup.output.first_name }}", "age": "{{ nodes.lookup.output.age }}", "score": "{{ nodes.prepare.output.score }}"}}))
+        ]
+    });
+    let (_, hook) = fleet.active_scenario(&workspace, definition).await;
+
+    let fired = Instant::now();
+    let run_id = fleet.fire(&hook, json!({"phone": "555-0100", "score": 21})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    eprintln!("4-node run: webhook to completed in {:?} (polled)", fired.elapsed());
+
+    assert_eq!(run["status"], "completed", "{run}");
+    let lookups = upstream.received_on("/people");
+    assert_eq!(lookups.len(), 1);
+    assert_eq!((lookups[0].method.as_str(), lookups[0].query.as_str()), ("GET", "phone=555-0100"));
+    let notified = upstream.received_on("/notify");
+    assert_eq!(notified.len(), 1);
+    assert_eq!(notified[0].method, "POST");
+    assert_eq!(notified[0].body, json!({"name": "Ada", "age": 36, "score": 42}), "typed fields keep their type");
+    assert_eq!(upstream.received().len(), 2, "no other upstream calls");
+
+    assert_eq!(node(&run, "lookup")["output"], json!({"first_name": "Ada", "age": 36}));
+    assert_eq!(node(&run, "lookup")["input"]["query"], json!({"phone": "555-0100"}));
+    assert_eq!(node(&run, "is_known")["output"], json!({"result": true}));
+    for id in ["prepare", "lookup", "is_known", "notify"] {
+        let n = node(&run, id);
+        assert_eq!(n["status"], "completed", "{id}: {n}");
+        assert_eq!(n["attempts"], 1, "{id}");
+        assert!(n["started_at"].is_string() && n["finished_at"].is_string(), "{id} has timings: {n}");
+        assert!(n["duration_ms"].is_number(), "{id}: {n}");
+    }
+    assert_eq!(node(&run, "notify")["output"]["status"], 200);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_branch_not_taken_is_skipped_and_the_join_runs() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let definition = json!({
+        "name": "branches",
+        "trigger": {"type": "manual"},
+        "nodes": [
+            {"id": "big", "type": "condition", "if": "trigger.body.amount > 100"},
+            http("approve", &["big:true"], json!({"method": "POST", "url": url("/approve")})),
+            http("review", &["big:false"], json!({"method": "POST", "url": url("/review")})),
+            http("join", &["approve", "review"], json!({"method": "POST", "url": url("/join"), "body": {"approved": "{{ nodes.approve.status }}"}}))
+        ]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let (status, started) = fleet
+        .call(&workspace, "POST", &format!("/api/v1/scenarios/{scenario}/runs"), Some(json!({"amount": 500})))
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let run = fleet
+        .wait_for_run(&workspace, started["run_id"].as_str().expect("run_id"), RUN_TIMEOUT)
+        .await;
+
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(node(&run, "approve")["status"], "completed");
+    assert_eq!(node(&run, "review")["status"], "skipped");
+    assert_eq!(node(&run, "join")["status"], "completed");
+    assert_eq!(upstream.received_on("/review").len(), 0);
+    let joins = upstream.received_on("/join");
+    assert_eq!(joins.len(), 1);
+    assert_eq!(joins[0].body, json!({"approved": "completed"}));
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retryable_failures_retry_permanent_ones_do_not_and_retry_after_is_honoured() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script("/flaky", vec![Reply::json(503, json!({})), Reply::json(503, json!({})), Reply::json(200, json!({"ok": 1}))]);
+    upstream.script("/bad", vec![Reply::json(400, json!({"error": "no such field"}))]);
+    upstream.script("/busy", vec![Reply::json(429, json!({})).header("retry-after", "1"), Reply::json(200, json!({}))]);
+    let workspace = fleet.workspace().await;
+    let single = |name: &str, path: &str| {
+        json!({
+            "name": name,
+            "trigger": {"type": "webhook"},
+            "settings": {"retry": {"max_attempts": 3, "initial": "100ms", "max": "1s"}},
+            "nodes": [http("call", &[], json!({"method": "GET", "url": format!("{}{path}", upstream.url)}))]
+        })
+    };
+
+    let (_, flaky) = fleet.active_scenario(&workspace, single("flaky", "/flaky")).await;
+    let run_id = fleet.fire(&flaky, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(node(&run, "call")["attempts"], 3);
+    assert_eq!(upstream.received_on("/flaky").len(), 3);
+
+    let (_, bad) = fleet.active_scenario(&workspace, single("bad", "/bad")).await;
+    let run_id = fleet.fire(&bad, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(node(&run, "call")["attempts"], 1);
+    assert_eq!(node(&run, "call")["error"]["class"], "permanent");
+    assert_eq!(node(&run, "call")["error"]["status"], 400);
+    assert!(run["error"]["message"].as_str().unwrap_or_default().contains("`call`"), "the failing node is named: {run}");
+    assert_eq!(upstream.received_on("/bad").len(), 1, "a 400 is not retried");
+
+    let (_, busy) = fleet.active_scenario(&workspace, single("busy", "/busy")).await;
+    let run_id = fleet.fire(&busy, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let calls = upstream.received_on("/busy");
+    assert_eq!(calls.len(), 2);
+    let waited = calls[1].at - calls[0].at;
+    assert!(waited >= Duration::from_secs(1), "Retry-After: 1 honoured, waited {waited:?}");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_result_changes_nothing() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "dup",
+        "trigger": {"type": "webhook"},
+        "nodes": [
+            http("first", &[], json!({"url": format!("{}/first", upstream.url)})),
+            http("second", &["first"], json!({"url": format!("{}/second", upstream.url)}))
+        ]
+    });
+    let (_, hook) = fleet.active_scenario(&workspace, definition).await;
+    let run_id = fleet.fire(&hook, json!({})).await;
+    let before = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(before["status"], "completed");
+
+    let topology = fleet.topology();
+    let publisher = Publisher::new(&weft_testkit::amqp_url(), "test duplicate", topology.clone());
+    let duplicate = NodeResult {
+        v: VERSION,
+        run_id: run_id.parse().expect("uuid"),
+        workspace_id: workspace.id.parse().expect("uuid"),
+        node_id: "first".into(),
+        attempt: 1,
+        started_at: chrono::Utc::now(),
+        finished_at: chrono::Utc::now(),
+        outcome: Outcome::Success { output: json!("tampered") },
+    };
+    for _ in 0..2 {
+        publisher
+            .publish(&topology.results(), &topology.results(), &duplicate)
+            .await
+            .expect("duplicate published");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    publisher.close().await;
+
+    let (_, after) = fleet.call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None).await;
+    assert_eq!(after, before, "the run record is unchanged");
+    assert_eq!(upstream.received_on("/second").len(), 1, "nothing dispatched again");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_schedulers_dispatch_each_join_exactly_once() {
+    let fleet = Fleet::with(2, 2).await;
+    let upstream = Upstream::start().await;
+    // Both branches answer at the same moment, so their results race to the schedulers.
+    upstream.script("/a", vec![Reply::json(200, json!({})).after(Duration::from_millis(100))]);
+    upstream.script("/b", vec![Reply::json(200, json!({})).after(Duration::from_millis(100))]);
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "fan-in",
+        "trigger": {"type": "webhook"},
+        "nodes": [
+            http("a", &[], json!({"url": format!("{}/a", upstream.url)})),
+            http("b", &[], json!({"url": format!("{}/b", upstream.url)})),
+            http("join", &["a", "b"], json!({"method": "POST", "url": format!("{}/join", upstream.url), "body": {"run": "{{ run.id }}"}}))
+        ]
+    });
+    let (_, hook) = fleet.active_scenario(&workspace, definition).await;
+
+    let mut run_ids = Vec::new();
+    for _ in 0..30 {
+        run_ids.push(fleet.fire(&hook, json!({})).await);
+    }
+    for run_id in &run_ids {
+        let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(node(&run, "join")["attempts"], 1);
+    }
+    // Give a wrongly doubled dispatch time to show up before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut joins: HashMap<String, usize> = HashMap::new();
+    for request in upstream.received_on("/join") {
+        *joins.entry(request.body["run"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    for run_id in &run_ids {
+        assert_eq!(joins.get(run_id), Some(&1), "join of run {run_id} dispatched exactly once");
+    }
+    assert_eq!(joins.len(), run_ids.len());
+    fleet.stop().await;
+}
