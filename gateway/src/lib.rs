@@ -1,1 +1,31 @@
+//! The gateway: Weft's HTTP front door (DESIGN §1, §6). It serves the REST API and the
+//! webhook endpoints, records runs in PostgreSQL and hands them to the scheduler over
+//! RabbitMQ, answering 202 only once the broker has confirmed the message.
+//!
+//! - [`config`]: start-up configuration.
+//! - [`server`]: [`Gateway`]: builds the pool, the publisher and the metrics, then serves
+//!   the API and the operations endpoints until shutdown.
+//! - `api`: the routes, one module per resource, and the OpenAPI document.
+//! - `enqueue`: records a run and publishes its `RunRequested`; the one way runs start.
+//! - `trigger`: what a run was started with, captured from a webhook request.
+//! - `auth`: API keys and the admin token.
+//! - `extract`: request extractors whose rejections are JSON errors.
+//! - `paging`: `limit`/`cursor` parameters and the `{items, next_cursor}` list shape.
+//! - `error`: every way a request fails, mapped to a status and a JSON body.
+//! - `metrics`: the gateway's Prometheus metrics.
+//! - `state`: what every handler shares.
 
+mod api;
+mod auth;
+pub mod config;
+mod enqueue;
+mod error;
+mod extract;
+mod metrics;
+mod paging;
+pub mod server;
+mod state;
+mod trigger;
+
+pub use config::{Command, Config};
+pub use server::{Gateway, StartError};

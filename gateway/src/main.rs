@@ -1,1 +1,69 @@
-fn main() {}
+//! `weft-gateway`: see the crate documentation of `weft_gateway`.
+//!
+//! `weft-gateway migrate` applies pending migrations and exits; without a subcommand the
+//! gateway serves until SIGTERM or Ctrl-C.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use weft_gateway::{Command, Config, Gateway};
+use weft_shared::{db, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config: Config = weft_shared::config::parse();
+    telemetry::init_logging(&config.process.log_format);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft-gateway: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(Command::Migrate) = config.command {
+        return migrate(&config).await;
+    }
+    let api = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP address {} (WEFT_HTTP_ADDR)", config.http_addr))?;
+    let ops = TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {} (WEFT_METRICS_ADDR)", config.metrics_addr))?;
+    let gateway = Gateway::new(config).await.context("starting the gateway")?;
+    tracing::info!(api = %api.local_addr()?, ops = %ops.local_addr()?, "gateway started");
+    gateway
+        .serve(api, ops, telemetry::shutdown_signal())
+        .await
+        .context("running the gateway")?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = db::pool(&config.database.database_url, config.database.database_pool_size)
+        .context("connecting to the database (WEFT_DATABASE_URL)")?;
+    db::migrate(&pool).await.context("applying migrations")?;
+    tracing::info!("database migrated");
+    Ok(())
+}
+
+/// The error and its causes on one line. Some causes already end with their own source's
+/// message; it is not repeated.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if line.ends_with(&message) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&message);
+    }
+    line
+}

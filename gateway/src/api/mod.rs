@@ -1,0 +1,167 @@
+//! The HTTP API (DESIGN §6): the routes, and the OpenAPI document generated from them.
+//!
+//! Every handler carries `#[utoipa::path]`, and routes are registered through
+//! `utoipa_axum::routes!`, so a route cannot exist without being documented.
+
+mod admin;
+mod hooks;
+mod runs;
+mod scenarios;
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::any;
+use axum::{Extension, Router, middleware};
+use utoipa::openapi::OpenApi as OpenApiDocument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::metrics;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Weft API",
+        description = "Scenarios, runs and webhooks of a Weft workspace. Authenticate with `Authorization: Bearer <api key>`."
+    ),
+    // Registered with `any` below rather than through `routes!`, which takes a fixed
+    // list of methods.
+    paths(hooks::receive),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "admin", description = "Workspaces; needs the admin token"),
+        (name = "scenarios", description = "Scenario definitions, versions and activation"),
+        (name = "runs", description = "Starting and inspecting runs"),
+        (name = "webhooks", description = "Webhook triggers; the token in the path is the credential"),
+        (name = "meta", description = "This document"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut OpenApiDocument) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(description))
+                    .build(),
+            )
+        };
+        components.add_security_scheme("api_key", bearer("A workspace API key (`weft_…`)"));
+        components.add_security_scheme("admin_token", bearer("The gateway's WEFT_ADMIN_TOKEN"));
+    }
+}
+
+/// The documented API routes, without state.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(admin::create_workspace))
+        .routes(routes!(scenarios::create, scenarios::list))
+        .routes(routes!(scenarios::get, scenarios::update, scenarios::delete))
+        .routes(routes!(scenarios::activate))
+        .routes(routes!(scenarios::pause))
+        .routes(routes!(scenarios::versions))
+        .routes(routes!(runs::start))
+        .routes(routes!(runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(openapi_json))
+}
+
+/// The whole HTTP application: API, webhooks, JSON fallbacks and request metrics.
+pub fn router(state: AppState) -> Router {
+    let (api, document) = routes().split_for_parts();
+    let document = Document(Bytes::from(
+        document.to_json().expect("the OpenAPI document is plain data and serializes"),
+    ));
+    let api = api
+        .layer(Extension(document))
+        .layer(DefaultBodyLimit::max(state.api_max_body));
+    let hooks = Router::new()
+        .route("/hooks/{token}", any(hooks::receive))
+        .layer(DefaultBodyLimit::max(state.webhook_max_body));
+    api.merge(hooks)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Last, so it wraps every route and the fallbacks, and sees the matched route.
+        .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track_http))
+        .with_state(state)
+}
+
+/// This OpenAPI document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
+)]
+async fn openapi_json(Extension(Document(document)): Extension<Document>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document)
+}
+
+/// The OpenAPI document, rendered once at start.
+#[derive(Clone)]
+struct Document(Bytes);
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn document() -> serde_json::Value {
+        serde_json::to_value(routes().into_openapi()).expect("the document serializes")
+    }
+
+    #[test]
+    fn the_document_covers_every_endpoint() {
+        let document = document();
+        assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", document["openapi"]);
+        let expected = [
+            ("/api/v1/admin/workspaces", "post"),
+            ("/api/v1/scenarios", "post"),
+            ("/api/v1/scenarios", "get"),
+            ("/api/v1/scenarios/{id}", "get"),
+            ("/api/v1/scenarios/{id}", "put"),
+            ("/api/v1/scenarios/{id}", "delete"),
+            ("/api/v1/scenarios/{id}/activate", "post"),
+            ("/api/v1/scenarios/{id}/pause", "post"),
+            ("/api/v1/scenarios/{id}/versions", "get"),
+            ("/api/v1/scenarios/{id}/runs", "post"),
+            ("/api/v1/runs", "get"),
+            ("/api/v1/runs/{id}", "get"),
+            ("/hooks/{token}", "post"),
+            ("/api/v1/openapi.json", "get"),
+        ];
+        for (path, method) in expected {
+            assert!(document["paths"][path][method].is_object(), "{method} {path} is not documented");
+        }
+    }
+
+    #[test]
+    fn the_document_names_its_security_schemes_and_error_shape() {
+        let document = document();
+        let schemes = &document["components"]["securitySchemes"];
+        assert_eq!(schemes["api_key"]["scheme"], "bearer");
+        assert_eq!(schemes["admin_token"]["scheme"], "bearer");
+        assert!(document["components"]["schemas"]["ErrorBody"].is_object());
+        let get_run = &document["paths"]["/api/v1/runs/{id}"]["get"];
+        assert_eq!(get_run["security"][0]["api_key"], serde_json::json!([]));
+        assert!(get_run["responses"]["404"].is_object());
+    }
+}

@@ -1,0 +1,540 @@
+//! Scenarios: definitions validated when saved, stored as immutable versions; activation;
+//! and the webhook token of webhook-triggered scenarios.
+
+use std::str::FromStr;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio_postgres::Row;
+use utoipa::ToSchema;
+use uuid::Uuid;
+use weft_shared::scenario::{BuiltinCatalog, Scenario, TriggerKind};
+
+use crate::auth::Workspace;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::paging::{List, PageQuery};
+use crate::state::AppState;
+
+/// The columns of a scenario as the API shows it; `s` is the `scenarios` row. A macro so
+/// that the queries below stay compile-time strings.
+macro_rules! scenario_columns {
+    () => {
+        "s.id, s.name, s.current_version, s.status, s.created_at, s.updated_at,
+         (SELECT t.token FROM webhook_tokens t WHERE t.scenario_id = s.id) AS webhook_token"
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScenarioStatus {
+    /// Saved, never activated: fires nothing (manual runs are still allowed).
+    Draft,
+    /// Webhooks start runs.
+    Active,
+    /// Fires nothing until activated again.
+    Paused,
+}
+
+impl ScenarioStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Active => "active",
+            Self::Paused => "paused",
+        }
+    }
+}
+
+impl FromStr for ScenarioStatus {
+    type Err = ApiError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [Self::Draft, Self::Active, Self::Paused]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| ApiError::Internal(format!("unknown scenario status `{text}` in the database").into()))
+    }
+}
+
+/// A scenario as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Scenario)]
+pub struct ScenarioView {
+    pub id: Uuid,
+    pub name: String,
+    /// The current version: each save creates a new one.
+    pub version: i32,
+    pub status: ScenarioStatus,
+    /// Where to send webhooks; only for webhook-triggered scenarios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookEndpoint>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The current version's definition; only in `GET /api/v1/scenarios/{id}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub definition: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookEndpoint {
+    pub token: String,
+    /// `/hooks/<token>`, relative to the gateway's address.
+    pub path: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionView {
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl ScenarioView {
+    fn from_row(row: &Row) -> Result<Self, ApiError> {
+        let token: Option<String> = row.try_get("webhook_token")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            version: row.try_get("current_version")?,
+            status: row.try_get::<_, &str>("status")?.parse()?,
+            webhook: token.map(|token| WebhookEndpoint {
+                path: format!("/hooks/{token}"),
+                token,
+            }),
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            definition: None,
+        })
+    }
+}
+
+/// Validates a definition (DESIGN §4); a 400 lists every problem found.
+fn validate(definition: &Value) -> Result<Scenario, ApiError> {
+    Scenario::parse(definition, &BuiltinCatalog).map_err(|invalid| ApiError::BadRequest {
+        code: "invalid_scenario",
+        message: invalid.to_string(),
+        details: json!({ "problems": invalid.0 }),
+    })
+}
+
+/// Webhook tokens are the only secret in a webhook URL: 192 random bits.
+fn new_webhook_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Keeps the rule "a scenario has a webhook token exactly when its current version is
+/// triggered by webhooks". An existing token is kept, so senders need no reconfiguring.
+async fn sync_webhook_token(
+    transaction: &Transaction<'_>,
+    workspace: Workspace,
+    scenario_id: Uuid,
+    trigger: TriggerKind,
+) -> Result<(), ApiError> {
+    match trigger {
+        TriggerKind::Webhook => {
+            transaction
+                .execute(
+                    "INSERT INTO webhook_tokens (token, workspace_id, scenario_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (scenario_id) DO NOTHING",
+                    &[&new_webhook_token(), &workspace.id, &scenario_id],
+                )
+                .await?;
+        }
+        TriggerKind::Manual => {
+            transaction
+                .execute(
+                    "DELETE FROM webhook_tokens WHERE scenario_id = $1 AND workspace_id = $2",
+                    &[&scenario_id, &workspace.id],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Create a scenario (version 1, status `draft`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/scenarios",
+    tag = "scenarios",
+    security(("api_key" = [])),
+    request_body(content = Object, description = "A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`"),
+    responses(
+        (status = 201, description = "Scenario created", body = ScenarioView),
+        (status = 400, description = "Invalid definition (`invalid_scenario`, with `details.problems`) or malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 413, description = "Body over the API body limit", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiJson(definition): ApiJson<Value>,
+) -> Result<(StatusCode, Json<ScenarioView>), ApiError> {
+    let scenario = validate(&definition)?;
+    let id = Uuid::now_v7();
+
+    let mut client = state.pool.get().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .execute(
+            "INSERT INTO scenarios (id, workspace_id, name, current_version) VALUES ($1, $2, $3, 1)",
+            &[&id, &workspace.id, &scenario.name],
+        )
+        .await?;
+    transaction
+        .execute(
+            "INSERT INTO scenario_versions (workspace_id, scenario_id, version, definition) VALUES ($1, $2, 1, $3)",
+            &[&workspace.id, &id, &definition],
+        )
+        .await?;
+    sync_webhook_token(&transaction, workspace, id, scenario.trigger).await?;
+    let row = transaction
+        .query_one(concat!("SELECT ", scenario_columns!(), " FROM scenarios s WHERE s.id = $1"), &[&id])
+        .await?;
+    transaction.commit().await?;
+    Ok((StatusCode::CREATED, Json(ScenarioView::from_row(&row)?)))
+}
+
+/// List scenarios, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/scenarios",
+    tag = "scenarios",
+    security(("api_key" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of scenarios", body = List<ScenarioView>),
+        (status = 400, description = "Bad `limit` or `cursor`", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<List<ScenarioView>>, ApiError> {
+    let page = query.page::<Uuid>()?;
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(concat!(
+            "SELECT ",
+            scenario_columns!(),
+            " FROM scenarios s
+             WHERE s.workspace_id = $1 AND s.deleted_at IS NULL AND s.id < $2
+             ORDER BY s.id DESC LIMIT $3"
+        ))
+        .await?;
+    // Without a cursor, start below the largest possible id: one query shape, always a
+    // range scan of the (workspace_id, id DESC) index.
+    let before = page.cursor.unwrap_or(Uuid::max());
+    let rows = client.query(&statement, &[&workspace.id, &before, &page.fetch()]).await?;
+    let items = rows.iter().map(ScenarioView::from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(List::new(items, &page, |scenario| scenario.id)))
+}
+
+/// Read a scenario, with its current definition.
+#[utoipa::path(
+    get,
+    path = "/api/v1/scenarios/{id}",
+    tag = "scenarios",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Scenario id")),
+    responses(
+        (status = 200, description = "The scenario and its current definition", body = ScenarioView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such scenario in this workspace", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<ScenarioView>, ApiError> {
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(concat!(
+            "SELECT ",
+            scenario_columns!(),
+            ", v.definition
+             FROM scenarios s
+             JOIN scenario_versions v ON v.scenario_id = s.id AND v.version = s.current_version
+             WHERE s.id = $1 AND s.workspace_id = $2 AND s.deleted_at IS NULL"
+        ))
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&id, &workspace.id])
+        .await?
+        .ok_or(ApiError::NotFound("scenario"))?;
+    let mut scenario = ScenarioView::from_row(&row)?;
+    scenario.definition = Some(row.try_get("definition")?);
+    Ok(Json(scenario))
+}
+
+/// Save a new version of a scenario.
+#[utoipa::path(
+    put,
+    path = "/api/v1/scenarios/{id}",
+    tag = "scenarios",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Scenario id")),
+    request_body(content = Object, description = "The new definition (DESIGN §4)"),
+    responses(
+        (status = 200, description = "Saved as a new version", body = ScenarioView),
+        (status = 400, description = "Invalid definition (`invalid_scenario`, with `details.problems`), malformed JSON or id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such scenario in this workspace", body = ErrorBody),
+        (status = 413, description = "Body over the API body limit", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(definition): ApiJson<Value>,
+) -> Result<Json<ScenarioView>, ApiError> {
+    let scenario = validate(&definition)?;
+
+    let mut client = state.pool.get().await?;
+    let transaction = client.transaction().await?;
+    // The row lock serializes concurrent saves, so each gets its own version number.
+    let current: i32 = transaction
+        .query_opt(
+            "SELECT current_version FROM scenarios
+             WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL FOR UPDATE",
+            &[&id, &workspace.id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("scenario"))?
+        .try_get("current_version")?;
+    let version = current + 1;
+    transaction
+        .execute(
+            "INSERT INTO scenario_versions (workspace_id, scenario_id, version, definition) VALUES ($1, $2, $3, $4)",
+            &[&workspace.id, &id, &version, &definition],
+        )
+        .await?;
+    sync_webhook_token(&transaction, workspace, id, scenario.trigger).await?;
+    let row = transaction
+        .query_one(
+            concat!(
+                "UPDATE scenarios s SET name = $3, current_version = $4, updated_at = now()
+                 WHERE s.id = $1 AND s.workspace_id = $2 RETURNING ",
+                scenario_columns!()
+            ),
+            &[&id, &workspace.id, &scenario.name, &version],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(Json(ScenarioView::from_row(&row)?))
+}
+
+/// Delete a scenario. Its runs stay readable; its webhook stops at once.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/scenarios/{id}",
+    tag = "scenarios",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Scenario id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such scenario in this workspace", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let mut client = state.pool.get().await?;
+    let transaction = client.transaction().await?;
+    // Soft delete: runs keep pointing at the scenario's versions.
+    let deleted = transaction
+        .execute(
+            "UPDATE scenarios SET deleted_at = now(), updated_at = now()
+             WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
+            &[&id, &workspace.id],
+        )
+        .await?;
+    if deleted == 0 {
+        return Err(ApiError::NotFound("scenario"));
+    }
+    transaction
+        .execute(
+            "DELETE FROM webhook_tokens WHERE scenario_id = $1 AND workspace_id = $2",
+            &[&id, &workspace.id],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Activate a scenario: its webhook starts runs.
+#[utoipa::path(
+    post,
+    path = "/api/v1/scenarios/{id}/activate",
+    tag = "scenarios",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Scenario id")),
+    responses(
+        (status = 200, description = "The scenario, now active", body = ScenarioView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such scenario in this workspace", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn activate(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<ScenarioView>, ApiError> {
+    set_status(&state, workspace, id, ScenarioStatus::Active).await.map(Json)
+}
+
+/// Pause a scenario: its webhook answers 404 until it is activated again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/scenarios/{id}/pause",
+    tag = "scenarios",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Scenario id")),
+    responses(
+        (status = 200, description = "The scenario, now paused", body = ScenarioView),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such scenario in this workspace", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn pause(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<ScenarioView>, ApiError> {
+    set_status(&state, workspace, id, ScenarioStatus::Paused).await.map(Json)
+}
+
+async fn set_status(
+    state: &AppState,
+    workspace: Workspace,
+    id: Uuid,
+    status: ScenarioStatus,
+) -> Result<ScenarioView, ApiError> {
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(concat!(
+            "UPDATE scenarios s SET status = $3, updated_at = now()
+             WHERE s.id = $1 AND s.workspace_id = $2 AND s.deleted_at IS NULL RETURNING ",
+            scenario_columns!()
+        ))
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&id, &workspace.id, &status.as_str()])
+        .await?
+        .ok_or(ApiError::NotFound("scenario"))?;
+    ScenarioView::from_row(&row)
+}
+
+/// List a scenario's versions, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/scenarios/{id}/versions",
+    tag = "scenarios",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Scenario id"), PageQuery),
+    responses(
+        (status = 200, description = "A page of versions", body = List<VersionView>),
+        (status = 400, description = "Malformed id, bad `limit` or `cursor`", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such scenario in this workspace", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn versions(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<List<VersionView>>, ApiError> {
+    let page = query.page::<i32>()?;
+    let client = state.pool.get().await?;
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM scenarios WHERE id = $1 AND workspace_id = $2 AND deleted_at IS NULL",
+            &[&id, &workspace.id],
+        )
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::NotFound("scenario"));
+    }
+    let rows = client
+        .query(
+            "SELECT version, created_at FROM scenario_versions
+             WHERE scenario_id = $1 AND workspace_id = $2 AND version < $3
+             ORDER BY version DESC LIMIT $4",
+            &[&id, &workspace.id, &page.cursor.unwrap_or(i32::MAX), &page.fetch()],
+        )
+        .await?;
+    let items = rows
+        .iter()
+        .map(|row| {
+            Ok(VersionView {
+                version: row.try_get("version")?,
+                created_at: row.try_get("created_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(Json(List::new(items, &page, |version| version.version)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_definitions_list_their_problems() {
+        let error = validate(&json!({"name": "", "trigger": {"type": "webhook"}, "nodes": []})).expect_err("invalid");
+        let ApiError::BadRequest { code, details, .. } = &error else {
+            panic!("expected a 400, got {error:?}");
+        };
+        assert_eq!(*code, "invalid_scenario");
+        let problems = details["problems"].as_array().expect("problems");
+        assert!(problems.iter().any(|p| p["field"] == "name"), "{problems:?}");
+    }
+
+    #[test]
+    fn webhook_tokens_are_url_safe_and_random() {
+        let token = new_webhook_token();
+        assert_eq!(token.len(), 32, "24 bytes in unpadded base64url");
+        assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_ne!(token, new_webhook_token());
+    }
+
+    #[test]
+    fn statuses_round_trip_through_the_database_text() {
+        for status in [ScenarioStatus::Draft, ScenarioStatus::Active, ScenarioStatus::Paused] {
+            assert_eq!(status.as_str().parse::<ScenarioStatus>().expect("known"), status);
+        }
+        assert!("archived".parse::<ScenarioStatus>().is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! Every way a request can fail, and the HTTP status and JSON body each one becomes
+//! (DESIGN §6): `{"error": {"code", "message", "details"}}`.
+//!
+//! Handlers return `Result<_, ApiError>`; the mapping to a status lives here only, so a
+//! newcomer can read the whole error contract of the API in one place.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::error::SqlState;
+use utoipa::ToSchema;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or fails validation; `code` says which check failed.
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    #[error("a valid API key is required: `Authorization: Bearer <api key>`")]
+    Unauthorized,
+    #[error("admin API disabled: WEFT_ADMIN_TOKEN is not set")]
+    AdminDisabled,
+    /// Also the answer for another workspace's object, so ids of other workspaces cannot
+    /// be probed.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the body must be JSON: send `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// Well-formed JSON that does not fit the expected shape.
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("the message broker is unavailable; nothing was started, try again later")]
+    BrokerUnavailable,
+    #[error("the database is unavailable; try again later")]
+    DatabaseUnavailable(#[source] Source),
+    /// A bug or an unexpected database error: logged, never shown to the client.
+    #[error("internal error")]
+    Internal(#[source] Source),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::AdminDisabled => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BrokerUnavailable | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::Unauthorized => "unauthorized",
+            Self::AdminDisabled => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unprocessable(_) => "invalid_body",
+            Self::BrokerUnavailable => "broker_unavailable",
+            Self::DatabaseUnavailable(_) => "database_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        let details = match self {
+            Self::BadRequest { details, .. } => details.clone(),
+            _ => Value::Null,
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                details,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            Self::Internal(source) => tracing::error!(error = %source, "request failed"),
+            Self::DatabaseUnavailable(source) => tracing::warn!(error = %source, "database unavailable"),
+            _ => {}
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+/// A pool that cannot hand out a connection means the database is down or overloaded.
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::DatabaseUnavailable(Box::new(e))
+    }
+}
+
+/// A lost connection is an outage (503, worth retrying); any other database error is a
+/// bug on our side (500), whose SQL details stay in the log.
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let outage = e.is_closed()
+            || e.code().is_some_and(|code| {
+                code.code().starts_with("08")
+                    || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+            });
+        if outage {
+            Self::DatabaseUnavailable(Box::new(e))
+        } else {
+            Self::Internal(Box::new(e))
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_scenario`, `not_found`, `broker_unavailable`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Structured details (e.g. `{"problems": [...]}` for an invalid scenario), or null.
+    #[schema(value_type = Object, nullable)]
+    pub details: Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rendered(error: ApiError) -> (StatusCode, Value) {
+        let status = error.status();
+        let body = serde_json::to_value(error.body()).expect("error bodies serialize");
+        (status, body)
+    }
+
+    #[test]
+    fn errors_map_to_their_status_and_a_json_body() {
+        let (status, body) = rendered(ApiError::NotFound("scenario"));
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            json!({"error": {"code": "not_found", "message": "scenario not found", "details": null}})
+        );
+
+        let (status, body) = rendered(ApiError::PayloadTooLarge { limit: 1024 });
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(body["error"]["code"], "payload_too_large");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("1024 bytes")));
+
+        assert_eq!(ApiError::Unauthorized.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(ApiError::AdminDisabled.status(), StatusCode::FORBIDDEN);
+        assert_eq!(ApiError::UnsupportedMediaType.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(ApiError::BrokerUnavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ApiError::BrokerUnavailable.code(), "broker_unavailable");
+    }
+
+    #[test]
+    fn validation_errors_carry_their_details() {
+        let error = ApiError::BadRequest {
+            code: "invalid_scenario",
+            message: "field `name`: must not be empty".into(),
+            details: json!({"problems": [{"field": "name", "message": "must not be empty"}]}),
+        };
+        let (status, body) = rendered(error);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["code"], "invalid_scenario");
+        assert_eq!(body["error"]["details"]["problems"][0]["field"], "name");
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let error = ApiError::Internal("relation \"runs\" does not exist".into());
+        let (status, body) = rendered(error);
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["message"], "internal error");
+        let error = ApiError::DatabaseUnavailable("connection refused".into());
+        let (status, body) = rendered(error);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "database_unavailable");
+        assert!(!body.to_string().contains("refused"));
+    }
+}

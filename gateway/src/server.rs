@@ -1,0 +1,134 @@
+//! The gateway process: built from its [`Config`], then served on listeners the caller
+//! binds, until a shutdown future the caller provides resolves (so tests can run it on
+//! port 0 and stop it at will).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use weft_shared::db::{self, DbError};
+use weft_shared::queue::{Publisher, Topology};
+use weft_shared::telemetry::{self, Readiness};
+
+use crate::api;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("preparing the database")]
+    Database(#[from] DbError),
+    #[error("serving the API")]
+    Api(#[source] std::io::Error),
+    #[error("serving /healthz, /readyz and /metrics")]
+    Ops(#[source] std::io::Error),
+}
+
+pub struct Gateway {
+    state: AppState,
+    registry: Registry,
+    shutdown_timeout: Duration,
+}
+
+impl Gateway {
+    /// Builds the DB pool (migrating under the advisory lock when
+    /// `database.auto_migrate`), the AMQP publisher, metrics.
+    pub async fn new(config: Config) -> Result<Gateway, StartError> {
+        let pool = db::pool(&config.database.database_url, config.database.database_pool_size)?;
+        if config.database.auto_migrate {
+            db::migrate(&pool).await?;
+        }
+        let publisher = Publisher::new(
+            &config.broker.amqp_url,
+            "weft-gateway",
+            Topology::new(config.broker.namespace.as_str()),
+        );
+        // Connecting now declares the topology and spares the first webhook the wait. A
+        // broker that is down is not fatal: /readyz reports it and publishing retries.
+        if !publisher.is_connected().await {
+            tracing::warn!("message broker unreachable at start; runs will be refused with 503 until it is back");
+        }
+        let registry = telemetry::registry("gateway");
+        let state = AppState {
+            pool,
+            publisher,
+            metrics: Metrics::new(&registry),
+            admin_token: config.admin_token.map(Arc::from),
+            api_max_body: config.api_max_body,
+            webhook_max_body: config.webhook_max_body,
+        };
+        Ok(Gateway {
+            state,
+            registry,
+            shutdown_timeout: config.process.shutdown_timeout,
+        })
+    }
+
+    /// Serves the REST API on `api` and /healthz,/readyz,/metrics on `ops` until
+    /// `shutdown` resolves; then closes the publisher.
+    ///
+    /// In-flight requests get the configured shutdown timeout to finish (a webhook waiting
+    /// for its broker confirm must be answered, or its sender will retry needlessly).
+    pub async fn serve(
+        self,
+        api: TcpListener,
+        ops: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Gateway {
+            state,
+            registry,
+            shutdown_timeout,
+        } = self;
+        let stop = CancellationToken::new();
+        let readiness = readiness(state.pool.clone(), Arc::clone(&state.publisher));
+        let publisher = Arc::clone(&state.publisher);
+
+        let api_server = async {
+            axum::serve(api, api::router(state))
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .await
+                .map_err(StartError::Api)
+        };
+        let ops_server = async {
+            telemetry::serve_ops(ops, registry, readiness, stop.clone().cancelled_owned())
+                .await
+                .map_err(StartError::Ops)
+        };
+        let servers = async { tokio::try_join!(api_server, ops_server).map(|_| ()) };
+        let mut servers = std::pin::pin!(servers);
+
+        let result = tokio::select! {
+            result = &mut servers => result,
+            () = shutdown => {
+                tracing::info!("shutting down: finishing in-flight requests");
+                stop.cancel();
+                match tokio::time::timeout(shutdown_timeout, &mut servers).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(timeout = ?shutdown_timeout, "requests still in flight at the shutdown timeout were dropped");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        publisher.close().await;
+        result
+    }
+}
+
+fn readiness(pool: Pool, publisher: Arc<Publisher>) -> Readiness {
+    Arc::new(move || {
+        let pool = pool.clone();
+        let publisher = Arc::clone(&publisher);
+        Box::pin(async move {
+            let (database, broker) = tokio::join!(db::is_reachable(&pool), publisher.is_connected());
+            vec![("database", database), ("broker", broker)]
+        })
+    })
+}
