@@ -1,0 +1,54 @@
+//! A worker that dies with a task unacknowledged loses nothing: the broker redelivers the
+//! task to another worker and the run completes.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde_json::json;
+use weft_shared::messages::{self, NodeTask};
+use weft_shared::queue;
+use weft_testkit::{Fleet, Upstream};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_left_unacked_by_a_dead_worker_is_redelivered_and_the_run_completes() {
+    let mut fleet = Fleet::with(1, 0).await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "survives a worker crash",
+        "trigger": {"type": "webhook"},
+        "nodes": [{"id": "call", "type": "action", "connector": "http", "action": "request",
+                   "input": {"url": format!("{}/work", upstream.url)}}]
+    });
+    let (_, hook) = fleet.active_scenario(&workspace, definition).await;
+
+    // A "worker" that takes the task and dies before acknowledging it.
+    let topology = fleet.topology();
+    let doomed = queue::connect(&weft_testkit::amqp_url(), "doomed worker").await.expect("broker reachable");
+    let channel = doomed.create_channel().await.expect("channel");
+    topology.declare(&channel).await.expect("topology");
+    channel.basic_qos(1, BasicQosOptions { global: false }).await.expect("qos");
+    let mut consumer = channel
+        .basic_consume(topology.tasks().as_str().into(), "doomed".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    let run_id = fleet.fire(&hook, json!({})).await;
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("the task is delivered")
+        .expect("stream open")
+        .expect("delivery");
+    let task: NodeTask = messages::decode(&delivery.data).expect("a node task");
+    assert_eq!(task.run_id.to_string(), run_id);
+    drop(delivery);
+    doomed.close(320, "simulated crash".into()).await.expect("connection drops");
+
+    let worker = fleet.spawn_worker().await;
+    fleet.workers.push(worker);
+    let run = fleet.wait_for_run(&workspace, &run_id, Duration::from_secs(20)).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(upstream.received_on("/work").len(), 1, "the dead worker never called upstream; the live one did once");
+    fleet.stop().await;
+}
