@@ -48,7 +48,10 @@ pub struct Workspace {
 impl FromRequestParts<AppState> for Workspace {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let key = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let client = state.pool.get().await?;
         let statement = client
@@ -71,8 +74,14 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let expected = state.admin_token.as_deref().ok_or(ApiError::AdminDisabled)?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let expected = state
+            .admin_token
+            .as_deref()
+            .ok_or(ApiError::AdminDisabled)?;
         let given = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         if same_secret(given, expected) {
             Ok(Self)
@@ -112,11 +121,20 @@ mod tests {
     fn bearer_tokens_are_read_from_the_authorization_header() {
         let mut headers = HeaderMap::new();
         assert_eq!(bearer(&headers), None);
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer weft_abc"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer weft_abc"),
+        );
         assert_eq!(bearer(&headers), Some("weft_abc"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  weft_abc "));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer  weft_abc "),
+        );
         assert_eq!(bearer(&headers), Some("weft_abc"));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic dXNlcjpwYXNz"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
         assert_eq!(bearer(&headers), None);
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert_eq!(bearer(&headers), None);

@@ -7,7 +7,11 @@ use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
 use weft_shared::crypto::KeyRing;
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "weft-gateway", version, about = "Weft gateway: REST API, webhooks and triggers")]
+#[command(
+    name = "weft-gateway",
+    version,
+    about = "Weft gateway: REST API, webhooks and triggers"
+)]
 pub struct Config {
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -27,7 +27,12 @@ pub struct Target {
 
 /// Records and enqueues a run; returns its id once the broker confirmed it. `NotFound` if
 /// the scenario is gone (or, for a webhook, no longer active) by the time of the insert.
-pub async fn enqueue(state: &AppState, target: Target, kind: TriggerKind, trigger: &Trigger) -> Result<Uuid, ApiError> {
+pub async fn enqueue(
+    state: &AppState,
+    target: Target,
+    kind: TriggerKind,
+    trigger: &Trigger,
+) -> Result<Uuid, ApiError> {
     let run_id = Uuid::now_v7();
     record(state, run_id, target, kind, trigger).await?;
 
@@ -50,7 +55,13 @@ pub async fn enqueue(state: &AppState, target: Target, kind: TriggerKind, trigge
 /// Inserts the run in one statement that also checks the scenario, so a scenario
 /// deleted (or paused) a moment ago cannot get a run. The connection goes back to the
 /// pool before publishing: a slow broker must not hold database connections.
-async fn record(state: &AppState, run_id: Uuid, target: Target, kind: TriggerKind, trigger: &Trigger) -> Result<(), ApiError> {
+async fn record(
+    state: &AppState,
+    run_id: Uuid,
+    target: Target,
+    kind: TriggerKind,
+    trigger: &Trigger,
+) -> Result<(), ApiError> {
     let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(
@@ -66,7 +77,14 @@ async fn record(state: &AppState, run_id: Uuid, target: Target, kind: TriggerKin
     let inserted = client
         .execute(
             &statement,
-            &[&run_id, &target.scenario_id, &target.workspace_id, &kind.as_str(), &Json(trigger), &only_if_active],
+            &[
+                &run_id,
+                &target.scenario_id,
+                &target.workspace_id,
+                &kind.as_str(),
+                &Json(trigger),
+                &only_if_active,
+            ],
         )
         .await?;
     if inserted == 0 {

@@ -68,7 +68,9 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::BrokerUnavailable | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BrokerUnavailable | Self::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -109,7 +111,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
             Self::Internal(source) => tracing::error!(error = %source, "request failed"),
-            Self::DatabaseUnavailable(source) => tracing::warn!(error = %source, "database unavailable"),
+            Self::DatabaseUnavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable")
+            }
             _ => {}
         }
         (self.status(), Json(self.body())).into_response()
@@ -130,7 +134,12 @@ impl From<tokio_postgres::Error> for ApiError {
         let outage = e.is_closed()
             || e.code().is_some_and(|code| {
                 code.code().starts_with("08")
-                    || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+                    || [
+                        SqlState::ADMIN_SHUTDOWN,
+                        SqlState::CRASH_SHUTDOWN,
+                        SqlState::CANNOT_CONNECT_NOW,
+                    ]
+                    .contains(code)
             });
         if outage {
             Self::DatabaseUnavailable(Box::new(e))
@@ -180,12 +189,22 @@ mod tests {
         let (status, body) = rendered(ApiError::PayloadTooLarge { limit: 1024 });
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(body["error"]["code"], "payload_too_large");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("1024 bytes")));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("1024 bytes"))
+        );
 
         assert_eq!(ApiError::Unauthorized.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(ApiError::AdminDisabled.status(), StatusCode::FORBIDDEN);
-        assert_eq!(ApiError::UnsupportedMediaType.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        assert_eq!(ApiError::BrokerUnavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ApiError::UnsupportedMediaType.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        assert_eq!(
+            ApiError::BrokerUnavailable.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(ApiError::BrokerUnavailable.code(), "broker_unavailable");
     }
 

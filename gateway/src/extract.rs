@@ -59,7 +59,9 @@ async fn buffer(request: Request, state: &AppState) -> Result<(bool, Bytes), Api
 /// Malformed JSON is a 400; well-formed JSON of the wrong shape a 422.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        Category::Data => ApiError::Unprocessable(format!("the body does not have the expected shape: {e}")),
+        Category::Data => {
+            ApiError::Unprocessable(format!("the body does not have the expected shape: {e}"))
+        }
         Category::Syntax | Category::Eof | Category::Io => {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
         }
@@ -84,7 +86,8 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
 
 /// `application/json`, and the `+json` family (`application/vnd.api+json`, …).
 pub fn is_json(media_type: &str) -> bool {
-    media_type == "application/json" || (media_type.starts_with("application/") && media_type.ends_with("+json"))
+    media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
 /// Path parameters; a malformed one (an id that is not a UUID) is a 400.
@@ -125,7 +128,10 @@ mod tests {
     fn json_media_types_are_recognised_with_parameters_and_suffixes() {
         let mut headers = HeaderMap::new();
         assert_eq!(media_type(&headers), None);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("Application/JSON; charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
         assert_eq!(media_type(&headers).as_deref(), Some("application/json"));
         assert!(is_json("application/json"));
         assert!(is_json("application/vnd.api+json"));

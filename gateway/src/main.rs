@@ -27,12 +27,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(Command::Migrate) = config.command {
         return migrate(&config).await;
     }
-    let api = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding the HTTP address {} (WEFT_HTTP_ADDR)", config.http_addr))?;
+    let api = TcpListener::bind(config.http_addr).await.with_context(|| {
+        format!(
+            "binding the HTTP address {} (WEFT_HTTP_ADDR)",
+            config.http_addr
+        )
+    })?;
     let ops = TcpListener::bind(config.metrics_addr)
         .await
-        .with_context(|| format!("binding the metrics address {} (WEFT_METRICS_ADDR)", config.metrics_addr))?;
+        .with_context(|| {
+            format!(
+                "binding the metrics address {} (WEFT_METRICS_ADDR)",
+                config.metrics_addr
+            )
+        })?;
     let gateway = Gateway::new(config).await.context("starting the gateway")?;
     tracing::info!(api = %api.local_addr()?, ops = %ops.local_addr()?, "gateway started");
     gateway
@@ -44,8 +52,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let pool = db::pool(&config.database.database_url, config.database.database_pool_size)
-        .context("connecting to the database (WEFT_DATABASE_URL)")?;
+    let pool = db::pool(
+        &config.database.database_url,
+        config.database.database_pool_size,
+    )
+    .context("connecting to the database (WEFT_DATABASE_URL)")?;
     db::migrate(&pool).await.context("applying migrations")?;
     tracing::info!("database migrated");
     Ok(())

@@ -25,7 +25,13 @@ pub enum WebhookOutcome {
 }
 
 impl WebhookOutcome {
-    const ALL: [Self; 5] = [Self::Accepted, Self::NotFound, Self::TooLarge, Self::Invalid, Self::Unavailable];
+    const ALL: [Self; 5] = [
+        Self::Accepted,
+        Self::NotFound,
+        Self::TooLarge,
+        Self::Invalid,
+        Self::Unavailable,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
@@ -78,7 +84,9 @@ impl Metrics {
         // Series that exist from the start make `rate()` and alerts work before the
         // first event.
         for outcome in WebhookOutcome::ALL {
-            metrics.webhooks_received.with_label_values(&[outcome.as_str()]);
+            metrics
+                .webhooks_received
+                .with_label_values(&[outcome.as_str()]);
         }
         for trigger in [TriggerKind::Webhook, TriggerKind::Manual] {
             metrics.runs_started.with_label_values(&[trigger.as_str()]);
@@ -87,11 +95,15 @@ impl Metrics {
     }
 
     pub fn webhook_received(&self, outcome: WebhookOutcome) {
-        self.webhooks_received.with_label_values(&[outcome.as_str()]).inc();
+        self.webhooks_received
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 
     pub fn run_started(&self, trigger: TriggerKind) {
-        self.runs_started.with_label_values(&[trigger.as_str()]).inc();
+        self.runs_started
+            .with_label_values(&[trigger.as_str()])
+            .inc();
     }
 }
 
@@ -142,8 +154,18 @@ mod tests {
         let metrics = Metrics::new(&registry);
         metrics.webhook_received(WebhookOutcome::Accepted);
         metrics.run_started(TriggerKind::Manual);
-        let names: Vec<String> = registry.gather().iter().map(|family| family.name().to_owned()).collect();
-        assert!(names.contains(&"weft_webhooks_received_total".to_owned()), "{names:?}");
-        assert!(names.contains(&"weft_runs_started_total".to_owned()), "{names:?}");
+        let names: Vec<String> = registry
+            .gather()
+            .iter()
+            .map(|family| family.name().to_owned())
+            .collect();
+        assert!(
+            names.contains(&"weft_webhooks_received_total".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"weft_runs_started_total".to_owned()),
+            "{names:?}"
+        );
     }
 }

@@ -33,7 +33,10 @@ impl<K: FromStr> Page<K> {
                 .ok()
                 .filter(|n| (1..=MAX_LIMIT).contains(n))
                 .ok_or_else(|| {
-                    ApiError::bad_request("invalid_query", format!("`limit` must be a number from 1 to {MAX_LIMIT}"))
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("`limit` must be a number from 1 to {MAX_LIMIT}"),
+                    )
                 })?,
         };
         let cursor = match cursor.filter(|text| !text.is_empty()) {
@@ -89,7 +92,10 @@ impl<T> List<T> {
         } else {
             None
         };
-        Self { items: rows, next_cursor }
+        Self {
+            items: rows,
+            next_cursor,
+        }
     }
 }
 
@@ -111,9 +117,23 @@ mod tests {
     #[test]
     fn limits_default_and_are_bounded() {
         let page = Page::<Uuid>::parse(None, None).expect("defaults");
-        assert_eq!(page, Page { limit: 50, cursor: None });
-        assert_eq!(Page::<Uuid>::parse(Some("200"), None).expect("max").limit, 200);
-        assert_eq!(Page::<Uuid>::parse(Some(""), Some("")).expect("empty").limit, 50);
+        assert_eq!(
+            page,
+            Page {
+                limit: 50,
+                cursor: None
+            }
+        );
+        assert_eq!(
+            Page::<Uuid>::parse(Some("200"), None).expect("max").limit,
+            200
+        );
+        assert_eq!(
+            Page::<Uuid>::parse(Some(""), Some(""))
+                .expect("empty")
+                .limit,
+            50
+        );
         for bad in ["0", "201", "-1", "ten"] {
             let error = Page::<Uuid>::parse(Some(bad), None).expect_err(bad);
             assert_eq!(error.code(), "invalid_query");
@@ -127,12 +147,20 @@ mod tests {
         assert_eq!(page.cursor, Some(id));
         assert_eq!(page.fetch(), 3);
         assert!(Page::<Uuid>::parse(None, Some("not-a-uuid")).is_err());
-        assert_eq!(Page::<i32>::parse(None, Some("7")).expect("version cursor").cursor, Some(7));
+        assert_eq!(
+            Page::<i32>::parse(None, Some("7"))
+                .expect("version cursor")
+                .cursor,
+            Some(7)
+        );
     }
 
     #[test]
     fn the_extra_row_becomes_the_next_cursor() {
-        let page = Page::<i32> { limit: 2, cursor: None };
+        let page = Page::<i32> {
+            limit: 2,
+            cursor: None,
+        };
         let list = List::new(vec![9, 8, 7], &page, |n| *n);
         assert_eq!(list.items, vec![9, 8]);
         assert_eq!(list.next_cursor.as_deref(), Some("8"));
@@ -145,6 +173,9 @@ mod tests {
         assert_eq!(parse_id("scenario_id", None).expect("absent"), None);
         assert!(parse_id("scenario_id", Some("42")).is_err());
         let id = Uuid::now_v7();
-        assert_eq!(parse_id("scenario_id", Some(&id.to_string())).expect("valid"), Some(id));
+        assert_eq!(
+            parse_id("scenario_id", Some(&id.to_string())).expect("valid"),
+            Some(id)
+        );
     }
 }

@@ -39,7 +39,10 @@ impl Gateway {
     /// Builds the DB pool (migrating under the advisory lock when
     /// `database.auto_migrate`), the AMQP publisher, metrics.
     pub async fn new(config: Config) -> Result<Gateway, StartError> {
-        let pool = db::pool(&config.database.database_url, config.database.database_pool_size)?;
+        let pool = db::pool(
+            &config.database.database_url,
+            config.database.database_pool_size,
+        )?;
         if config.database.auto_migrate {
             db::migrate(&pool).await?;
         }
@@ -51,7 +54,9 @@ impl Gateway {
         // Connecting now declares the topology and spares the first webhook the wait. A
         // broker that is down is not fatal: /readyz reports it and publishing retries.
         if !publisher.is_connected().await {
-            tracing::warn!("message broker unreachable at start; runs will be refused with 503 until it is back");
+            tracing::warn!(
+                "message broker unreachable at start; runs will be refused with 503 until it is back"
+            );
         }
         let registry = telemetry::registry("gateway");
         let state = AppState {
@@ -127,7 +132,8 @@ fn readiness(pool: Pool, publisher: Arc<Publisher>) -> Readiness {
         let pool = pool.clone();
         let publisher = Arc::clone(&publisher);
         Box::pin(async move {
-            let (database, broker) = tokio::join!(db::is_reachable(&pool), publisher.is_connected());
+            let (database, broker) =
+                tokio::join!(db::is_reachable(&pool), publisher.is_connected());
             vec![("database", database), ("broker", broker)]
         })
     })

@@ -34,7 +34,12 @@ impl Trigger {
     /// A webhook delivery. The body is decoded by its content type: JSON, form fields
     /// (an object), empty (null), anything else as text. Fails only when a body declared
     /// as JSON does not parse.
-    pub fn webhook(method: &Method, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Self, serde_json::Error> {
+    pub fn webhook(
+        method: &Method,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Result<Self, serde_json::Error> {
         Ok(Self {
             body: decode_body(media_type(headers).as_deref(), body)?,
             headers: capture_headers(headers),
@@ -116,7 +121,13 @@ mod tests {
         map.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
         map.insert(COOKIE, HeaderValue::from_static("session=secret"));
         let captured = capture_headers(&map);
-        for name in ["authorization", "cookie", "proxy-authorization", "x-hub-signature-256", "stripe-signature"] {
+        for name in [
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+            "x-hub-signature-256",
+            "stripe-signature",
+        ] {
             assert_eq!(captured[name], REDACTED, "{name}");
         }
         assert_eq!(captured["x-request-id"], "r1");
@@ -142,28 +153,60 @@ mod tests {
             b"name=Ada+Lovelace&tag=a&tag=b&email=ada%40example.com",
         )
         .expect("form");
-        assert_eq!(form.body, json!({"name": "Ada Lovelace", "tag": "b", "email": "ada@example.com"}));
+        assert_eq!(
+            form.body,
+            json!({"name": "Ada Lovelace", "tag": "b", "email": "ada@example.com"})
+        );
 
-        let text = Trigger::webhook(&Method::PUT, &headers(&[("content-type", "text/plain")]), None, b"hi \xff")
-            .expect("text");
+        let text = Trigger::webhook(
+            &Method::PUT,
+            &headers(&[("content-type", "text/plain")]),
+            None,
+            b"hi \xff",
+        )
+        .expect("text");
         assert_eq!(text.body, json!("hi \u{fffd}"));
         assert_eq!(text.method, "PUT");
 
-        let untyped = Trigger::webhook(&Method::POST, &HeaderMap::new(), None, b"{\"a\":1}").expect("untyped");
-        assert_eq!(untyped.body, json!("{\"a\":1}"), "without a JSON content type the body stays text");
+        let untyped = Trigger::webhook(&Method::POST, &HeaderMap::new(), None, b"{\"a\":1}")
+            .expect("untyped");
+        assert_eq!(
+            untyped.body,
+            json!("{\"a\":1}"),
+            "without a JSON content type the body stays text"
+        );
 
-        let empty = Trigger::webhook(&Method::GET, &headers(&[("content-type", "application/json")]), None, b"")
-            .expect("empty");
+        let empty = Trigger::webhook(
+            &Method::GET,
+            &headers(&[("content-type", "application/json")]),
+            None,
+            b"",
+        )
+        .expect("empty");
         assert_eq!(empty.body, Value::Null);
 
-        let broken = Trigger::webhook(&Method::POST, &headers(&[("content-type", "application/json")]), None, b"{");
+        let broken = Trigger::webhook(
+            &Method::POST,
+            &headers(&[("content-type", "application/json")]),
+            None,
+            b"{",
+        );
         assert!(broken.is_err());
     }
 
     #[test]
     fn the_query_string_becomes_an_object_of_strings() {
-        let trigger = Trigger::webhook(&Method::GET, &HeaderMap::new(), Some("a=1&b=x%20y&flag"), b"").expect("query");
-        assert_eq!(Value::Object(trigger.query), json!({"a": "1", "b": "x y", "flag": ""}));
+        let trigger = Trigger::webhook(
+            &Method::GET,
+            &HeaderMap::new(),
+            Some("a=1&b=x%20y&flag"),
+            b"",
+        )
+        .expect("query");
+        assert_eq!(
+            Value::Object(trigger.query),
+            json!({"a": "1", "b": "x y", "flag": ""})
+        );
         let none = Trigger::webhook(&Method::GET, &HeaderMap::new(), None, b"").expect("no query");
         assert!(none.query.is_empty());
     }

@@ -59,9 +59,13 @@ pub async fn migrate(pool: &Pool) -> Result<(), DbError> {
     Ok(())
 }
 
-/// The number of migrations this build carries.
-pub fn migration_count() -> usize {
-    embedded::migrations::runner().get_migrations().len()
+/// Applies pending migrations on one client; the caller holds whatever lock it needs.
+pub async fn migrate_client(client: &mut tokio_postgres::Client) -> Result<(), DbError> {
+    embedded::migrations::runner()
+        .set_abort_divergent(true)
+        .run_async(client)
+        .await?;
+    Ok(())
 }
 
 /// Whether the database answers within a second.

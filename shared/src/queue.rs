@@ -303,7 +303,7 @@ impl Publisher {
                     properties,
                 )
                 .await?;
-            Ok::<_, lapin::Error>(confirm.await?)
+            confirm.await
         };
         let outcome = tokio::time::timeout(CONFIRM_TIMEOUT, sent).await;
         let result = match outcome {

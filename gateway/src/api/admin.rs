@@ -64,7 +64,10 @@ pub async fn create_workspace(
     let mut client = state.pool.get().await?;
     let transaction = client.transaction().await?;
     transaction
-        .execute("INSERT INTO workspaces (id, name) VALUES ($1, $2)", &[&id, &name])
+        .execute(
+            "INSERT INTO workspaces (id, name) VALUES ($1, $2)",
+            &[&id, &name],
+        )
         .await?;
     transaction
         .execute(
@@ -75,5 +78,8 @@ pub async fn create_workspace(
     transaction.commit().await?;
 
     tracing::info!(workspace_id = %id, "workspace created");
-    Ok((StatusCode::CREATED, Json(CreatedWorkspace { id, name, api_key })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedWorkspace { id, name, api_key }),
+    ))
 }

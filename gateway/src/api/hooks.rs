@@ -69,8 +69,18 @@ async fn accept(state: &AppState, token: &str, delivery: Delivery) -> Result<Uui
         .body
         .map_err(|rejection| body_rejection(&rejection, state.webhook_max_body))?;
     let target = find_target(state, token).await?;
-    let trigger = Trigger::webhook(&delivery.method, &delivery.headers, delivery.uri.query(), &body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is declared as JSON but does not parse: {e}")))?;
+    let trigger = Trigger::webhook(
+        &delivery.method,
+        &delivery.headers,
+        delivery.uri.query(),
+        &body,
+    )
+    .map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is declared as JSON but does not parse: {e}"),
+        )
+    })?;
     enqueue(state, target, TriggerKind::Webhook, &trigger).await
 }
 
@@ -112,9 +122,21 @@ mod tests {
     #[test]
     fn errors_are_counted_by_what_the_sender_should_do() {
         assert_eq!(outcome(&Ok(Uuid::now_v7())), WebhookOutcome::Accepted);
-        assert_eq!(outcome(&Err(ApiError::NotFound("webhook"))), WebhookOutcome::NotFound);
-        assert_eq!(outcome(&Err(ApiError::PayloadTooLarge { limit: 1 })), WebhookOutcome::TooLarge);
-        assert_eq!(outcome(&Err(ApiError::bad_request("invalid_json", "x"))), WebhookOutcome::Invalid);
-        assert_eq!(outcome(&Err(ApiError::BrokerUnavailable)), WebhookOutcome::Unavailable);
+        assert_eq!(
+            outcome(&Err(ApiError::NotFound("webhook"))),
+            WebhookOutcome::NotFound
+        );
+        assert_eq!(
+            outcome(&Err(ApiError::PayloadTooLarge { limit: 1 })),
+            WebhookOutcome::TooLarge
+        );
+        assert_eq!(
+            outcome(&Err(ApiError::bad_request("invalid_json", "x"))),
+            WebhookOutcome::Invalid
+        );
+        assert_eq!(
+            outcome(&Err(ApiError::BrokerUnavailable)),
+            WebhookOutcome::Unavailable
+        );
     }
 }

@@ -67,7 +67,11 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(admin::create_workspace))
         .routes(routes!(scenarios::create, scenarios::list))
-        .routes(routes!(scenarios::get, scenarios::update, scenarios::delete))
+        .routes(routes!(
+            scenarios::get,
+            scenarios::update,
+            scenarios::delete
+        ))
         .routes(routes!(scenarios::activate))
         .routes(routes!(scenarios::pause))
         .routes(routes!(scenarios::versions))
@@ -81,7 +85,9 @@ fn routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, document) = routes().split_for_parts();
     let document = Document(Bytes::from(
-        document.to_json().expect("the OpenAPI document is plain data and serializes"),
+        document
+            .to_json()
+            .expect("the OpenAPI document is plain data and serializes"),
     ));
     let api = api
         .layer(Extension(document))
@@ -93,7 +99,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Last, so it wraps every route and the fallbacks, and sees the matched route.
-        .layer(middleware::from_fn_with_state(state.metrics.clone(), metrics::track_http))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track_http,
+        ))
         .with_state(state)
 }
 
@@ -131,7 +140,13 @@ mod tests {
     #[test]
     fn the_document_covers_every_endpoint() {
         let document = document();
-        assert!(document["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", document["openapi"]);
+        assert!(
+            document["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1")),
+            "{}",
+            document["openapi"]
+        );
         let expected = [
             ("/api/v1/admin/workspaces", "post"),
             ("/api/v1/scenarios", "post"),
@@ -149,7 +164,10 @@ mod tests {
             ("/api/v1/openapi.json", "get"),
         ];
         for (path, method) in expected {
-            assert!(document["paths"][path][method].is_object(), "{method} {path} is not documented");
+            assert!(
+                document["paths"][path][method].is_object(),
+                "{method} {path} is not documented"
+            );
         }
     }
 

@@ -148,7 +148,9 @@ impl RunSummary {
             id: row.try_get("id")?,
             scenario_id: row.try_get("scenario_id")?,
             version: row.try_get("version")?,
-            status: status.parse().map_err(|e: String| ApiError::Internal(e.into()))?,
+            status: status
+                .parse()
+                .map_err(|e: String| ApiError::Internal(e.into()))?,
             trigger_kind: row.try_get("trigger_kind")?,
             created_at: row.try_get("created_at")?,
             started_at: row.try_get("started_at")?,
@@ -176,7 +178,10 @@ impl NodeRunView {
     }
 }
 
-fn duration_ms(started_at: Option<DateTime<Utc>>, finished_at: Option<DateTime<Utc>>) -> Option<i64> {
+fn duration_ms(
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+) -> Option<i64> {
     Some((finished_at? - started_at?).num_milliseconds())
 }
 
@@ -208,7 +213,13 @@ pub async fn start(
         workspace_id: workspace.id,
         scenario_id,
     };
-    let run_id = enqueue(&state, target, TriggerKind::Manual, &Trigger::manual(payload)).await?;
+    let run_id = enqueue(
+        &state,
+        target,
+        TriggerKind::Manual,
+        &Trigger::manual(payload),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(RunAccepted { run_id })))
 }
 
@@ -235,7 +246,10 @@ pub async fn list(
     let scenario_id = parse_id("scenario_id", query.scenario_id.as_deref())?;
     let status = match query.status.as_deref().filter(|text| !text.is_empty()) {
         None => None,
-        Some(text) => Some(text.parse::<RunStatus>().map_err(|e| ApiError::bad_request("invalid_query", e))?),
+        Some(text) => Some(
+            text.parse::<RunStatus>()
+                .map_err(|e| ApiError::bad_request("invalid_query", e))?,
+        ),
     };
 
     // Without a cursor, start below the largest possible id: the condition stays a range
@@ -259,7 +273,10 @@ pub async fn list(
     let client = state.pool.get().await?;
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &params).await?;
-    let items = rows.iter().map(RunSummary::from_row).collect::<Result<Vec<_>, _>>()?;
+    let items = rows
+        .iter()
+        .map(RunSummary::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(List::new(items, &page, |run| run.id)))
 }
 

@@ -60,7 +60,11 @@ impl FromStr for ScenarioStatus {
         [Self::Draft, Self::Active, Self::Paused]
             .into_iter()
             .find(|status| status.as_str() == text)
-            .ok_or_else(|| ApiError::Internal(format!("unknown scenario status `{text}` in the database").into()))
+            .ok_or_else(|| {
+                ApiError::Internal(
+                    format!("unknown scenario status `{text}` in the database").into(),
+                )
+            })
     }
 }
 
@@ -201,7 +205,14 @@ pub async fn create(
         .await?;
     sync_webhook_token(&transaction, workspace, id, scenario.trigger).await?;
     let row = transaction
-        .query_one(concat!("SELECT ", scenario_columns!(), " FROM scenarios s WHERE s.id = $1"), &[&id])
+        .query_one(
+            concat!(
+                "SELECT ",
+                scenario_columns!(),
+                " FROM scenarios s WHERE s.id = $1"
+            ),
+            &[&id],
+        )
         .await?;
     transaction.commit().await?;
     Ok((StatusCode::CREATED, Json(ScenarioView::from_row(&row)?)))
@@ -240,8 +251,13 @@ pub async fn list(
     // Without a cursor, start below the largest possible id: one query shape, always a
     // range scan of the (workspace_id, id DESC) index.
     let before = page.cursor.unwrap_or(Uuid::max());
-    let rows = client.query(&statement, &[&workspace.id, &before, &page.fetch()]).await?;
-    let items = rows.iter().map(ScenarioView::from_row).collect::<Result<Vec<_>, _>>()?;
+    let rows = client
+        .query(&statement, &[&workspace.id, &before, &page.fetch()])
+        .await?;
+    let items = rows
+        .iter()
+        .map(ScenarioView::from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(List::new(items, &page, |scenario| scenario.id)))
 }
 
@@ -408,7 +424,9 @@ pub async fn activate(
     workspace: Workspace,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<ScenarioView>, ApiError> {
-    set_status(&state, workspace, id, ScenarioStatus::Active).await.map(Json)
+    set_status(&state, workspace, id, ScenarioStatus::Active)
+        .await
+        .map(Json)
 }
 
 /// Pause a scenario: its webhook answers 404 until it is activated again.
@@ -431,7 +449,9 @@ pub async fn pause(
     workspace: Workspace,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<ScenarioView>, ApiError> {
-    set_status(&state, workspace, id, ScenarioStatus::Paused).await.map(Json)
+    set_status(&state, workspace, id, ScenarioStatus::Paused)
+        .await
+        .map(Json)
 }
 
 async fn set_status(
@@ -492,7 +512,12 @@ pub async fn versions(
             "SELECT version, created_at FROM scenario_versions
              WHERE scenario_id = $1 AND workspace_id = $2 AND version < $3
              ORDER BY version DESC LIMIT $4",
-            &[&id, &workspace.id, &page.cursor.unwrap_or(i32::MAX), &page.fetch()],
+            &[
+                &id,
+                &workspace.id,
+                &page.cursor.unwrap_or(i32::MAX),
+                &page.fetch(),
+            ],
         )
         .await?;
     let items = rows
@@ -513,27 +538,42 @@ mod tests {
 
     #[test]
     fn invalid_definitions_list_their_problems() {
-        let error = validate(&json!({"name": "", "trigger": {"type": "webhook"}, "nodes": []})).expect_err("invalid");
+        let error = validate(&json!({"name": "", "trigger": {"type": "webhook"}, "nodes": []}))
+            .expect_err("invalid");
         let ApiError::BadRequest { code, details, .. } = &error else {
             panic!("expected a 400, got {error:?}");
         };
         assert_eq!(*code, "invalid_scenario");
         let problems = details["problems"].as_array().expect("problems");
-        assert!(problems.iter().any(|p| p["field"] == "name"), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p["field"] == "name"),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn webhook_tokens_are_url_safe_and_random() {
         let token = new_webhook_token();
         assert_eq!(token.len(), 32, "24 bytes in unpadded base64url");
-        assert!(token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_ne!(token, new_webhook_token());
     }
 
     #[test]
     fn statuses_round_trip_through_the_database_text() {
-        for status in [ScenarioStatus::Draft, ScenarioStatus::Active, ScenarioStatus::Paused] {
-            assert_eq!(status.as_str().parse::<ScenarioStatus>().expect("known"), status);
+        for status in [
+            ScenarioStatus::Draft,
+            ScenarioStatus::Active,
+            ScenarioStatus::Paused,
+        ] {
+            assert_eq!(
+                status.as_str().parse::<ScenarioStatus>().expect("known"),
+                status
+            );
         }
         assert!("archived".parse::<ScenarioStatus>().is_err());
     }
