@@ -82,11 +82,11 @@ impl FromRequestParts<AppState> for Admin {
             .admin_token
             .as_deref()
             .ok_or(ApiError::AdminDisabled)?;
-        let given = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let given = bearer(&parts.headers).ok_or(ApiError::NotAdmin)?;
         if same_secret(given, expected) {
             Ok(Self)
         } else {
-            Err(ApiError::Unauthorized)
+            Err(ApiError::NotAdmin)
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The gateway's configuration (DESIGN §8): `WEFT_*` environment variables, also accepted
 //! as flags.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
 use weft_shared::crypto::KeyRing;
 
@@ -22,7 +25,7 @@ pub struct Config {
     #[command(flatten)]
     pub process: ProcessArgs,
     /// Master keys for credentials: `key_id:base64(32 bytes)`, comma-separated, newest first.
-    #[arg(long, env = "WEFT_MASTER_KEYS", hide_env_values = true)]
+    #[arg(long, env = "WEFT_MASTER_KEYS", value_name = "WEFT_MASTER_KEYS", hide_env_values = true, value_parser = KeyRingParser)]
     pub master_keys: KeyRing,
     /// Bearer token of the admin API; the admin API is off when unset.
     #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
@@ -45,4 +48,60 @@ pub struct Config {
 pub enum Command {
     /// Apply pending database migrations and exit (e.g. as a Kubernetes init job).
     Migrate,
+}
+
+/// Parses the key ring without echoing the value in the error, as clap's usual
+/// "invalid value '…'" would: a key with a typo is still a secret.
+#[derive(Debug, Clone, Copy)]
+struct KeyRingParser;
+
+impl TypedValueParser for KeyRingParser {
+    type Value = KeyRing;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<KeyRing, clap::Error> {
+        let invalid = |reason: String| {
+            clap::Error::raw(
+                ErrorKind::InvalidValue,
+                format!("invalid WEFT_MASTER_KEYS: {reason}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("not UTF-8".to_owned()))?;
+        text.parse()
+            .map_err(|e: weft_shared::crypto::CryptoError| invalid(e.to_string()))
+    }
+}
+
+// Flags rather than the environment in these tests: flags win over `WEFT_*` variables
+// that may be set where the tests run.
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_bad_key_ring_is_named_but_not_echoed() {
+        let secret = "k1:c2VjcmV0LWJ1dC10b28tc2hvcnQ=";
+        let error = Config::try_parse_from(["weft-gateway", "--master-keys", secret])
+            .expect_err("too short");
+        let message = error.render().to_string();
+        assert!(message.contains("WEFT_MASTER_KEYS"), "{message}");
+        assert!(!message.contains("c2VjcmV0"), "{message}");
+    }
+
+    #[test]
+    fn migrate_is_a_subcommand() {
+        let key = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let config = Config::try_parse_from(["weft-gateway", "--master-keys", key, "migrate"])
+            .expect("valid");
+        assert!(matches!(config.command, Some(Command::Migrate)));
+    }
 }

@@ -25,6 +25,8 @@ pub enum ApiError {
     },
     #[error("a valid API key is required: `Authorization: Bearer <api key>`")]
     Unauthorized,
+    #[error("the admin API requires `Authorization: Bearer <WEFT_ADMIN_TOKEN>`")]
+    NotAdmin,
     #[error("admin API disabled: WEFT_ADMIN_TOKEN is not set")]
     AdminDisabled,
     /// Also the answer for another workspace's object, so ids of other workspaces cannot
@@ -61,7 +63,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::NotAdmin => StatusCode::UNAUTHORIZED,
             Self::AdminDisabled => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -79,7 +81,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } => code,
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::NotAdmin => "unauthorized",
             Self::AdminDisabled => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",

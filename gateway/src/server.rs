@@ -21,7 +21,7 @@ use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("preparing the database")]
+    #[error("preparing the database (WEFT_DATABASE_URL)")]
     Database(#[from] DbError),
     #[error("serving the API")]
     Api(#[source] std::io::Error),

@@ -65,6 +65,7 @@ pub struct Fleet {
     pub client: reqwest::Client,
     keys: String,
     gateway: Option<Service>,
+    extra: Vec<Service>,
     pub schedulers: Vec<Service>,
     pub workers: Vec<Service>,
 }
@@ -96,6 +97,7 @@ impl Fleet {
                 .expect("test HTTP client builds"),
             keys: master_keys(),
             gateway: None,
+            extra: Vec::new(),
             schedulers: Vec::new(),
             workers: Vec::new(),
         };
@@ -112,10 +114,24 @@ impl Fleet {
     }
 
     async fn start_gateway(&mut self) {
+        let (api, ops, service) = self.spawn_gateway(&amqp_url()).await;
+        (self.api, self.gateway_ops) = (api, ops);
+        self.gateway = Some(service);
+    }
+
+    /// Starts one more gateway on the same database, talking to the broker at
+    /// `amqp_url` (an unreachable one shows how triggers are refused); returns its API URL.
+    pub async fn gateway_with_broker(&mut self, amqp_url: &str) -> String {
+        let (api, _, service) = self.spawn_gateway(amqp_url).await;
+        self.extra.push(service);
+        api
+    }
+
+    async fn spawn_gateway(&self, amqp_url: &str) -> (String, String, Service) {
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind API port");
         let ops = TcpListener::bind("127.0.0.1:0").await.expect("bind ops port");
-        self.api = format!("http://{}", api.local_addr().expect("bound address"));
-        self.gateway_ops = format!("http://{}", ops.local_addr().expect("bound address"));
+        let api_url = format!("http://{}", api.local_addr().expect("bound address"));
+        let ops_url = format!("http://{}", ops.local_addr().expect("bound address"));
         let config = weft_gateway::Config::try_parse_from([
             "weft-gateway",
             "--database-url",
@@ -123,7 +139,7 @@ impl Fleet {
             "--database-pool-size",
             "4",
             "--amqp-url",
-            &amqp_url(),
+            amqp_url,
             "--namespace",
             &self.namespace,
             "--master-keys",
@@ -135,12 +151,13 @@ impl Fleet {
         ])
         .expect("gateway test configuration parses");
         let gateway = weft_gateway::Gateway::new(config).await.expect("gateway starts");
-        self.gateway = Some(spawn(move |stop| async move {
+        let service = spawn(move |stop| async move {
             gateway
                 .serve(api, ops, async move { stop.cancelled().await })
                 .await
                 .expect("gateway serves");
-        }));
+        });
+        (api_url, ops_url, service)
     }
 
     /// Starts one more scheduler on the same database and namespace.
@@ -295,7 +312,7 @@ impl Fleet {
 
     /// Stops every service gracefully.
     pub async fn stop(mut self) {
-        for service in self.workers.drain(..).chain(self.schedulers.drain(..)) {
+        for service in self.workers.drain(..).chain(self.schedulers.drain(..)).chain(self.extra.drain(..)) {
             service.stop().await;
         }
         if let Some(gateway) = self.gateway.take() {
@@ -306,7 +323,8 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        for service in self.workers.drain(..).chain(self.schedulers.drain(..)).chain(self.gateway.take()) {
+        let services = self.workers.drain(..).chain(self.schedulers.drain(..)).chain(self.extra.drain(..));
+        for service in services.chain(self.gateway.take()) {
             service.kill();
         }
         let namespace = self.namespace.clone();

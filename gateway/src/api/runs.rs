@@ -62,7 +62,13 @@ impl FromStr for RunStatus {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str() == text)
-            .ok_or_else(|| format!("unknown run status `{text}`"))
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|status| status.as_str()).collect();
+                format!(
+                    "unknown run status `{text}`: expected one of {}",
+                    known.join(", ")
+                )
+            })
     }
 }
 
