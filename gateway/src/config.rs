@@ -25,6 +25,7 @@ pub struct Config {
     #[command(flatten)]
     pub process: ProcessArgs,
     /// Master keys for credentials: `key_id:base64(32 bytes)`, comma-separated, newest first.
+    // The value name is the variable's, so clap's "required argument missing" line names it.
     #[arg(long, env = "WEFT_MASTER_KEYS", value_name = "WEFT_MASTER_KEYS", hide_env_values = true, value_parser = KeyRingParser)]
     pub master_keys: KeyRing,
     /// Bearer token of the admin API; the admin API is off when unset.

@@ -20,7 +20,14 @@ fn problems(body: &Value) -> Vec<String> {
         .as_array()
         .map(|list| {
             list.iter()
-                .map(|p| format!("{}/{}/{}", p["node"].as_str().unwrap_or("-"), p["field"].as_str().unwrap_or("-"), p["message"].as_str().unwrap_or("-")))
+                .map(|p| {
+                    format!(
+                        "{}/{}/{}",
+                        p["node"].as_str().unwrap_or("-"),
+                        p["field"].as_str().unwrap_or("-"),
+                        p["message"].as_str().unwrap_or("-")
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -32,15 +39,40 @@ async fn invalid_scenarios_are_refused_with_the_node_field_and_problem() {
     let workspace = fleet.workspace().await;
     let cases = [
         (
-            scenario(json!([transform("a", &["b"], json!({})), transform("b", &["a"], json!({}))])),
+            scenario(json!([
+                transform("a", &["b"], json!({})),
+                transform("b", &["a"], json!({}))
+            ])),
             "after/is part of a cycle",
         ),
-        (scenario(json!([transform("a", &["ghost"], json!({}))])), "a/after/references unknown node `ghost`"),
-        (scenario(json!([transform("a", &[], json!({})), transform("a", &[], json!({}))])), "a/id/duplicate node id"),
-        (scenario(json!([transform("a", &[], json!({"x": "{{ trigger.body."}))])), "a/output.x/template does not parse"),
-        (scenario(json!([{"id": "a", "type": "teleport"}])), "a/type/unknown node type `teleport`"),
         (
-            scenario(json!([transform("a", &[], json!({"x": "{{ nodes.b.output }}"})), transform("b", &[], json!({}))])),
+            scenario(json!([transform("a", &["ghost"], json!({}))])),
+            "a/after/references unknown node `ghost`",
+        ),
+        (
+            scenario(json!([
+                transform("a", &[], json!({})),
+                transform("a", &[], json!({}))
+            ])),
+            "a/id/duplicate node id",
+        ),
+        (
+            scenario(json!([transform(
+                "a",
+                &[],
+                json!({"x": "{{ trigger.body."})
+            )])),
+            "a/output.x/template does not parse",
+        ),
+        (
+            scenario(json!([{"id": "a", "type": "teleport"}])),
+            "a/type/unknown node type `teleport`",
+        ),
+        (
+            scenario(json!([
+                transform("a", &[], json!({"x": "{{ nodes.b.output }}"})),
+                transform("b", &[], json!({}))
+            ])),
             "a/output.x/reads `nodes.b`, which does not run before this node",
         ),
         (
@@ -49,14 +81,32 @@ async fn invalid_scenarios_are_refused_with_the_node_field_and_problem() {
         ),
     ];
     for (definition, expected) in cases {
-        let (status, body) = fleet.call(&workspace, "POST", "/api/v1/scenarios", Some(definition)).await;
+        let (status, body) = fleet
+            .call(&workspace, "POST", "/api/v1/scenarios", Some(definition))
+            .await;
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"]["code"], "invalid_scenario", "{body}");
         let found = problems(&body);
-        assert!(found.iter().any(|p| p.contains(expected)), "expected {expected:?} in {found:?}");
-        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("node `"), "{body}");
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "expected {expected:?} in {found:?}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("node `"),
+            "{body}"
+        );
     }
-    let (status, body) = fleet.call(&workspace, "POST", "/api/v1/scenarios", Some(json!({"nodes": []}))).await;
+    let (status, body) = fleet
+        .call(
+            &workspace,
+            "POST",
+            "/api/v1/scenarios",
+            Some(json!({"nodes": []})),
+        )
+        .await;
     assert_eq!(status, 400, "a body that is not a definition: {body}");
     fleet.stop().await;
 }
@@ -67,13 +117,22 @@ async fn api_keys_are_required_and_workspaces_do_not_see_each_other() {
     let upstream = Upstream::start().await;
     let alice = fleet.workspace().await;
     let bob = fleet.workspace().await;
-    let definition = scenario(json!([{"id": "call", "type": "action", "connector": "http", "action": "request",
-                                     "input": {"url": format!("{}/x", upstream.url)}}]));
+    let definition = scenario(
+        json!([{"id": "call", "type": "action", "connector": "http", "action": "request",
+                                     "input": {"url": format!("{}/x", upstream.url)}}]),
+    );
     let (scenario_id, hook) = fleet.active_scenario(&alice, definition).await;
     let run_id = fleet.fire(&hook, json!({})).await;
-    fleet.wait_for_run(&alice, &run_id, Duration::from_secs(20)).await;
+    fleet
+        .wait_for_run(&alice, &run_id, Duration::from_secs(20))
+        .await;
 
-    let no_key = fleet.client.get(fleet.url("/api/v1/scenarios")).send().await.expect("answers");
+    let no_key = fleet
+        .client
+        .get(fleet.url("/api/v1/scenarios"))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(no_key.status(), 401);
     let body: Value = no_key.json().await.expect("JSON error");
     assert!(body["error"]["code"].is_string(), "{body}");
@@ -93,7 +152,11 @@ async fn api_keys_are_required_and_workspaces_do_not_see_each_other() {
         .send()
         .await
         .expect("answers");
-    assert_eq!(admin_wrong.status(), 401, "an API key is not the admin token");
+    assert_eq!(
+        admin_wrong.status(),
+        401,
+        "an API key is not the admin token"
+    );
 
     for path in [
         format!("/api/v1/scenarios/{scenario_id}"),
@@ -104,9 +167,23 @@ async fn api_keys_are_required_and_workspaces_do_not_see_each_other() {
         let (status, _) = fleet.call(&alice, "GET", &path, None).await;
         assert_eq!(status, 200, "{path} is visible to its owner");
     }
-    let (status, _) = fleet.call(&bob, "POST", &format!("/api/v1/scenarios/{scenario_id}/runs"), Some(json!({}))).await;
+    let (status, _) = fleet
+        .call(
+            &bob,
+            "POST",
+            &format!("/api/v1/scenarios/{scenario_id}/runs"),
+            Some(json!({})),
+        )
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = fleet.call(&bob, "DELETE", &format!("/api/v1/scenarios/{scenario_id}"), None).await;
+    let (status, _) = fleet
+        .call(
+            &bob,
+            "DELETE",
+            &format!("/api/v1/scenarios/{scenario_id}"),
+            None,
+        )
+        .await;
     assert_eq!(status, 404);
     let (_, listed) = fleet.call(&bob, "GET", "/api/v1/runs", None).await;
     assert_eq!(listed["items"], json!([]), "bob sees none of alice's runs");
@@ -119,22 +196,55 @@ async fn api_keys_are_required_and_workspaces_do_not_see_each_other() {
 async fn webhooks_answer_404_for_unknown_or_inactive_and_413_over_the_limit() {
     let fleet = Fleet::with(0, 0).await;
     let workspace = fleet.workspace().await;
-    let unknown = fleet.client.post(fleet.url("/hooks/no-such-token")).json(&json!({})).send().await.expect("answers");
+    let unknown = fleet
+        .client
+        .post(fleet.url("/hooks/no-such-token"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(unknown.status(), 404);
 
     let (status, created) = fleet
-        .call(&workspace, "POST", "/api/v1/scenarios", Some(scenario(json!([transform("t", &[], json!({}))]))))
+        .call(
+            &workspace,
+            "POST",
+            "/api/v1/scenarios",
+            Some(scenario(json!([transform("t", &[], json!({}))]))),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
-    let hook = created["webhook"]["path"].as_str().expect("webhook path").to_owned();
-    let draft = fleet.client.post(fleet.url(&hook)).json(&json!({})).send().await.expect("answers");
+    let hook = created["webhook"]["path"]
+        .as_str()
+        .expect("webhook path")
+        .to_owned();
+    let draft = fleet
+        .client
+        .post(fleet.url(&hook))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(draft.status(), 404, "a draft scenario does not fire");
 
     let id = created["id"].as_str().expect("id");
-    let (status, _) = fleet.call(&workspace, "POST", &format!("/api/v1/scenarios/{id}/activate"), None).await;
+    let (status, _) = fleet
+        .call(
+            &workspace,
+            "POST",
+            &format!("/api/v1/scenarios/{id}/activate"),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     let too_big = "x".repeat(70_000);
-    let response = fleet.client.post(fleet.url(&hook)).body(too_big).send().await.expect("answers");
+    let response = fleet
+        .client
+        .post(fleet.url(&hook))
+        .body(too_big)
+        .send()
+        .await
+        .expect("answers");
     assert_eq!(response.status(), 413);
     let body: Value = response.json().await.expect("JSON error");
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
@@ -148,13 +258,22 @@ async fn runs_are_readable_at_once_and_pages_follow_the_cursor() {
     let fleet = Fleet::with(0, 0).await;
     let workspace = fleet.workspace().await;
     let (id, hook) = fleet
-        .active_scenario(&workspace, scenario(json!([transform("t", &[], json!({"v": "{{ trigger.body.n }}"}))])))
+        .active_scenario(
+            &workspace,
+            scenario(json!([transform(
+                "t",
+                &[],
+                json!({"v": "{{ trigger.body.n }}"})
+            )])),
+        )
         .await;
     let mut fired = Vec::new();
     for n in 0..5 {
         let run_id = fleet.fire(&hook, json!({"n": n})).await;
         // With no scheduler running, the run is recorded and queued, readable at once.
-        let (status, run) = fleet.call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None).await;
+        let (status, run) = fleet
+            .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
+            .await;
         assert_eq!(status, 200);
         assert_eq!(run["status"], "queued");
         assert_eq!(run["trigger"]["body"], json!({"n": n}));
@@ -179,7 +298,9 @@ async fn runs_are_readable_at_once_and_pages_follow_the_cursor() {
     }
     fired.reverse();
     assert_eq!(seen, fired, "newest first, every run once");
-    let (status, _) = fleet.call(&workspace, "GET", "/api/v1/runs?status=sleeping", None).await;
+    let (status, _) = fleet
+        .call(&workspace, "GET", "/api/v1/runs?status=sleeping", None)
+        .await;
     assert_eq!(status, 400);
     fleet.stop().await;
 }
@@ -189,9 +310,14 @@ async fn a_trigger_the_broker_cannot_take_gets_503_and_its_run_never_starts() {
     let mut fleet = Fleet::with(0, 0).await;
     let workspace = fleet.workspace().await;
     let (id, _) = fleet
-        .active_scenario(&workspace, scenario(json!([transform("t", &[], json!({}))])))
+        .active_scenario(
+            &workspace,
+            scenario(json!([transform("t", &[], json!({}))])),
+        )
         .await;
-    let offline = fleet.gateway_with_broker("amqp://guest:guest@127.0.0.1:1/%2f").await;
+    let offline = fleet
+        .gateway_with_broker("amqp://guest:guest@127.0.0.1:1/%2f")
+        .await;
     let response = fleet
         .client
         .post(format!("{offline}/api/v1/scenarios/{id}/runs"))
@@ -205,8 +331,17 @@ async fn a_trigger_the_broker_cannot_take_gets_503_and_its_run_never_starts() {
     assert_eq!(body["error"]["code"], "broker_unavailable", "{body}");
     let (_, runs) = fleet.call(&workspace, "GET", "/api/v1/runs", None).await;
     let run = &runs["items"][0];
-    assert_eq!(run["status"], "failed", "the run is marked as never started: {runs}");
-    assert!(run["error"]["message"].as_str().unwrap_or_default().contains("not enqueued"), "{runs}");
+    assert_eq!(
+        run["status"], "failed",
+        "the run is marked as never started: {runs}"
+    );
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not enqueued"),
+        "{runs}"
+    );
     fleet.stop().await;
 }
 
@@ -222,7 +357,14 @@ async fn the_openapi_document_covers_every_endpoint() {
         .json()
         .await
         .expect("JSON");
-    assert!(document["openapi"].as_str().unwrap_or_default().starts_with("3.1"), "{}", document["openapi"]);
+    assert!(
+        document["openapi"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("3.1"),
+        "{}",
+        document["openapi"]
+    );
     let paths = document["paths"].as_object().expect("paths");
     for expected in [
         "/api/v1/admin/workspaces",
@@ -236,7 +378,11 @@ async fn the_openapi_document_covers_every_endpoint() {
         "/api/v1/runs/{id}",
         "/hooks/{token}",
     ] {
-        assert!(paths.contains_key(expected), "{expected} missing from {:?}", paths.keys().collect::<Vec<_>>());
+        assert!(
+            paths.contains_key(expected),
+            "{expected} missing from {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
     }
     fleet.stop().await;
 }

@@ -15,18 +15,18 @@ pub struct Config {
     #[command(flatten)]
     pub process: ProcessArgs,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:9102")]
+    #[arg(long, env = "WEFT_METRICS_ADDR", value_name = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:9102")]
     pub metrics_addr: SocketAddr,
     /// Messages handled concurrently per consumer.
-    #[arg(long, env = "WEFT_SCHEDULER_PREFETCH", default_value_t = 64)]
+    #[arg(long, env = "WEFT_SCHEDULER_PREFETCH", value_name = "WEFT_SCHEDULER_PREFETCH", default_value_t = 64)]
     pub prefetch: u16,
     /// A run still `queued` this long after it was recorded is published again.
-    #[arg(long, env = "WEFT_REQUEUE_AFTER", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_REQUEUE_AFTER", value_name = "WEFT_REQUEUE_AFTER", default_value = "30s", value_parser = parse_duration)]
     pub requeue_after: Duration,
     /// How often the sweeper looks for work past its deadline.
-    #[arg(long, env = "WEFT_SWEEP_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_SWEEP_INTERVAL", value_name = "WEFT_SWEEP_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
     /// How often queue depths and consumer counts are read from the broker.
-    #[arg(long, env = "WEFT_QUEUE_METRICS_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_QUEUE_METRICS_INTERVAL", value_name = "WEFT_QUEUE_METRICS_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub queue_metrics_interval: Duration,
 }

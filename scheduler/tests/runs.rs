@@ -241,3 +241,45 @@ async fn two_schedulers_dispatch_each_join_exactly_once() {
     assert_eq!(joins.len(), run_ids.len());
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "orphan",
+        "trigger": {"type": "manual"},
+        "nodes": [http("call", &[], json!({"url": format!("{}/orphan", upstream.url)}))]
+    });
+    let (scenario_id, _) = fleet.active_scenario(&workspace, definition).await;
+
+    // What a gateway that died between its commit and its publish leaves behind.
+    let run_id = uuid::Uuid::now_v7();
+    let workspace_id: uuid::Uuid = workspace.id.parse().expect("uuid");
+    let scenario_uuid: uuid::Uuid = scenario_id.parse().expect("uuid");
+    fleet
+        .pg()
+        .await
+        .execute(
+            "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger) \
+             VALUES ($1, $2, $3, 1, 'queued', 'manual', '{\"body\": {}}')",
+            &[&run_id, &workspace_id, &scenario_uuid],
+        )
+        .await
+        .expect("run recorded");
+    let run = fleet.wait_for_run(&workspace, &run_id.to_string(), RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "the sweeper re-published it: {run}");
+
+    // A late second announcement of the same run changes nothing.
+    let topology = fleet.topology();
+    let publisher = Publisher::new(&weft_testkit::amqp_url(), "test duplicate", topology.clone());
+    let request = weft_shared::messages::RunRequested { v: VERSION, run_id, workspace_id };
+    publisher.publish(&topology.runs(), &topology.runs(), &request).await.expect("published");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    publisher.close().await;
+    let (_, again) = fleet.call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None).await;
+    assert_eq!(again, run);
+    assert_eq!(upstream.received_on("/orphan").len(), 1);
+    fleet.stop().await;
+}

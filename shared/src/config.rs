@@ -35,10 +35,10 @@ fn one_line(rendered: &str) -> String {
 #[derive(clap::Args, Debug, Clone)]
 pub struct BrokerArgs {
     /// AMQP URL of RabbitMQ.
-    #[arg(long, env = "WEFT_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", value_parser = parse_amqp_url)]
+    #[arg(long, env = "WEFT_AMQP_URL", value_name = "WEFT_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", value_parser = parse_amqp_url)]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name, so several fleets can share a broker.
-    #[arg(long, env = "WEFT_NAMESPACE", default_value = "weft", value_parser = parse_namespace)]
+    #[arg(long, env = "WEFT_NAMESPACE", value_name = "WEFT_NAMESPACE", default_value = "weft", value_parser = parse_namespace)]
     pub namespace: String,
 }
 
@@ -46,13 +46,13 @@ pub struct BrokerArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL.
-    #[arg(long, env = "WEFT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/weft", value_parser = parse_database_url)]
+    #[arg(long, env = "WEFT_DATABASE_URL", value_name = "WEFT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/weft", value_parser = parse_database_url)]
     pub database_url: tokio_postgres::Config,
     /// Connections in the pool.
-    #[arg(long, env = "WEFT_DATABASE_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "WEFT_DATABASE_POOL_SIZE", value_name = "WEFT_DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
     /// Apply pending migrations at start (under an advisory lock).
-    #[arg(long, env = "WEFT_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "WEFT_AUTO_MIGRATE", value_name = "WEFT_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_migrate: bool,
 }
 
@@ -60,10 +60,10 @@ pub struct DatabaseArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProcessArgs {
     /// Log format: `json` lines, or `pretty` for people.
-    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "json", value_parser = ["json", "pretty"])]
+    #[arg(long, env = "WEFT_LOG_FORMAT", value_name = "WEFT_LOG_FORMAT", default_value = "json", value_parser = ["json", "pretty"])]
     pub log_format: String,
     /// How long in-flight work may take to finish after SIGTERM.
-    #[arg(long, env = "WEFT_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "WEFT_SHUTDOWN_TIMEOUT", value_name = "WEFT_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
@@ -101,7 +101,7 @@ mod tests {
     struct Probe {
         #[command(flatten)]
         broker: BrokerArgs,
-        #[arg(long, env = "WEFT_PROBE_REQUIRED")]
+        #[arg(long, env = "WEFT_PROBE_REQUIRED", value_name = "WEFT_PROBE_REQUIRED")]
         required: String,
     }
 
