@@ -9,6 +9,7 @@ use clap::error::ErrorKind;
 use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
 use weft_shared::crypto::KeyRing;
 
+// Value names are the variables' names, so clap's one-line errors name the variable.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
     name = "weft-gateway",
@@ -25,23 +26,47 @@ pub struct Config {
     #[command(flatten)]
     pub process: ProcessArgs,
     /// Master keys for credentials: `key_id:base64(32 bytes)`, comma-separated, newest first.
-    // The value name is the variable's, so clap's "required argument missing" line names it.
     #[arg(long, env = "WEFT_MASTER_KEYS", value_name = "WEFT_MASTER_KEYS", hide_env_values = true, value_parser = KeyRingParser)]
     pub master_keys: KeyRing,
     /// Bearer token of the admin API; the admin API is off when unset.
-    #[arg(long, env = "WEFT_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "WEFT_ADMIN_TOKEN",
+        value_name = "WEFT_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// Address of the REST API and the webhook endpoints.
-    #[arg(long, env = "WEFT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "WEFT_HTTP_ADDR",
+        value_name = "WEFT_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub http_addr: SocketAddr,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:9101")]
+    #[arg(
+        long,
+        env = "WEFT_METRICS_ADDR",
+        value_name = "WEFT_METRICS_ADDR",
+        default_value = "0.0.0.0:9101"
+    )]
     pub metrics_addr: SocketAddr,
     /// Largest webhook body accepted, in bytes.
-    #[arg(long, env = "WEFT_WEBHOOK_MAX_BODY", default_value_t = 1048576)]
+    #[arg(
+        long,
+        env = "WEFT_WEBHOOK_MAX_BODY",
+        value_name = "WEFT_WEBHOOK_MAX_BODY",
+        default_value_t = 1048576
+    )]
     pub webhook_max_body: usize,
     /// Largest JSON body accepted by the REST API, in bytes.
-    #[arg(long, env = "WEFT_API_MAX_BODY", default_value_t = 1048576)]
+    #[arg(
+        long,
+        env = "WEFT_API_MAX_BODY",
+        value_name = "WEFT_API_MAX_BODY",
+        default_value_t = 1048576
+    )]
     pub api_max_body: usize,
 }
 

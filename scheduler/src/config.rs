@@ -6,7 +6,11 @@ use std::time::Duration;
 use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs, parse_duration};
 
 #[derive(clap::Parser, Debug, Clone)]
-#[command(name = "weft-scheduler", version, about = "Weft scheduler: walks scenario graphs and dispatches node tasks")]
+#[command(
+    name = "weft-scheduler",
+    version,
+    about = "Weft scheduler: walks scenario graphs and dispatches node tasks"
+)]
 pub struct Config {
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -15,10 +19,20 @@ pub struct Config {
     #[command(flatten)]
     pub process: ProcessArgs,
     /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "WEFT_METRICS_ADDR", value_name = "WEFT_METRICS_ADDR", default_value = "0.0.0.0:9102")]
+    #[arg(
+        long,
+        env = "WEFT_METRICS_ADDR",
+        value_name = "WEFT_METRICS_ADDR",
+        default_value = "0.0.0.0:9102"
+    )]
     pub metrics_addr: SocketAddr,
     /// Messages handled concurrently per consumer.
-    #[arg(long, env = "WEFT_SCHEDULER_PREFETCH", value_name = "WEFT_SCHEDULER_PREFETCH", default_value_t = 64)]
+    #[arg(
+        long,
+        env = "WEFT_SCHEDULER_PREFETCH",
+        value_name = "WEFT_SCHEDULER_PREFETCH",
+        default_value_t = 64
+    )]
     pub prefetch: u16,
     /// A run still `queued` this long after it was recorded is published again.
     #[arg(long, env = "WEFT_REQUEUE_AFTER", value_name = "WEFT_REQUEUE_AFTER", default_value = "30s", value_parser = parse_duration)]

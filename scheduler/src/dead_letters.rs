@@ -3,7 +3,9 @@
 
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
-use weft_shared::messages::{self, ErrorClass, Message, NodeError, NodeResult, NodeTask, RunRequested};
+use weft_shared::messages::{
+    self, ErrorClass, Message, NodeError, NodeResult, NodeTask, RunRequested,
+};
 use weft_shared::queue::{Disposition, delivery_count};
 
 use crate::engine::Engine;
@@ -12,19 +14,35 @@ use crate::metrics::Metrics;
 pub async fn handle(engine: &Engine, metrics: &Metrics, delivery: &Delivery) -> Disposition {
     let queue = first_death_queue(delivery);
     metrics.dead_letters.with_label_values(&[&queue]).inc();
-    let kind = delivery.properties.kind().as_ref().map(|k| k.as_str().to_owned()).unwrap_or_default();
+    let kind = delivery
+        .properties
+        .kind()
+        .as_ref()
+        .map(|k| k.as_str().to_owned())
+        .unwrap_or_default();
     let poison = |what: &str| {
         NodeError::new(
             ErrorClass::Poison,
-            format!("poison message: {what} (dead-lettered from {queue} after {} deliveries)", delivery_count(delivery)),
+            format!(
+                "poison message: {what} (dead-lettered from {queue} after {} deliveries)",
+                delivery_count(delivery)
+            ),
         )
     };
     let outcome = match kind.as_str() {
         NodeTask::TYPE => match messages::decode::<NodeTask>(&delivery.data) {
             Ok(task) => {
-                let error = poison("the task was delivered too often without a result, or could not be processed");
+                let error = poison(
+                    "the task was delivered too often without a result, or could not be processed",
+                );
                 engine
-                    .fail_attempt(task.run_id, task.workspace_id, &task.node_id, task.attempt, error)
+                    .fail_attempt(
+                        task.run_id,
+                        task.workspace_id,
+                        &task.node_id,
+                        task.attempt,
+                        error,
+                    )
                     .await
             }
             Err(e) => return undecodable(&queue, &e),
@@ -32,7 +50,11 @@ pub async fn handle(engine: &Engine, metrics: &Metrics, delivery: &Delivery) -> 
         RunRequested::TYPE => match messages::decode::<RunRequested>(&delivery.data) {
             Ok(request) => {
                 engine
-                    .fail_run(request.run_id, request.workspace_id, poison("the run request could not be processed"))
+                    .fail_run(
+                        request.run_id,
+                        request.workspace_id,
+                        poison("the run request could not be processed"),
+                    )
                     .await
             }
             Err(e) => return undecodable(&queue, &e),
@@ -40,7 +62,11 @@ pub async fn handle(engine: &Engine, metrics: &Metrics, delivery: &Delivery) -> 
         NodeResult::TYPE => match messages::decode::<NodeResult>(&delivery.data) {
             Ok(result) => {
                 engine
-                    .fail_run(result.run_id, result.workspace_id, poison("a node result could not be processed"))
+                    .fail_run(
+                        result.run_id,
+                        result.workspace_id,
+                        poison("a node result could not be processed"),
+                    )
                     .await
             }
             Err(e) => return undecodable(&queue, &e),

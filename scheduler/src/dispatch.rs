@@ -29,13 +29,22 @@ impl Dispatcher {
     }
 
     /// The task for one dispatch decision.
-    pub fn task(run: &Run, scenario: &Scenario, dispatch: &Dispatch, now: DateTime<Utc>) -> Option<NodeTask> {
+    pub fn task(
+        run: &Run,
+        scenario: &Scenario,
+        dispatch: &Dispatch,
+        now: DateTime<Utc>,
+    ) -> Option<NodeTask> {
         let node = scenario.node(&dispatch.node_id)?;
-        let NodeKind::Action { connector, action, .. } = &node.kind else {
+        let NodeKind::Action {
+            connector, action, ..
+        } = &node.kind
+        else {
             return None;
         };
-        let not_before = (!dispatch.delay.is_zero())
-            .then(|| now + chrono::Duration::from_std(dispatch.delay).unwrap_or(chrono::Duration::MAX));
+        let not_before = (!dispatch.delay.is_zero()).then(|| {
+            now + chrono::Duration::from_std(dispatch.delay).unwrap_or(chrono::Duration::MAX)
+        });
         Some(NodeTask {
             v: VERSION,
             run_id: run.id,

@@ -10,7 +10,9 @@ use deadpool_postgres::Pool;
 use rand::Rng;
 use uuid::Uuid;
 use weft_shared::graph::{Applied, Dispatch, NodeStatus, RunContext, RunOutcome, RunState};
-use weft_shared::messages::{ErrorClass, NodeError, NodeResult, NodeTask, Outcome, RunRequested, VERSION};
+use weft_shared::messages::{
+    ErrorClass, NodeError, NodeResult, NodeTask, Outcome, RunRequested, VERSION,
+};
 use weft_shared::queue::QueueError;
 use weft_shared::scenario::{NodeKind, Scenario};
 use weft_shared::template::Templates;
@@ -88,7 +90,10 @@ impl Engine {
                 let value = serde_json::to_value(&error).unwrap_or_default();
                 store::finish_run(&tx, &run, RunStatus::Failed, Some(&value), now).await?;
                 tx.commit().await?;
-                self.metrics.runs_finished.with_label_values(&["failed"]).inc();
+                self.metrics
+                    .runs_finished
+                    .with_label_values(&["failed"])
+                    .inc();
                 return Ok(());
             }
         };
@@ -98,7 +103,9 @@ impl Engine {
             ..run
         };
         let mut state = RunState::new(&scenario);
-        let tasks = self.advance(&tx, &run, &scenario, &mut state, Vec::new(), now).await?;
+        let tasks = self
+            .advance(&tx, &run, &scenario, &mut state, Vec::new(), now)
+            .await?;
         tx.commit().await?;
         tracing::debug!(run_id = %run.id, tasks = tasks.len(), "run started");
         self.dispatcher.send(&tasks).await?;
@@ -132,8 +139,15 @@ impl Engine {
                     .with_label_values(&[connector_of(&scenario, &dispatch.node_id)])
                     .inc();
             }
-            self.advance(&tx, &run, &scenario, &mut state, retry.into_iter().collect(), now)
-                .await?
+            self.advance(
+                &tx,
+                &run,
+                &scenario,
+                &mut state,
+                retry.into_iter().collect(),
+                now,
+            )
+            .await?
         } else {
             // The run is over (cancelled, failed, timed out): record the result, start nothing.
             if let Some(dispatch) = retry
@@ -189,8 +203,9 @@ impl Engine {
             .iter()
             .map(|task| {
                 let waits = task.not_before.unwrap_or(now) - now;
-                let budget = chrono::Duration::milliseconds(i64::try_from(task.timeout_ms).unwrap_or(i64::MAX / 2))
-                    + chrono::Duration::from_std(DEADLINE_GRACE).unwrap_or_default();
+                let budget = chrono::Duration::milliseconds(
+                    i64::try_from(task.timeout_ms).unwrap_or(i64::MAX / 2),
+                ) + chrono::Duration::from_std(DEADLINE_GRACE).unwrap_or_default();
                 (task.node_id.clone(), now + waits + budget)
             })
             .collect();
@@ -199,22 +214,35 @@ impl Engine {
     }
 
     fn finished(&self, run: &Run, status: &str, now: DateTime<Utc>) {
-        self.metrics.runs_finished.with_label_values(&[status]).inc();
+        self.metrics
+            .runs_finished
+            .with_label_values(&[status])
+            .inc();
         if let Some(started) = run.started_at {
             let seconds = (now - started).num_microseconds().unwrap_or(0) as f64 / 1e6;
-            self.metrics.run_duration.with_label_values::<&str>(&[]).observe(seconds);
+            self.metrics
+                .run_duration
+                .with_label_values::<&str>(&[])
+                .observe(seconds);
         }
     }
 
     /// Fails a run whose request could not be processed (a dead-lettered RunRequested).
-    pub async fn fail_run(&self, run_id: Uuid, workspace_id: Uuid, error: NodeError) -> Result<(), EngineError> {
-        self.end_run(run_id, workspace_id, RunStatus::Failed, error).await
+    pub async fn fail_run(
+        &self,
+        run_id: Uuid,
+        workspace_id: Uuid,
+        error: NodeError,
+    ) -> Result<(), EngineError> {
+        self.end_run(run_id, workspace_id, RunStatus::Failed, error)
+            .await
     }
 
     /// Ends a run that passed its deadline: it is `timed_out`, its unfinished nodes cancelled.
     pub async fn time_out(&self, run_id: Uuid, workspace_id: Uuid) -> Result<(), EngineError> {
         let error = NodeError::new(ErrorClass::Timeout, "the run passed its timeout");
-        self.end_run(run_id, workspace_id, RunStatus::TimedOut, error).await
+        self.end_run(run_id, workspace_id, RunStatus::TimedOut, error)
+            .await
     }
 
     async fn end_run(

@@ -10,8 +10,15 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_logging(&config.process.log_format);
     let ops = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
-        .with_context(|| format!("binding the metrics address {} (WEFT_METRICS_ADDR)", config.metrics_addr))?;
-    let scheduler = Scheduler::new(config).await.context("starting the scheduler")?;
+        .with_context(|| {
+            format!(
+                "binding the metrics address {} (WEFT_METRICS_ADDR)",
+                config.metrics_addr
+            )
+        })?;
+    let scheduler = Scheduler::new(config)
+        .await
+        .context("starting the scheduler")?;
     tracing::info!("scheduler started");
     scheduler
         .serve(ops, telemetry::shutdown_signal())

@@ -18,12 +18,43 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = weft_shared::telemetry::registry("scheduler");
         Self {
-            runs_finished: counter(&registry, "weft_runs_finished_total", "Runs that reached a final status", &["status"]),
-            run_duration: histogram(&registry, "weft_run_duration_seconds", "Run duration from start to finish", &[], SLOW_BUCKETS),
-            node_retries: counter(&registry, "weft_node_retries_total", "Node attempts scheduled again after a retryable failure", &["connector"]),
-            dead_letters: counter(&registry, "weft_dead_letters_total", "Messages that reached the dead-letter queue", &["queue"]),
-            queue_messages: gauge_vec(&registry, "weft_queue_messages", "Messages ready in a queue", &["queue"]),
-            queue_consumers: gauge_vec(&registry, "weft_queue_consumers", "Consumers attached to a queue", &["queue"]),
+            runs_finished: counter(
+                &registry,
+                "weft_runs_finished_total",
+                "Runs that reached a final status",
+                &["status"],
+            ),
+            run_duration: histogram(
+                &registry,
+                "weft_run_duration_seconds",
+                "Run duration from start to finish",
+                &[],
+                SLOW_BUCKETS,
+            ),
+            node_retries: counter(
+                &registry,
+                "weft_node_retries_total",
+                "Node attempts scheduled again after a retryable failure",
+                &["connector"],
+            ),
+            dead_letters: counter(
+                &registry,
+                "weft_dead_letters_total",
+                "Messages that reached the dead-letter queue",
+                &["queue"],
+            ),
+            queue_messages: gauge_vec(
+                &registry,
+                "weft_queue_messages",
+                "Messages ready in a queue",
+                &["queue"],
+            ),
+            queue_consumers: gauge_vec(
+                &registry,
+                "weft_queue_consumers",
+                "Consumers attached to a queue",
+                &["queue"],
+            ),
             registry,
         }
     }

@@ -17,11 +17,11 @@ use weft_shared::queue::{self, ConsumerSpec, Disposition, Publisher, QueueError,
 use weft_shared::telemetry::{self, Readiness};
 
 use crate::config::Config;
+use crate::dead_letters;
 use crate::dispatch::Dispatcher;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::sweeper::Sweeper;
-use crate::dead_letters;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -42,14 +42,25 @@ pub struct Scheduler {
 impl Scheduler {
     /// Builds the pool (migrating when configured) and the publisher.
     pub async fn new(config: Config) -> Result<Self, StartError> {
-        let pool = db::pool(&config.database.database_url, config.database.database_pool_size)?;
+        let pool = db::pool(
+            &config.database.database_url,
+            config.database.database_pool_size,
+        )?;
         if config.database.auto_migrate {
             db::migrate(&pool).await?;
         }
         let topology = Topology::new(&config.broker.namespace);
-        let publisher = Publisher::new(&config.broker.amqp_url, "weft-scheduler publisher", topology);
+        let publisher = Publisher::new(
+            &config.broker.amqp_url,
+            "weft-scheduler publisher",
+            topology,
+        );
         let metrics = Metrics::new();
-        let engine = Engine::new(pool.clone(), Dispatcher::new(publisher.clone()), metrics.clone());
+        let engine = Engine::new(
+            pool.clone(),
+            Dispatcher::new(publisher.clone()),
+            metrics.clone(),
+        );
         Ok(Self {
             config,
             pool,
@@ -60,7 +71,11 @@ impl Scheduler {
     }
 
     /// Runs until `shutdown` resolves, then drains in-flight messages.
-    pub async fn serve(self, ops: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    pub async fn serve(
+        self,
+        ops: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let token = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let topology = self.publisher.topology().clone();
@@ -124,24 +139,37 @@ impl Scheduler {
             publisher: self.publisher.clone(),
             requeue_after: self.config.requeue_after,
         });
-        tasks.spawn(every(self.config.sweep_interval, token.clone(), move || {
-            let sweeper = sweeper.clone();
-            async move {
-                if let Err(e) = sweeper.sweep().await {
-                    tracing::warn!(error = %e, "sweep failed; trying again next interval");
+        tasks.spawn(every(
+            self.config.sweep_interval,
+            token.clone(),
+            move || {
+                let sweeper = sweeper.clone();
+                async move {
+                    if let Err(e) = sweeper.sweep().await {
+                        tracing::warn!(error = %e, "sweep failed; trying again next interval");
+                    }
                 }
-            }
-        }));
+            },
+        ));
 
-        let (url, metrics, queue_topology) = (self.config.broker.amqp_url.clone(), self.metrics.clone(), topology.clone());
-        tasks.spawn(every(self.config.queue_metrics_interval, token.clone(), move || {
-            let (url, metrics, topology) = (url.clone(), metrics.clone(), queue_topology.clone());
-            async move {
-                if let Err(e) = read_queue_depths(&url, &topology, &metrics).await {
-                    tracing::debug!(error = %e, "could not read queue depths");
+        let (url, metrics, queue_topology) = (
+            self.config.broker.amqp_url.clone(),
+            self.metrics.clone(),
+            topology.clone(),
+        );
+        tasks.spawn(every(
+            self.config.queue_metrics_interval,
+            token.clone(),
+            move || {
+                let (url, metrics, topology) =
+                    (url.clone(), metrics.clone(), queue_topology.clone());
+                async move {
+                    if let Err(e) = read_queue_depths(&url, &topology, &metrics).await {
+                        tracing::debug!(error = %e, "could not read queue depths");
+                    }
                 }
-            }
-        }));
+            },
+        ));
 
         let (pool, publisher) = (self.pool.clone(), self.publisher.clone());
         let readiness: Readiness = Arc::new(move || {
@@ -202,7 +230,11 @@ where
 }
 
 /// Reads each queue's depth and consumers with a passive declare.
-async fn read_queue_depths(url: &str, topology: &Topology, metrics: &Metrics) -> Result<(), QueueError> {
+async fn read_queue_depths(
+    url: &str,
+    topology: &Topology,
+    metrics: &Metrics,
+) -> Result<(), QueueError> {
     let connection = queue::connect(url, "weft-scheduler queue metrics").await?;
     let channel = connection.create_channel().await?;
     for name in topology.queues() {
@@ -210,7 +242,9 @@ async fn read_queue_depths(url: &str, topology: &Topology, metrics: &Metrics) ->
             passive: true,
             ..Default::default()
         };
-        let declared = channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await?;
+        let declared = channel
+            .queue_declare(name.as_str().into(), options, FieldTable::default())
+            .await?;
         metrics
             .queue_messages
             .with_label_values(&[&name])

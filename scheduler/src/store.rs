@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use deadpool_postgres::Transaction;
+use serde_json::Value;
 use uuid::Uuid;
 use weft_shared::graph::{NodeState, NodeStatus, RunState};
 use weft_shared::messages::NodeError;
@@ -66,7 +66,11 @@ pub struct Run {
 }
 
 /// Locks a run row (DESIGN invariant 4: results of one run are serialized).
-pub async fn lock_run(tx: &Transaction<'_>, run_id: Uuid, workspace_id: Uuid) -> Result<Option<Run>, DbError> {
+pub async fn lock_run(
+    tx: &Transaction<'_>,
+    run_id: Uuid,
+    workspace_id: Uuid,
+) -> Result<Option<Run>, DbError> {
     let statement = tx
         .prepare_cached(
             "SELECT scenario_id, version, status, trigger, created_at, started_at \
@@ -86,7 +90,12 @@ pub async fn lock_run(tx: &Transaction<'_>, run_id: Uuid, workspace_id: Uuid) ->
     }))
 }
 
-pub async fn start_run(tx: &Transaction<'_>, run: &Run, now: DateTime<Utc>, timeout: Duration) -> Result<(), DbError> {
+pub async fn start_run(
+    tx: &Transaction<'_>,
+    run: &Run,
+    now: DateTime<Utc>,
+    timeout: Duration,
+) -> Result<(), DbError> {
     let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
     let statement = tx
         .prepare_cached(
@@ -94,7 +103,8 @@ pub async fn start_run(tx: &Transaction<'_>, run: &Run, now: DateTime<Utc>, time
              WHERE id = $1 AND workspace_id = $2",
         )
         .await?;
-    tx.execute(&statement, &[&run.id, &run.workspace_id, &now, &deadline]).await?;
+    tx.execute(&statement, &[&run.id, &run.workspace_id, &now, &deadline])
+        .await?;
     Ok(())
 }
 
@@ -111,8 +121,11 @@ pub async fn finish_run(
              WHERE id = $1 AND workspace_id = $2",
         )
         .await?;
-    tx.execute(&statement, &[&run.id, &run.workspace_id, &status.as_str(), &error, &now])
-        .await?;
+    tx.execute(
+        &statement,
+        &[&run.id, &run.workspace_id, &status.as_str(), &error, &now],
+    )
+    .await?;
     Ok(())
 }
 
@@ -167,7 +180,8 @@ pub async fn save_nodes(
     state: &RunState,
     deadlines: &HashMap<String, DateTime<Utc>>,
 ) -> Result<(), DbError> {
-    let changed: Vec<(&String, &NodeState)> = state.nodes.iter().filter(|(_, n)| n.changed).collect();
+    let changed: Vec<(&String, &NodeState)> =
+        state.nodes.iter().filter(|(_, n)| n.changed).collect();
     if changed.is_empty() {
         return Ok(());
     }
@@ -193,13 +207,21 @@ pub async fn save_nodes(
         inputs.push(node.input.clone());
         outputs.push(node.output.clone());
         raw_outputs.push(node.raw_output.clone());
-        errors.push(node.error.as_ref().and_then(|e| serde_json::to_value(e).ok()));
+        errors.push(
+            node.error
+                .as_ref()
+                .and_then(|e| serde_json::to_value(e).ok()),
+        );
         ports.push(node.port.as_deref());
         queued.push(node.queued_at);
         started.push(node.started_at);
         finished.push(node.finished_at);
         let in_flight = matches!(node.status, NodeStatus::Queued | NodeStatus::Running);
-        deadline.push(if in_flight { deadlines.get(id).copied() } else { None });
+        deadline.push(if in_flight {
+            deadlines.get(id).copied()
+        } else {
+            None
+        });
     }
     let statement = tx
         .prepare_cached(
@@ -261,7 +283,11 @@ pub enum DefinitionError {
 }
 
 impl Definitions {
-    pub async fn get(&self, tx: &Transaction<'_>, run: &Run) -> Result<Arc<Scenario>, DefinitionError> {
+    pub async fn get(
+        &self,
+        tx: &Transaction<'_>,
+        run: &Run,
+    ) -> Result<Arc<Scenario>, DefinitionError> {
         let key = (run.scenario_id, run.version);
         if let Some(found) = self.lock().get(&key) {
             return Ok(found.clone());
@@ -273,7 +299,10 @@ impl Definitions {
             .await
             .map_err(DbError::from)?;
         let row = tx
-            .query_opt(&statement, &[&run.workspace_id, &run.scenario_id, &run.version])
+            .query_opt(
+                &statement,
+                &[&run.workspace_id, &run.scenario_id, &run.version],
+            )
             .await
             .map_err(DbError::from)?
             .ok_or(DefinitionError::Missing)?;
@@ -288,6 +317,8 @@ impl Definitions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, i32), Arc<Scenario>>> {
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -54,7 +54,9 @@ impl Sweeper {
                 workspace_id: row.get(1),
             };
             tracing::info!(run_id = %request.run_id, "re-publishing a run left queued");
-            self.publisher.publish(&topology.runs(), &topology.runs(), &request).await?;
+            self.publisher
+                .publish(&topology.runs(), &topology.runs(), &request)
+                .await?;
         }
         Ok(())
     }

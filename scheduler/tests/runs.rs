@@ -25,14 +25,21 @@ fn http(id: &str, after: &[&str], input: Value) -> Value {
 async fn a_webhook_runs_transform_lookup_condition_and_notify() {
     let fleet = Fleet::start().await;
     let upstream = Upstream::start().await;
-    upstream.script("/people", vec![Reply::json(200, json!({"identities": [{"firstName": "Ada", "age": 36}]}))]);
+    upstream.script(
+        "/people",
+        vec![Reply::json(
+            200,
+            json!({"identities": [{"firstName": "Ada", "age": 36}]}),
+        )],
+    );
     let workspace = fleet.workspace().await;
     let mut lookup = http(
         "lookup",
         &["prepare"],
         json!({"method": "GET", "url": format!("{}/people", upstream.url), "query": {"phone": "{{ nodes.prepare.output.phone }}"}}),
     );
-    lookup["outputs"] = json!({"first_name": "$.body.identities[0].firstName", "age": "$.body.identities[0].age"});
+    lookup["outputs"] =
+        json!({"first_name": "$.body.identities[0].firstName", "age": "$.body.identities[0].age"});
     let definition = json!({
         "name": "Lead enrichment",
         "trigger": {"type": "webhook"},
@@ -47,28 +54,49 @@ async fn a_webhook_runs_transform_lookup_condition_and_notify() {
     let (_, hook) = fleet.active_scenario(&workspace, definition).await;
 
     let fired = Instant::now();
-    let run_id = fleet.fire(&hook, json!({"phone": "555-0100", "score": 21})).await;
+    let run_id = fleet
+        .fire(&hook, json!({"phone": "555-0100", "score": 21}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    eprintln!("4-node run: webhook to completed in {:?} (polled)", fired.elapsed());
+    eprintln!(
+        "4-node run: webhook to completed in {:?} (polled)",
+        fired.elapsed()
+    );
 
     assert_eq!(run["status"], "completed", "{run}");
     let lookups = upstream.received_on("/people");
     assert_eq!(lookups.len(), 1);
-    assert_eq!((lookups[0].method.as_str(), lookups[0].query.as_str()), ("GET", "phone=555-0100"));
+    assert_eq!(
+        (lookups[0].method.as_str(), lookups[0].query.as_str()),
+        ("GET", "phone=555-0100")
+    );
     let notified = upstream.received_on("/notify");
     assert_eq!(notified.len(), 1);
     assert_eq!(notified[0].method, "POST");
-    assert_eq!(notified[0].body, json!({"name": "Ada", "age": 36, "score": 42}), "typed fields keep their type");
+    assert_eq!(
+        notified[0].body,
+        json!({"name": "Ada", "age": 36, "score": 42}),
+        "typed fields keep their type"
+    );
     assert_eq!(upstream.received().len(), 2, "no other upstream calls");
 
-    assert_eq!(node(&run, "lookup")["output"], json!({"first_name": "Ada", "age": 36}));
-    assert_eq!(node(&run, "lookup")["input"]["query"], json!({"phone": "555-0100"}));
+    assert_eq!(
+        node(&run, "lookup")["output"],
+        json!({"first_name": "Ada", "age": 36})
+    );
+    assert_eq!(
+        node(&run, "lookup")["input"]["query"],
+        json!({"phone": "555-0100"})
+    );
     assert_eq!(node(&run, "is_known")["output"], json!({"result": true}));
     for id in ["prepare", "lookup", "is_known", "notify"] {
         let n = node(&run, id);
         assert_eq!(n["status"], "completed", "{id}: {n}");
         assert_eq!(n["attempts"], 1, "{id}");
-        assert!(n["started_at"].is_string() && n["finished_at"].is_string(), "{id} has timings: {n}");
+        assert!(
+            n["started_at"].is_string() && n["finished_at"].is_string(),
+            "{id} has timings: {n}"
+        );
         assert!(n["duration_ms"].is_number(), "{id}: {n}");
     }
     assert_eq!(node(&run, "notify")["output"]["status"], 200);
@@ -93,11 +121,20 @@ async fn the_branch_not_taken_is_skipped_and_the_join_runs() {
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
     let (status, started) = fleet
-        .call(&workspace, "POST", &format!("/api/v1/scenarios/{scenario}/runs"), Some(json!({"amount": 500})))
+        .call(
+            &workspace,
+            "POST",
+            &format!("/api/v1/scenarios/{scenario}/runs"),
+            Some(json!({"amount": 500})),
+        )
         .await;
     assert_eq!(status, 202, "{started}");
     let run = fleet
-        .wait_for_run(&workspace, started["run_id"].as_str().expect("run_id"), RUN_TIMEOUT)
+        .wait_for_run(
+            &workspace,
+            started["run_id"].as_str().expect("run_id"),
+            RUN_TIMEOUT,
+        )
         .await;
 
     assert_eq!(run["status"], "completed", "{run}");
@@ -115,9 +152,25 @@ async fn the_branch_not_taken_is_skipped_and_the_join_runs() {
 async fn retryable_failures_retry_permanent_ones_do_not_and_retry_after_is_honoured() {
     let fleet = Fleet::start().await;
     let upstream = Upstream::start().await;
-    upstream.script("/flaky", vec![Reply::json(503, json!({})), Reply::json(503, json!({})), Reply::json(200, json!({"ok": 1}))]);
-    upstream.script("/bad", vec![Reply::json(400, json!({"error": "no such field"}))]);
-    upstream.script("/busy", vec![Reply::json(429, json!({})).header("retry-after", "1"), Reply::json(200, json!({}))]);
+    upstream.script(
+        "/flaky",
+        vec![
+            Reply::json(503, json!({})),
+            Reply::json(503, json!({})),
+            Reply::json(200, json!({"ok": 1})),
+        ],
+    );
+    upstream.script(
+        "/bad",
+        vec![Reply::json(400, json!({"error": "no such field"}))],
+    );
+    upstream.script(
+        "/busy",
+        vec![
+            Reply::json(429, json!({})).header("retry-after", "1"),
+            Reply::json(200, json!({})),
+        ],
+    );
     let workspace = fleet.workspace().await;
     let single = |name: &str, path: &str| {
         json!({
@@ -128,31 +181,50 @@ async fn retryable_failures_retry_permanent_ones_do_not_and_retry_after_is_honou
         })
     };
 
-    let (_, flaky) = fleet.active_scenario(&workspace, single("flaky", "/flaky")).await;
+    let (_, flaky) = fleet
+        .active_scenario(&workspace, single("flaky", "/flaky"))
+        .await;
     let run_id = fleet.fire(&flaky, json!({})).await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(node(&run, "call")["attempts"], 3);
     assert_eq!(upstream.received_on("/flaky").len(), 3);
 
-    let (_, bad) = fleet.active_scenario(&workspace, single("bad", "/bad")).await;
+    let (_, bad) = fleet
+        .active_scenario(&workspace, single("bad", "/bad"))
+        .await;
     let run_id = fleet.fire(&bad, json!({})).await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(node(&run, "call")["attempts"], 1);
     assert_eq!(node(&run, "call")["error"]["class"], "permanent");
     assert_eq!(node(&run, "call")["error"]["status"], 400);
-    assert!(run["error"]["message"].as_str().unwrap_or_default().contains("`call`"), "the failing node is named: {run}");
-    assert_eq!(upstream.received_on("/bad").len(), 1, "a 400 is not retried");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`call`"),
+        "the failing node is named: {run}"
+    );
+    assert_eq!(
+        upstream.received_on("/bad").len(),
+        1,
+        "a 400 is not retried"
+    );
 
-    let (_, busy) = fleet.active_scenario(&workspace, single("busy", "/busy")).await;
+    let (_, busy) = fleet
+        .active_scenario(&workspace, single("busy", "/busy"))
+        .await;
     let run_id = fleet.fire(&busy, json!({})).await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     let calls = upstream.received_on("/busy");
     assert_eq!(calls.len(), 2);
     let waited = calls[1].at - calls[0].at;
-    assert!(waited >= Duration::from_secs(1), "Retry-After: 1 honoured, waited {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "Retry-After: 1 honoured, waited {waited:?}"
+    );
     fleet.stop().await;
 }
 
@@ -175,7 +247,11 @@ async fn a_duplicate_result_changes_nothing() {
     assert_eq!(before["status"], "completed");
 
     let topology = fleet.topology();
-    let publisher = Publisher::new(&weft_testkit::amqp_url(), "test duplicate", topology.clone());
+    let publisher = Publisher::new(
+        &weft_testkit::amqp_url(),
+        "test duplicate",
+        topology.clone(),
+    );
     let duplicate = NodeResult {
         v: VERSION,
         run_id: run_id.parse().expect("uuid"),
@@ -184,7 +260,9 @@ async fn a_duplicate_result_changes_nothing() {
         attempt: 1,
         started_at: chrono::Utc::now(),
         finished_at: chrono::Utc::now(),
-        outcome: Outcome::Success { output: json!("tampered") },
+        outcome: Outcome::Success {
+            output: json!("tampered"),
+        },
     };
     for _ in 0..2 {
         publisher
@@ -195,9 +273,15 @@ async fn a_duplicate_result_changes_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     publisher.close().await;
 
-    let (_, after) = fleet.call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None).await;
+    let (_, after) = fleet
+        .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
+        .await;
     assert_eq!(after, before, "the run record is unchanged");
-    assert_eq!(upstream.received_on("/second").len(), 1, "nothing dispatched again");
+    assert_eq!(
+        upstream.received_on("/second").len(),
+        1,
+        "nothing dispatched again"
+    );
     fleet.stop().await;
 }
 
@@ -206,8 +290,14 @@ async fn two_schedulers_dispatch_each_join_exactly_once() {
     let fleet = Fleet::with(2, 2).await;
     let upstream = Upstream::start().await;
     // Both branches answer at the same moment, so their results race to the schedulers.
-    upstream.script("/a", vec![Reply::json(200, json!({})).after(Duration::from_millis(100))]);
-    upstream.script("/b", vec![Reply::json(200, json!({})).after(Duration::from_millis(100))]);
+    upstream.script(
+        "/a",
+        vec![Reply::json(200, json!({})).after(Duration::from_millis(100))],
+    );
+    upstream.script(
+        "/b",
+        vec![Reply::json(200, json!({})).after(Duration::from_millis(100))],
+    );
     let workspace = fleet.workspace().await;
     let definition = json!({
         "name": "fan-in",
@@ -233,10 +323,16 @@ async fn two_schedulers_dispatch_each_join_exactly_once() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut joins: HashMap<String, usize> = HashMap::new();
     for request in upstream.received_on("/join") {
-        *joins.entry(request.body["run"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+        *joins
+            .entry(request.body["run"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
     }
     for run_id in &run_ids {
-        assert_eq!(joins.get(run_id), Some(&1), "join of run {run_id} dispatched exactly once");
+        assert_eq!(
+            joins.get(run_id),
+            Some(&1),
+            "join of run {run_id} dispatched exactly once"
+        );
     }
     assert_eq!(joins.len(), run_ids.len());
     fleet.stop().await;
@@ -268,17 +364,35 @@ async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
         )
         .await
         .expect("run recorded");
-    let run = fleet.wait_for_run(&workspace, &run_id.to_string(), RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "the sweeper re-published it: {run}");
+    let run = fleet
+        .wait_for_run(&workspace, &run_id.to_string(), RUN_TIMEOUT)
+        .await;
+    assert_eq!(
+        run["status"], "completed",
+        "the sweeper re-published it: {run}"
+    );
 
     // A late second announcement of the same run changes nothing.
     let topology = fleet.topology();
-    let publisher = Publisher::new(&weft_testkit::amqp_url(), "test duplicate", topology.clone());
-    let request = weft_shared::messages::RunRequested { v: VERSION, run_id, workspace_id };
-    publisher.publish(&topology.runs(), &topology.runs(), &request).await.expect("published");
+    let publisher = Publisher::new(
+        &weft_testkit::amqp_url(),
+        "test duplicate",
+        topology.clone(),
+    );
+    let request = weft_shared::messages::RunRequested {
+        v: VERSION,
+        run_id,
+        workspace_id,
+    };
+    publisher
+        .publish(&topology.runs(), &topology.runs(), &request)
+        .await
+        .expect("published");
     tokio::time::sleep(Duration::from_secs(1)).await;
     publisher.close().await;
-    let (_, again) = fleet.call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None).await;
+    let (_, again) = fleet
+        .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
+        .await;
     assert_eq!(again, run);
     assert_eq!(upstream.received_on("/orphan").len(), 1);
     fleet.stop().await;

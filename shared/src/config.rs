@@ -11,7 +11,12 @@ use clap::Parser;
 pub fn parse<T: Parser>() -> T {
     match T::try_parse() {
         Ok(config) => config,
-        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
             e.exit()
         }
         Err(e) => {
@@ -26,7 +31,11 @@ fn one_line(rendered: &str) -> String {
     rendered
         .lines()
         .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with("Usage:")
+                && !line.starts_with("For more information")
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -49,7 +58,12 @@ pub struct DatabaseArgs {
     #[arg(long, env = "WEFT_DATABASE_URL", value_name = "WEFT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/weft", value_parser = parse_database_url)]
     pub database_url: tokio_postgres::Config,
     /// Connections in the pool.
-    #[arg(long, env = "WEFT_DATABASE_POOL_SIZE", value_name = "WEFT_DATABASE_POOL_SIZE", default_value_t = 16)]
+    #[arg(
+        long,
+        env = "WEFT_DATABASE_POOL_SIZE",
+        value_name = "WEFT_DATABASE_POOL_SIZE",
+        default_value_t = 16
+    )]
     pub database_pool_size: usize,
     /// Apply pending migrations at start (under an advisory lock).
     #[arg(long, env = "WEFT_AUTO_MIGRATE", value_name = "WEFT_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -68,7 +82,8 @@ pub struct ProcessArgs {
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration like `30s`: {e}"))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like `30s`: {e}"))
 }
 
 fn parse_amqp_url(text: &str) -> Result<String, String> {
@@ -85,7 +100,9 @@ fn parse_database_url(text: &str) -> Result<tokio_postgres::Config, String> {
 fn parse_namespace(text: &str) -> Result<String, String> {
     let valid = !text.is_empty()
         && text.len() <= 64
-        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if valid {
         Ok(text.to_owned())
     } else {
@@ -107,14 +124,18 @@ mod tests {
 
     #[test]
     fn errors_fold_into_one_line_naming_the_setting() {
-        let err = Probe::try_parse_from(["probe", "--required", "x", "--namespace", "has space"]).expect_err("bad namespace");
+        let err = Probe::try_parse_from(["probe", "--required", "x", "--namespace", "has space"])
+            .expect_err("bad namespace");
         let line = one_line(&err.render().to_string());
         assert!(!line.contains('\n'));
         assert!(line.contains("--namespace"), "{line}");
 
         let err = Probe::try_parse_from(["probe"]).expect_err("missing");
         let line = one_line(&err.render().to_string());
-        assert!(line.contains("WEFT_PROBE_REQUIRED") || line.contains("--required"), "{line}");
+        assert!(
+            line.contains("WEFT_PROBE_REQUIRED") || line.contains("--required"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -54,14 +54,18 @@ impl FromStr for KeyRing {
             let bytes = STANDARD
                 .decode(encoded)
                 .map_err(|_| CryptoError::MalformedKey(redact(entry)))?;
-            let valid_id = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            let valid_id = !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if bytes.len() != 32 || !valid_id {
                 return Err(CryptoError::MalformedKey(redact(entry)));
             }
             if keys.iter().any(|(known, _)| known == id) {
                 return Err(CryptoError::DuplicateKey(id.to_owned()));
             }
-            let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| CryptoError::MalformedKey(redact(entry)))?;
+            let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
+                .map_err(|_| CryptoError::MalformedKey(redact(entry)))?;
             keys.push((id.to_owned(), cipher));
         }
         if keys.is_empty() {
@@ -85,7 +89,13 @@ impl KeyRing {
         let (id, cipher) = &self.keys[0];
         let nonce = XNonce::generate();
         let sealed = cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: aad.as_bytes() })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: aad.as_bytes(),
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&sealed);
@@ -94,7 +104,8 @@ impl KeyRing {
 
     pub fn decrypt(&self, ciphertext: &str, aad: &str) -> Result<Vec<u8>, CryptoError> {
         let mut parts = ciphertext.splitn(3, '.');
-        let (Some(FORMAT), Some(id), Some(encoded)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(FORMAT), Some(id), Some(encoded)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(CryptoError::Malformed);
         };
         let cipher = self
@@ -103,14 +114,22 @@ impl KeyRing {
             .find(|(known, _)| known == id)
             .map(|(_, cipher)| cipher)
             .ok_or_else(|| CryptoError::UnknownKey(id.to_owned()))?;
-        let blob = STANDARD.decode(encoded).map_err(|_| CryptoError::Malformed)?;
+        let blob = STANDARD
+            .decode(encoded)
+            .map_err(|_| CryptoError::Malformed)?;
         if blob.len() < NONCE_LEN {
             return Err(CryptoError::Malformed);
         }
         let (nonce, sealed) = blob.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).map_err(|_| CryptoError::Malformed)?;
         cipher
-            .decrypt(&nonce, Payload { msg: sealed, aad: aad.as_bytes() })
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: sealed,
+                    aad: aad.as_bytes(),
+                },
+            )
             .map_err(|_| CryptoError::Decrypt)
     }
 
@@ -134,7 +153,10 @@ mod tests {
         assert!(sealed.starts_with("v1.new."));
         assert!(!sealed.contains("s3cret"));
         assert_eq!(ring.decrypt(&sealed, "ws1/conn1"), Ok(b"s3cret".to_vec()));
-        assert_eq!(ring.decrypt(&sealed, "ws2/conn1"), Err(CryptoError::Decrypt));
+        assert_eq!(
+            ring.decrypt(&sealed, "ws2/conn1"),
+            Err(CryptoError::Decrypt)
+        );
     }
 
     #[test]
@@ -146,14 +168,20 @@ mod tests {
         assert!(rotated.is_stale(&sealed));
         assert!(!rotated.is_stale(&rotated.encrypt(b"x", "row")));
         let new_only: KeyRing = NEW.parse().expect("valid");
-        assert_eq!(new_only.decrypt(&sealed, "row"), Err(CryptoError::UnknownKey("old".into())));
+        assert_eq!(
+            new_only.decrypt(&sealed, "row"),
+            Err(CryptoError::UnknownKey("old".into()))
+        );
     }
 
     #[test]
     fn malformed_rings_are_refused_without_echoing_key_material() {
         assert_eq!("".parse::<KeyRing>().err(), Some(CryptoError::NoKeys));
         let err = "k1:c2hvcnQ=".parse::<KeyRing>().expect_err("short key");
-        assert_eq!(err.to_string(), "malformed key `k1:…`: expected `key_id:base64(32 bytes)`");
+        assert_eq!(
+            err.to_string(),
+            "malformed key `k1:…`: expected `key_id:base64(32 bytes)`"
+        );
         assert!(format!("{OLD},{OLD}").parse::<KeyRing>().is_err());
     }
 }

@@ -49,12 +49,16 @@ pub fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, DbErro
 /// Applies pending migrations while holding the migration advisory lock.
 pub async fn migrate(pool: &Pool) -> Result<(), DbError> {
     let mut client = pool.get().await?;
-    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
     let result = embedded::migrations::runner()
         .set_abort_divergent(true)
         .run_async(&mut **client)
         .await;
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
     result?;
     Ok(())
 }
@@ -74,5 +78,8 @@ pub async fn is_reachable(pool: &Pool) -> bool {
         let client = pool.get().await.ok()?;
         client.simple_query("SELECT 1").await.ok()
     };
-    matches!(tokio::time::timeout(Duration::from_secs(1), probe).await, Ok(Some(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), probe).await,
+        Ok(Some(_))
+    )
 }

@@ -164,9 +164,16 @@ impl RunState {
     }
 
     /// Records one attempt's result.
-    pub fn apply_result(&mut self, scenario: &Scenario, result: &NodeResult, jitter: f64) -> Applied {
-        let (Some(node), Some(state)) = (scenario.node(&result.node_id), self.nodes.get_mut(&result.node_id))
-        else {
+    pub fn apply_result(
+        &mut self,
+        scenario: &Scenario,
+        result: &NodeResult,
+        jitter: f64,
+    ) -> Applied {
+        let (Some(node), Some(state)) = (
+            scenario.node(&result.node_id),
+            self.nodes.get_mut(&result.node_id),
+        ) else {
             return Applied::Ignored;
         };
         let in_flight = matches!(state.status, NodeStatus::Queued | NodeStatus::Running);
@@ -179,7 +186,9 @@ impl RunState {
         match &result.outcome {
             Outcome::Success { output } => {
                 let mapped = match &node.kind {
-                    NodeKind::Action { outputs, .. } if !outputs.is_empty() => Some(map_outputs(outputs, output)),
+                    NodeKind::Action { outputs, .. } if !outputs.is_empty() => {
+                        Some(map_outputs(outputs, output))
+                    }
                     _ => None,
                 };
                 state.status = NodeStatus::Completed;
@@ -216,7 +225,12 @@ impl RunState {
     }
 
     /// Evaluates everything that can be decided now.
-    pub fn advance(&mut self, scenario: &Scenario, context: &RunContext, templates: &Templates) -> Step {
+    pub fn advance(
+        &mut self,
+        scenario: &Scenario,
+        context: &RunContext,
+        templates: &Templates,
+    ) -> Step {
         let mut step = Step::default();
         'evaluate: loop {
             if let Some(failed) = self.unhandled_failure(scenario) {
@@ -262,7 +276,9 @@ impl RunState {
     }
 
     fn state_mut(&mut self, id: &str) -> &mut NodeState {
-        self.nodes.get_mut(id).expect("every node of the scenario has a state")
+        self.nodes
+            .get_mut(id)
+            .expect("every node of the scenario has a state")
     }
 
     /// `None` while a predecessor is unfinished; then whether any incoming edge was taken.
@@ -292,7 +308,8 @@ impl RunState {
             .iter()
             .filter(|(_, state)| state.status.is_terminal())
             .map(|(id, state)| {
-                let view = json!({"output": state.output, "status": state.status, "error": state.error});
+                let view =
+                    json!({"output": state.output, "status": state.status, "error": state.error});
                 (id.clone(), view)
             })
             .collect();
@@ -304,11 +321,19 @@ impl RunState {
     }
 
     /// Starts a reached node: evaluates pure nodes, prepares action nodes for dispatch.
-    fn start(&mut self, node: &Node, context: &RunContext, templates: &Templates) -> Option<Dispatch> {
+    fn start(
+        &mut self,
+        node: &Node,
+        context: &RunContext,
+        templates: &Templates,
+    ) -> Option<Dispatch> {
         let scope = self.scope(context);
         let now = context.now;
         let template_error = |field: &str, e: template::TemplateError| {
-            NodeError::new(ErrorClass::Permanent, format!("node `{}`, field `{field}`: {e}", node.id))
+            NodeError::new(
+                ErrorClass::Permanent,
+                format!("node `{}`, field `{field}`: {e}", node.id),
+            )
         };
         let evaluated: Result<(Value, Option<String>), NodeError> = match &node.kind {
             NodeKind::Action { input, .. } => {
@@ -503,11 +528,20 @@ mod tests {
         let ctx = context(json!({"body": {"n": 50}}));
         let mut state = RunState::new(&s);
         let step = state.advance(&s, &ctx, &templates);
-        assert_eq!(step.dispatch.iter().map(|d| d.node_id.as_str()).collect::<Vec<_>>(), ["big"]);
+        assert_eq!(
+            step.dispatch
+                .iter()
+                .map(|d| d.node_id.as_str())
+                .collect::<Vec<_>>(),
+            ["big"]
+        );
         assert_eq!(status(&state, "small"), NodeStatus::Skipped);
         assert_eq!(status(&state, "join"), NodeStatus::Pending);
 
-        assert_eq!(state.apply_result(&s, &result("big", 1, success(json!({"status": 200}))), 1.0), Applied::Recorded);
+        assert_eq!(
+            state.apply_result(&s, &result("big", 1, success(json!({"status": 200}))), 1.0),
+            Applied::Recorded
+        );
         let step = state.advance(&s, &ctx, &templates);
         assert_eq!(status(&state, "join"), NodeStatus::Completed);
         assert_eq!(step.outcome, Some(RunOutcome::Completed));
@@ -552,14 +586,25 @@ mod tests {
         let mut state = RunState::new(&s);
         state.advance(&s, &ctx, &templates);
 
-        let Applied::Retry(retry) = state.apply_result(&s, &result("a", 1, failure(ErrorClass::Retryable)), 1.0) else {
+        let Applied::Retry(retry) =
+            state.apply_result(&s, &result("a", 1, failure(ErrorClass::Retryable)), 1.0)
+        else {
             panic!("first failure retries");
         };
         assert_eq!((retry.attempt, retry.delay), (2, Duration::from_secs(1)));
         // A late duplicate of attempt 1 changes nothing.
-        assert_eq!(state.apply_result(&s, &result("a", 1, success(json!(1))), 1.0), Applied::Ignored);
-        assert!(matches!(state.apply_result(&s, &result("a", 2, failure(ErrorClass::Timeout)), 1.0), Applied::Retry(_)));
-        assert_eq!(state.apply_result(&s, &result("a", 3, failure(ErrorClass::Retryable)), 1.0), Applied::Recorded);
+        assert_eq!(
+            state.apply_result(&s, &result("a", 1, success(json!(1))), 1.0),
+            Applied::Ignored
+        );
+        assert!(matches!(
+            state.apply_result(&s, &result("a", 2, failure(ErrorClass::Timeout)), 1.0),
+            Applied::Retry(_)
+        ));
+        assert_eq!(
+            state.apply_result(&s, &result("a", 3, failure(ErrorClass::Retryable)), 1.0),
+            Applied::Recorded
+        );
 
         let step = state.advance(&s, &ctx, &templates);
         assert!(matches!(step.outcome, Some(RunOutcome::Failed { ref node, .. }) if node == "a"));
@@ -573,11 +618,16 @@ mod tests {
         state.advance(&s, &context(json!({"body": {"n": 1}})), &Templates::new());
         let mut asked = NodeError::new(ErrorClass::Retryable, "slow down");
         asked.retry_after_ms = Some(7_000);
-        let Applied::Retry(retry) = state.apply_result(&s, &result("a", 1, Outcome::Failure { error: asked }), 1.0) else {
+        let Applied::Retry(retry) =
+            state.apply_result(&s, &result("a", 1, Outcome::Failure { error: asked }), 1.0)
+        else {
             panic!("429 retries");
         };
         assert_eq!(retry.delay, Duration::from_secs(7));
-        assert_eq!(state.apply_result(&s, &result("a", 2, failure(ErrorClass::Permanent)), 1.0), Applied::Recorded);
+        assert_eq!(
+            state.apply_result(&s, &result("a", 2, failure(ErrorClass::Permanent)), 1.0),
+            Applied::Recorded
+        );
         assert_eq!(status(&state, "a"), NodeStatus::Failed);
     }
 
@@ -602,7 +652,10 @@ mod tests {
         let step = state.advance(&s, &ctx, &templates);
         assert_eq!(status(&state, "on_fail"), NodeStatus::Completed);
         assert_eq!(status(&state, "after_a"), NodeStatus::Skipped);
-        assert_eq!(state.nodes["after_b"].output, Some(json!({"class": "permanent"})));
+        assert_eq!(
+            state.nodes["after_b"].output,
+            Some(json!({"class": "permanent"}))
+        );
         assert_eq!(step.outcome, Some(RunOutcome::Completed));
     }
 
@@ -615,7 +668,10 @@ mod tests {
         state.advance(&s, &context(json!({"body": {"n": 1}})), &Templates::new());
         let raw = json!({"status": 200, "body": {"items": [{"name": "x"}, {"name": "y"}]}});
         state.apply_result(&s, &result("a", 1, success(raw.clone())), 1.0);
-        assert_eq!(state.nodes["a"].output, Some(json!({"first": "x", "all": ["x", "y"], "none": null})));
+        assert_eq!(
+            state.nodes["a"].output,
+            Some(json!({"first": "x", "all": ["x", "y"], "none": null}))
+        );
         assert_eq!(state.nodes["a"].raw_output, Some(raw));
     }
 
@@ -628,7 +684,11 @@ mod tests {
             panic!("undefined trigger.body.n must fail the run");
         };
         assert_eq!(node, "a");
-        assert!(error.message.starts_with("node `a`, field `input`"), "{}", error.message);
+        assert!(
+            error.message.starts_with("node `a`, field `input`"),
+            "{}",
+            error.message
+        );
         assert_eq!(error.class, ErrorClass::Permanent);
     }
 }

@@ -9,11 +9,13 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use rand::Rng;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
@@ -122,11 +124,20 @@ impl Topology {
         };
         let quorum = |delivery_limit: Option<i64>| {
             let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
             if let Some(limit) = delivery_limit {
                 args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
-                args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.dead().into()));
-                args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.dead().into()));
+                args.insert(
+                    "x-dead-letter-exchange".into(),
+                    AMQPValue::LongString(self.dead().into()),
+                );
+                args.insert(
+                    "x-dead-letter-routing-key".into(),
+                    AMQPValue::LongString(self.dead().into()),
+                );
             }
             args
         };
@@ -137,7 +148,9 @@ impl Topology {
             (self.dead(), quorum(None)),
         ];
         for (queue, args) in queues {
-            channel.queue_declare(queue.as_str().into(), durable, args).await?;
+            channel
+                .queue_declare(queue.as_str().into(), durable, args)
+                .await?;
             channel
                 .queue_bind(
                     queue.as_str().into(),
@@ -152,9 +165,17 @@ impl Topology {
             let mut args = FieldTable::default();
             let ttl = i64::try_from(length.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-            args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.tasks().into()));
-            args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(self.tasks().into()));
-            channel.queue_declare(self.retry(tier).as_str().into(), durable, args).await?;
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(self.tasks().into()),
+            );
+            args.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(self.tasks().into()),
+            );
+            channel
+                .queue_declare(self.retry(tier).as_str().into(), durable, args)
+                .await?;
         }
         Ok(())
     }
@@ -248,7 +269,9 @@ impl Publisher {
         let opened = async {
             let connection = connect(&self.url, &self.name).await?;
             let channel = connection.create_channel().await?;
-            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
             self.topology.declare(&channel).await?;
             Ok::<_, QueueError>((connection, channel))
         };
@@ -276,7 +299,12 @@ impl Publisher {
     }
 
     /// Publishes to `exchange` and waits for the broker's confirm.
-    pub async fn publish<M: Message>(&self, exchange: &str, routing_key: &str, message: &M) -> Result<(), QueueError> {
+    pub async fn publish<M: Message>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &M,
+    ) -> Result<(), QueueError> {
         self.publish_raw(exchange, routing_key, &encode(message), properties::<M>())
             .await
     }
@@ -310,11 +338,16 @@ impl Publisher {
             Err(_) => Err(QueueError::ConfirmTimeout(routing_key.to_owned())),
             Ok(Err(e)) => Err(QueueError::Amqp(e)),
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(QueueError::Unroutable(routing_key.to_owned())),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                Err(QueueError::Unroutable(routing_key.to_owned()))
+            }
             Ok(Ok(Confirmation::Nack(_))) => Err(QueueError::Nacked(routing_key.to_owned())),
             Ok(Ok(Confirmation::NotRequested)) => Err(QueueError::Nacked(routing_key.to_owned())),
         };
-        if matches!(result, Err(QueueError::Amqp(_) | QueueError::ConfirmTimeout(_))) {
+        if matches!(
+            result,
+            Err(QueueError::Amqp(_) | QueueError::ConfirmTimeout(_))
+        ) {
             // The channel may be dead: drop it so the next publish reconnects.
             self.state.lock().await.channel = None;
         }
@@ -477,7 +510,11 @@ where
     };
     match settled {
         Ok(true) => {}
-        Ok(false) => tracing::warn!("channel closed before the message was settled; the broker will redeliver it"),
-        Err(e) => tracing::warn!(error = %e, "could not settle a message; the broker will redeliver it"),
+        Ok(false) => tracing::warn!(
+            "channel closed before the message was settled; the broker will redeliver it"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not settle a message; the broker will redeliver it")
+        }
     }
 }

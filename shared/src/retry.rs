@@ -26,12 +26,14 @@ impl RetryPolicy {
     /// capped at `max`, scaled by `jitter` in `[0.5, 1.0]` ("equal jitter", so retries of
     /// many runs spread out but never collapse to zero), and never shorter than what the
     /// upstream asked for in `Retry-After`.
-    pub fn backoff(&self, failed_attempt: u32, jitter: f64, retry_after: Option<Duration>) -> Duration {
+    pub fn backoff(
+        &self,
+        failed_attempt: u32,
+        jitter: f64,
+        retry_after: Option<Duration>,
+    ) -> Duration {
         let exponent = failed_attempt.saturating_sub(1).min(30);
-        let base = self
-            .initial
-            .saturating_mul(1u32 << exponent)
-            .min(self.max);
+        let base = self.initial.saturating_mul(1u32 << exponent).min(self.max);
         let jittered = base.mul_f64(jitter.clamp(0.5, 1.0));
         retry_after.map_or(jittered, |asked| jittered.max(asked))
     }

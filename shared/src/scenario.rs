@@ -295,8 +295,12 @@ impl<'a> Parser<'a> {
         let timeout = self
             .duration(None, "settings.timeout", spec.settings.timeout.as_deref())
             .unwrap_or(DEFAULT_RUN_TIMEOUT);
-        let default_retry =
-            self.retry(None, "settings.retry", spec.settings.retry.as_ref(), &RetryPolicy::default());
+        let default_retry = self.retry(
+            None,
+            "settings.retry",
+            spec.settings.retry.as_ref(),
+            &RetryPolicy::default(),
+        );
 
         let mut nodes = Vec::with_capacity(spec.nodes.len());
         let mut index = HashMap::new();
@@ -349,7 +353,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn duration(&mut self, node: Option<&str>, field: &str, text: Option<&str>) -> Option<Duration> {
+    fn duration(
+        &mut self,
+        node: Option<&str>,
+        field: &str,
+        text: Option<&str>,
+    ) -> Option<Duration> {
         let text = text?;
         match humantime::parse_duration(text) {
             Ok(duration) if !duration.is_zero() => Some(duration),
@@ -358,7 +367,11 @@ impl<'a> Parser<'a> {
                 None
             }
             Err(e) => {
-                self.problem(node, field, format!("`{text}` is not a duration like `30s` or `5m`: {e}"));
+                self.problem(
+                    node,
+                    field,
+                    format!("`{text}` is not a duration like `30s` or `5m`: {e}"),
+                );
                 None
             }
         }
@@ -379,10 +392,16 @@ impl<'a> Parser<'a> {
             if (1..=100).contains(&max_attempts) {
                 policy.max_attempts = max_attempts;
             } else {
-                self.problem(node, &format!("{field}.max_attempts"), "must be between 1 and 100");
+                self.problem(
+                    node,
+                    &format!("{field}.max_attempts"),
+                    "must be between 1 and 100",
+                );
             }
         }
-        if let Some(initial) = self.duration(node, &format!("{field}.initial"), spec.initial.as_deref()) {
+        if let Some(initial) =
+            self.duration(node, &format!("{field}.initial"), spec.initial.as_deref())
+        {
             policy.initial = initial;
         }
         if let Some(max) = self.duration(node, &format!("{field}.max"), spec.max.as_deref()) {
@@ -432,7 +451,9 @@ impl<'a> Parser<'a> {
                 self.problem(
                     node,
                     "type",
-                    format!("unknown node type `{other}` (expected action, transform or condition)"),
+                    format!(
+                        "unknown node type `{other}` (expected action, transform or condition)"
+                    ),
                 );
                 return None;
             }
@@ -460,7 +481,11 @@ impl<'a> Parser<'a> {
         let kind = match spec.node_type.as_str() {
             "action" => {
                 let (Some(connector), Some(action)) = (spec.connector, spec.action) else {
-                    self.problem(node, "connector", "action nodes need `connector` and `action`");
+                    self.problem(
+                        node,
+                        "connector",
+                        "action nodes need `connector` and `action`",
+                    );
                     return None;
                 };
                 if let Err(message) = self.catalog.check_action(&connector, &action) {
@@ -486,7 +511,9 @@ impl<'a> Parser<'a> {
                     connector,
                     action,
                     connection: spec.connection,
-                    input: spec.input.unwrap_or_else(|| Value::Object(Default::default())),
+                    input: spec
+                        .input
+                        .unwrap_or_else(|| Value::Object(Default::default())),
                     outputs,
                 }
             }
@@ -504,7 +531,10 @@ impl<'a> Parser<'a> {
                 (None, Some(cases)) => {
                     let mut names = HashSet::new();
                     for case in &cases {
-                        if case.name == DEFAULT_CASE || case.name == ERROR_PORT || !names.insert(&case.name) {
+                        if case.name == DEFAULT_CASE
+                            || case.name == ERROR_PORT
+                            || !names.insert(&case.name)
+                        {
                             self.problem(
                                 node,
                                 "switch",
@@ -517,7 +547,11 @@ impl<'a> Parser<'a> {
                     }
                 }
                 _ => {
-                    self.problem(node, "if", "condition nodes need exactly one of `if` or `switch`");
+                    self.problem(
+                        node,
+                        "if",
+                        "condition nodes need exactly one of `if` or `switch`",
+                    );
                     return None;
                 }
             },
@@ -538,14 +572,22 @@ impl<'a> Parser<'a> {
             let mut seen = HashSet::new();
             for edge in &node.after {
                 let Some(from) = scenario.node(&edge.from) else {
-                    self.problem(Some(&node.id), "after", format!("references unknown node `{}`", edge.from));
+                    self.problem(
+                        Some(&node.id),
+                        "after",
+                        format!("references unknown node `{}`", edge.from),
+                    );
                     continue;
                 };
                 if edge.from == node.id {
                     self.problem(Some(&node.id), "after", "a node cannot come after itself");
                 }
                 if !seen.insert(&edge.from) {
-                    self.problem(Some(&node.id), "after", format!("lists `{}` twice", edge.from));
+                    self.problem(
+                        Some(&node.id),
+                        "after",
+                        format!("lists `{}` twice", edge.from),
+                    );
                 }
                 match edge.port.as_deref() {
                     None => {}
@@ -593,8 +635,12 @@ impl<'a> Parser<'a> {
             let mut templates: Vec<(String, String, bool)> = Vec::new();
             match &node.kind {
                 NodeKind::Action { input, .. } => collect_templates(input, "input", &mut templates),
-                NodeKind::Transform { output } => collect_templates(output, "output", &mut templates),
-                NodeKind::If { condition } => templates.push(("if".into(), condition.clone(), true)),
+                NodeKind::Transform { output } => {
+                    collect_templates(output, "output", &mut templates)
+                }
+                NodeKind::If { condition } => {
+                    templates.push(("if".into(), condition.clone(), true))
+                }
                 NodeKind::Switch { cases } => {
                     for (name, condition) in cases {
                         templates.push((format!("switch.{name}"), condition.clone(), true));
@@ -610,7 +656,11 @@ impl<'a> Parser<'a> {
                 let variables = match variables {
                     Ok(variables) => variables,
                     Err(e) => {
-                        self.problem(Some(&node.id), &field, format!("template does not parse: {e}"));
+                        self.problem(
+                            Some(&node.id),
+                            &field,
+                            format!("template does not parse: {e}"),
+                        );
                         continue;
                     }
                 };
@@ -660,7 +710,9 @@ fn is_identifier(id: &str) -> bool {
 /// Collects the template strings in a JSON value with their field paths.
 fn collect_templates(value: &Value, path: &str, out: &mut Vec<(String, String, bool)>) {
     match value {
-        Value::String(s) if crate::template::is_template(s) => out.push((path.to_owned(), s.clone(), false)),
+        Value::String(s) if crate::template::is_template(s) => {
+            out.push((path.to_owned(), s.clone(), false))
+        }
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
                 collect_templates(item, &format!("{path}[{i}]"), out);
@@ -686,7 +738,10 @@ pub fn topological_order(scenario: &Scenario) -> Result<Vec<String>, String> {
     let mut successors: HashMap<&str, Vec<&str>> = HashMap::new();
     for node in &scenario.nodes {
         for edge in &node.after {
-            successors.entry(edge.from.as_str()).or_default().push(&node.id);
+            successors
+                .entry(edge.from.as_str())
+                .or_default()
+                .push(&node.id);
         }
     }
     let mut ready: Vec<&str> = scenario
@@ -792,10 +847,16 @@ mod tests {
         assert_eq!(found, vec!["node `a`, field `id`: duplicate node id"]);
 
         let found = problems(json!([http("a", &["ghost"])]));
-        assert_eq!(found, vec!["node `a`, field `after`: references unknown node `ghost`"]);
+        assert_eq!(
+            found,
+            vec!["node `a`, field `after`: references unknown node `ghost`"]
+        );
 
         let found = problems(json!([{"id": "a", "type": "teleport"}]));
-        assert!(found[0].starts_with("node `a`, field `type`: unknown node type `teleport`"), "{found:?}");
+        assert!(
+            found[0].starts_with("node `a`, field `type`: unknown node type `teleport`"),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -803,12 +864,18 @@ mod tests {
         let mut bad = http("a", &[]);
         bad["input"]["url"] = json!("http://x/{{ trigger.body.x ");
         let found = problems(json!([bad]));
-        assert!(found[0].starts_with("node `a`, field `input.url`: template does not parse"), "{found:?}");
+        assert!(
+            found[0].starts_with("node `a`, field `input.url`: template does not parse"),
+            "{found:?}"
+        );
 
         let mut reads_later = http("a", &[]);
         reads_later["input"]["url"] = json!("{{ nodes.b.output.url }}");
         let found = problems(json!([reads_later, http("b", &["a"])]));
-        assert!(found[0].contains("does not run before this node"), "{found:?}");
+        assert!(
+            found[0].contains("does not run before this node"),
+            "{found:?}"
+        );
 
         let mut reads_unknown = http("a", &[]);
         reads_unknown["input"]["url"] = json!("{{ secrets.token }}");
@@ -846,6 +913,9 @@ mod tests {
         let mut slack = http("a", &[]);
         slack["connector"] = json!("nope");
         let found = problems(json!([slack]));
-        assert_eq!(found, vec!["node `a`, field `action`: unknown connector `nope`"]);
+        assert_eq!(
+            found,
+            vec!["node `a`, field `action`: unknown connector `nope`"]
+        );
     }
 }

@@ -10,7 +10,10 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -22,7 +25,11 @@ pub fn init_logging(format: &str) {
     let result = if format == "pretty" {
         builder.try_init()
     } else {
-        builder.json().flatten_event(true).with_current_span(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init()
     };
     // A second initialisation (several services in one test process) keeps the first.
     drop(result);
@@ -32,17 +39,24 @@ pub fn init_logging(format: &str) {
 pub fn registry(service: &str) -> Registry {
     let registry = Registry::new();
     let info = IntGaugeVec::new(
-        Opts::new("weft_build_info", "Build information; the value is always 1"),
+        Opts::new(
+            "weft_build_info",
+            "Build information; the value is always 1",
+        ),
         &["service", "version"],
     )
     .expect("static metric definition is valid");
-    info.with_label_values(&[service, env!("CARGO_PKG_VERSION")]).set(1);
+    info.with_label_values(&[service, env!("CARGO_PKG_VERSION")])
+        .set(1);
     register(&registry, info);
     registry
 }
 
 /// Registers a collector; a name registered twice is a programming error.
-pub fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> C {
     registry
         .register(Box::new(collector.clone()))
         .expect("each metric is registered once per registry");
@@ -52,12 +66,16 @@ pub fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Reg
 pub fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(
         registry,
-        IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition is valid"),
+        IntCounterVec::new(Opts::new(name, help), labels)
+            .expect("static metric definition is valid"),
     )
 }
 
 pub fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    register(registry, IntGauge::new(name, help).expect("static metric definition is valid"))
+    register(
+        registry,
+        IntGauge::new(name, help).expect("static metric definition is valid"),
+    )
 }
 
 pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -67,11 +85,20 @@ pub fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -
     )
 }
 
-pub fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+pub fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
     register(
         registry,
-        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
-            .expect("static metric definition is valid"),
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )
+        .expect("static metric definition is valid"),
     )
 }
 
@@ -103,11 +130,19 @@ pub async fn serve_ops(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(OpsState { registry, readiness });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        .with_state(OpsState {
+            registry,
+            readiness,
+        });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
@@ -117,10 +152,16 @@ async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
         .into_iter()
         .map(|(name, up)| (name.to_owned(), Value::from(if up { "up" } else { "down" })))
         .collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
-        axum::Json(serde_json::json!({"status": if ready { "ready" } else { "unavailable" }, "checks": body})),
+        axum::Json(
+            serde_json::json!({"status": if ready { "ready" } else { "unavailable" }, "checks": body}),
+        ),
     )
 }
 
@@ -128,7 +169,11 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     let mut buffer = Vec::new();
     let encoder = TextEncoder::new();
     match encoder.encode(&state.registry.gather(), &mut buffer) {
-        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, encoder.format_type().to_owned())], buffer),
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            buffer,
+        ),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain".to_owned())],

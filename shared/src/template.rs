@@ -197,9 +197,18 @@ mod tests {
     #[test]
     fn a_sole_expression_keeps_its_json_type() {
         let ctx = json!({"trigger": {"body": {"n": 41, "tags": ["a", "b"], "o": {"k": true}}}});
-        assert_eq!(render(json!("{{ trigger.body.n + 1 }}"), ctx.clone()), Ok(json!(42)));
-        assert_eq!(render(json!("{{ trigger.body.tags }}"), ctx.clone()), Ok(json!(["a", "b"])));
-        assert_eq!(render(json!(" {{trigger.body.o}} "), ctx), Ok(json!({"k": true})));
+        assert_eq!(
+            render(json!("{{ trigger.body.n + 1 }}"), ctx.clone()),
+            Ok(json!(42))
+        );
+        assert_eq!(
+            render(json!("{{ trigger.body.tags }}"), ctx.clone()),
+            Ok(json!(["a", "b"]))
+        );
+        assert_eq!(
+            render(json!(" {{trigger.body.o}} "), ctx),
+            Ok(json!({"k": true}))
+        );
     }
 
     #[test]
@@ -217,15 +226,20 @@ mod tests {
 
     #[test]
     fn undefined_variables_are_errors_that_name_them() {
-        let err = render(json!("{{ trigger.body.missing.deeper }}"), json!({"trigger": {"body": {}}}))
-            .expect_err("undefined must fail");
+        let err = render(
+            json!("{{ trigger.body.missing.deeper }}"),
+            json!({"trigger": {"body": {}}}),
+        )
+        .expect_err("undefined must fail");
         assert!(err.to_string().contains("undefined"), "{err}");
     }
 
     #[test]
     fn runaway_templates_run_out_of_fuel() {
         let err = render(
-            json!("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"),
+            json!(
+                "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+            ),
             json!({}),
         )
         .expect_err("must be bounded");
@@ -238,7 +252,10 @@ mod tests {
         let vars = templates
             .variables("{{ nodes.lookup.output.name }} and {{ trigger.body.x }}")
             .expect("parses");
-        assert!(vars.contains(&"nodes.lookup.output.name".to_string()), "{vars:?}");
+        assert!(
+            vars.contains(&"nodes.lookup.output.name".to_string()),
+            "{vars:?}"
+        );
         assert!(vars.contains(&"trigger.body.x".to_string()), "{vars:?}");
         assert!(templates.variables("{{ unclosed").is_err());
     }
@@ -247,7 +264,13 @@ mod tests {
     fn conditions_evaluate_to_booleans() {
         let templates = Templates::new();
         let ctx = scope(&json!({"nodes": {"a": {"output": {"first_name": null}}}}));
-        assert_eq!(templates.eval_bool("nodes.a.output.first_name is not none", &ctx), Ok(false));
-        assert_eq!(templates.eval_bool("nodes.a.output.first_name is none", &ctx), Ok(true));
+        assert_eq!(
+            templates.eval_bool("nodes.a.output.first_name is not none", &ctx),
+            Ok(false)
+        );
+        assert_eq!(
+            templates.eval_bool("nodes.a.output.first_name is none", &ctx),
+            Ok(true)
+        );
     }
 }

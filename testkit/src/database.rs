@@ -10,7 +10,8 @@ const TEMPLATE: &str = "weft_test_template";
 const TEMPLATE_LOCK: i64 = 0x7765_6674_7465_7374;
 
 fn admin_url() -> String {
-    std::env::var("WEFT_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("WEFT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// The URL of another database on the same server.
@@ -86,7 +87,9 @@ async fn migrate_template(admin: &tokio_postgres::Client) {
     if let Err(e) = migrated {
         eprintln!("rebuilding the test template database: {e}");
         admin
-            .batch_execute(&format!("DROP DATABASE {TEMPLATE} WITH (FORCE); CREATE DATABASE {TEMPLATE}"))
+            .batch_execute(&format!(
+                "DROP DATABASE {TEMPLATE} WITH (FORCE); CREATE DATABASE {TEMPLATE}"
+            ))
             .await
             .expect("template database is rebuilt");
         let mut client = connect_to(&url_of(TEMPLATE)).await;

@@ -27,13 +27,17 @@ pub use upstream::{Recorded, Reply, Upstream};
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 pub fn amqp_url() -> String {
-    std::env::var("WEFT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("WEFT_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 /// A random 32-byte master key ring.
 fn master_keys() -> String {
     let key = [*Uuid::new_v4().as_bytes(), *Uuid::new_v4().as_bytes()].concat();
-    format!("test:{}", base64::engine::general_purpose::STANDARD.encode(key))
+    format!(
+        "test:{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
 }
 
 /// One in-process service and how to stop it.
@@ -128,8 +132,12 @@ impl Fleet {
     }
 
     async fn spawn_gateway(&self, amqp_url: &str) -> (String, String, Service) {
-        let api = TcpListener::bind("127.0.0.1:0").await.expect("bind API port");
-        let ops = TcpListener::bind("127.0.0.1:0").await.expect("bind ops port");
+        let api = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind API port");
+        let ops = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind ops port");
         let api_url = format!("http://{}", api.local_addr().expect("bound address"));
         let ops_url = format!("http://{}", ops.local_addr().expect("bound address"));
         let config = weft_gateway::Config::try_parse_from([
@@ -150,7 +158,9 @@ impl Fleet {
             "65536",
         ])
         .expect("gateway test configuration parses");
-        let gateway = weft_gateway::Gateway::new(config).await.expect("gateway starts");
+        let gateway = weft_gateway::Gateway::new(config)
+            .await
+            .expect("gateway starts");
         let service = spawn(move |stop| async move {
             gateway
                 .serve(api, ops, async move { stop.cancelled().await })
@@ -162,7 +172,9 @@ impl Fleet {
 
     /// Starts one more scheduler on the same database and namespace.
     pub async fn spawn_scheduler(&self) -> Service {
-        let ops = TcpListener::bind("127.0.0.1:0").await.expect("bind ops port");
+        let ops = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind ops port");
         let config = weft_scheduler::Config::try_parse_from([
             "weft-scheduler",
             "--database-url",
@@ -181,7 +193,9 @@ impl Fleet {
             "5s",
         ])
         .expect("scheduler test configuration parses");
-        let scheduler = weft_scheduler::Scheduler::new(config).await.expect("scheduler starts");
+        let scheduler = weft_scheduler::Scheduler::new(config)
+            .await
+            .expect("scheduler starts");
         spawn(move |stop| async move {
             scheduler
                 .serve(ops, async move { stop.cancelled().await })
@@ -192,7 +206,9 @@ impl Fleet {
 
     /// Starts one more worker on the namespace.
     pub async fn spawn_worker(&self) -> Service {
-        let ops = TcpListener::bind("127.0.0.1:0").await.expect("bind ops port");
+        let ops = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind ops port");
         let config = weft_worker::Config::try_parse_from([
             "weft-worker",
             "--amqp-url",
@@ -245,9 +261,18 @@ impl Fleet {
     }
 
     /// Sends a JSON request with the workspace's key; returns status and JSON body.
-    pub async fn call(&self, workspace: &Workspace, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        workspace: &Workspace,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
-        let mut request = self.client.request(method, self.url(path)).bearer_auth(&workspace.api_key);
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&workspace.api_key);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -263,15 +288,29 @@ impl Fleet {
     }
 
     /// Creates and activates a scenario; returns its id and webhook path.
-    pub async fn active_scenario(&self, workspace: &Workspace, definition: Value) -> (String, String) {
-        let (status, created) = self.call(workspace, "POST", "/api/v1/scenarios", Some(definition)).await;
+    pub async fn active_scenario(
+        &self,
+        workspace: &Workspace,
+        definition: Value,
+    ) -> (String, String) {
+        let (status, created) = self
+            .call(workspace, "POST", "/api/v1/scenarios", Some(definition))
+            .await;
         assert_eq!(status, 201, "scenario creation: {created}");
         let id = created["id"].as_str().expect("scenario id").to_owned();
         let (status, activated) = self
-            .call(workspace, "POST", &format!("/api/v1/scenarios/{id}/activate"), None)
+            .call(
+                workspace,
+                "POST",
+                &format!("/api/v1/scenarios/{id}/activate"),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "activation: {activated}");
-        let path = created["webhook"]["path"].as_str().unwrap_or_default().to_owned();
+        let path = created["webhook"]["path"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         (id, path)
     }
 
@@ -291,16 +330,26 @@ impl Fleet {
     }
 
     /// Polls a run until it reaches a final status, and returns it.
-    pub async fn wait_for_run(&self, workspace: &Workspace, run_id: &str, timeout: Duration) -> Value {
+    pub async fn wait_for_run(
+        &self,
+        workspace: &Workspace,
+        run_id: &str,
+        timeout: Duration,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let (status, run) = self.call(workspace, "GET", &format!("/api/v1/runs/{run_id}"), None).await;
+            let (status, run) = self
+                .call(workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
+                .await;
             assert_eq!(status, 200, "run lookup: {run}");
             let state = run["status"].as_str().unwrap_or_default();
             if !matches!(state, "queued" | "running") {
                 return run;
             }
-            assert!(tokio::time::Instant::now() < deadline, "run {run_id} still {state} after {timeout:?}: {run}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "run {run_id} still {state} after {timeout:?}: {run}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -312,7 +361,12 @@ impl Fleet {
 
     /// Stops every service gracefully.
     pub async fn stop(mut self) {
-        for service in self.workers.drain(..).chain(self.schedulers.drain(..)).chain(self.extra.drain(..)) {
+        for service in self
+            .workers
+            .drain(..)
+            .chain(self.schedulers.drain(..))
+            .chain(self.extra.drain(..))
+        {
             service.stop().await;
         }
         if let Some(gateway) = self.gateway.take() {
@@ -323,7 +377,11 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        let services = self.workers.drain(..).chain(self.schedulers.drain(..)).chain(self.extra.drain(..));
+        let services = self
+            .workers
+            .drain(..)
+            .chain(self.schedulers.drain(..))
+            .chain(self.extra.drain(..));
         for service in services.chain(self.gateway.take()) {
             service.kill();
         }

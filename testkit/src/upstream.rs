@@ -70,7 +70,9 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream port");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream port");
         let url = format!("http://{}", listener.local_addr().expect("bound address"));
         let script = Arc::new(Mutex::new(Script::default()));
         let app = Router::new().fallback(answer).with_state(script.clone());
@@ -81,7 +83,9 @@ impl Upstream {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Script> {
-        self.script.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replies to `path` with these, in order; the last one repeats.
@@ -96,14 +100,20 @@ impl Upstream {
 
     /// The requests received on one path.
     pub fn received_on(&self, path: &str) -> Vec<Recorded> {
-        self.received().into_iter().filter(|r| r.path == path).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 }
 
 async fn answer(State(script): State<Arc<Mutex<Script>>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes: Bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap_or_default();
-    let parsed = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let bytes: Bytes = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+    let parsed = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     let recorded = Recorded {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -113,10 +123,16 @@ async fn answer(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
         at: std::time::Instant::now(),
     };
     let reply = {
-        let mut script = script.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut script = script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         script.received.push(recorded.clone());
         script.replies.get_mut(&recorded.path).and_then(|queue| {
-            if queue.len() > 1 { queue.pop_front() } else { queue.front().cloned() }
+            if queue.len() > 1 {
+                queue.pop_front()
+            } else {
+                queue.front().cloned()
+            }
         })
     };
     let reply = reply.unwrap_or_else(|| {
@@ -129,7 +145,10 @@ async fn answer(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
     for (name, value) in &reply.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name.as_str()), HeaderValue::from_str(value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::from_str(value),
+        ) {
             headers.insert(name, value);
         }
     }

@@ -28,11 +28,15 @@ impl FromStr for EgressRule {
         }
         let is_host = !text.is_empty()
             && text.len() <= 253
-            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if is_host {
             Ok(Self::Host(text.to_ascii_lowercase()))
         } else {
-            Err(format!("`{text}` is neither a CIDR network nor a host name"))
+            Err(format!(
+                "`{text}` is neither a CIDR network nor a host name"
+            ))
         }
     }
 }
@@ -91,7 +95,9 @@ impl EgressPolicy {
     /// A DNS resolver that drops forbidden addresses, so the check applies to what is
     /// actually connected to (no DNS rebinding around it).
     pub fn resolver(&self) -> Arc<GuardedResolver> {
-        Arc::new(GuardedResolver { policy: self.clone() })
+        Arc::new(GuardedResolver {
+            policy: self.clone(),
+        })
     }
 }
 
@@ -104,7 +110,8 @@ impl Resolve for GuardedResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let permitted: Vec<SocketAddr> = resolved
                 .into_iter()
                 .filter(|addr| policy.permits(&host, addr.ip()))
@@ -129,8 +136,23 @@ mod tests {
     #[test]
     fn internal_addresses_are_refused_by_default() {
         let policy = EgressPolicy::default();
-        for internal in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.5", "169.254.169.254", "::1", "fe80::1", "fd12::1", "::ffff:127.0.0.1", "100.64.0.1", "0.0.0.0"] {
-            assert!(!policy.permits("h", ip(internal)), "{internal} must be refused");
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "fd12::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(
+                !policy.permits("h", ip(internal)),
+                "{internal} must be refused"
+            );
         }
         assert!(policy.permits("example.com", ip("93.184.216.34")));
         assert!(policy.permits("h", ip("2606:4700::1111")));

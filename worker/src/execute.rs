@@ -57,7 +57,11 @@ impl Executor {
         let started_at = Utc::now();
         let exchange = self.execute(&task).await;
         let finished_at = Utc::now();
-        self.observe(&task, &exchange, (finished_at - started_at).to_std().unwrap_or_default());
+        self.observe(
+            &task,
+            &exchange,
+            (finished_at - started_at).to_std().unwrap_or_default(),
+        );
 
         let result = NodeResult {
             v: VERSION,
@@ -73,7 +77,11 @@ impl Executor {
             },
         };
         let topology = self.publisher.topology();
-        match self.publisher.publish(&topology.results(), &topology.results(), &result).await {
+        match self
+            .publisher
+            .publish(&topology.results(), &topology.results(), &result)
+            .await
+        {
             Ok(()) => Disposition::Ack,
             Err(e) => {
                 tracing::warn!(run_id = %task.run_id, node_id = %task.node_id, error = %e, "could not publish a result; the task will run again");

@@ -104,9 +104,9 @@ impl HttpEngine {
                     return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
                 }
                 match literal_ip(attempt.url()) {
-                    Some((host, ip)) if !redirect_policy.permits(&host, ip) => {
-                        attempt.error(EgressRefused(format!("redirect to internal address {ip} refused")))
-                    }
+                    Some((host, ip)) if !redirect_policy.permits(&host, ip) => attempt.error(
+                        EgressRefused(format!("redirect to internal address {ip} refused")),
+                    ),
                     _ => attempt.follow(),
                 }
             }))
@@ -122,11 +122,21 @@ impl HttpEngine {
     pub async fn request(&self, input: &Value, timeout: Duration) -> Exchange {
         let request = match self.build(input, timeout) {
             Ok(request) => request,
-            Err(error) => return Exchange { status: None, result: Err(error) },
+            Err(error) => {
+                return Exchange {
+                    status: None,
+                    result: Err(error),
+                };
+            }
         };
         let response = match request.send().await {
             Ok(response) => response,
-            Err(e) => return Exchange { status: None, result: Err(transport_error(&e)) },
+            Err(e) => {
+                return Exchange {
+                    status: None,
+                    result: Err(transport_error(&e)),
+                };
+            }
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -137,7 +147,12 @@ impl HttpEngine {
         let headers: Map<String, Value> = response
             .headers()
             .iter()
-            .map(|(name, value)| (name.as_str().to_owned(), Value::from(String::from_utf8_lossy(value.as_bytes()).into_owned())))
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    Value::from(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+                )
+            })
             .collect();
         let is_json = response
             .headers()
@@ -146,11 +161,21 @@ impl HttpEngine {
             .is_some_and(|ct| ct.contains("json"));
         let bytes = match self.read_body(response).await {
             Ok(bytes) => bytes,
-            Err(error) => return Exchange { status: Some(status), result: Err(error) },
+            Err(error) => {
+                return Exchange {
+                    status: Some(status),
+                    result: Err(error),
+                };
+            }
         };
         let body_text = String::from_utf8_lossy(&bytes);
-        if let Some(error) = outcome::classify(status, retry_after.as_deref(), &body_text, Utc::now()) {
-            return Exchange { status: Some(status), result: Err(error) };
+        if let Some(error) =
+            outcome::classify(status, retry_after.as_deref(), &body_text, Utc::now())
+        {
+            return Exchange {
+                status: Some(status),
+                result: Err(error),
+            };
         }
         let body = if bytes.is_empty() {
             Value::Null
@@ -169,12 +194,20 @@ impl HttpEngine {
         }
     }
 
-    fn build(&self, input: &Value, task_timeout: Duration) -> Result<reqwest::RequestBuilder, NodeError> {
-        let input: RequestInput =
-            serde_json::from_value(input.clone()).map_err(|e| permanent(format!("invalid input for http.request: {e}")))?;
-        let url = reqwest::Url::parse(&input.url).map_err(|e| permanent(format!("input.url `{}` is not a URL: {e}", input.url)))?;
+    fn build(
+        &self,
+        input: &Value,
+        task_timeout: Duration,
+    ) -> Result<reqwest::RequestBuilder, NodeError> {
+        let input: RequestInput = serde_json::from_value(input.clone())
+            .map_err(|e| permanent(format!("invalid input for http.request: {e}")))?;
+        let url = reqwest::Url::parse(&input.url)
+            .map_err(|e| permanent(format!("input.url `{}` is not a URL: {e}", input.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(permanent(format!("input.url: scheme `{}` is not http or https", url.scheme())));
+            return Err(permanent(format!(
+                "input.url: scheme `{}` is not http or https",
+                url.scheme()
+            )));
         }
         if let Some((host, ip)) = literal_ip(&url)
             && !self.policy.permits(&host, ip)
@@ -184,7 +217,12 @@ impl HttpEngine {
             )));
         }
         let method = reqwest::Method::from_bytes(input.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| permanent(format!("input.method: `{}` is not an HTTP method", input.method)))?;
+            .map_err(|_| {
+                permanent(format!(
+                    "input.method: `{}` is not an HTTP method",
+                    input.method
+                ))
+            })?;
         let timeout = match &input.timeout {
             None => task_timeout,
             Some(value) => parse_timeout(value)?.min(task_timeout),
@@ -194,17 +232,26 @@ impl HttpEngine {
             request = request.header(name.as_str(), text(value));
         }
         if !input.query.is_empty() {
-            let pairs: Vec<(&str, String)> = input.query.iter().map(|(k, v)| (k.as_str(), text(v))).collect();
+            let pairs: Vec<(&str, String)> = input
+                .query
+                .iter()
+                .map(|(k, v)| (k.as_str(), text(v)))
+                .collect();
             request = request.query(&pairs);
         }
         request = match (input.body, input.body_type) {
             (None | Some(Value::Null), _) => request,
             (Some(body), BodyType::Json) => request.json(&body),
             (Some(Value::Object(fields)), BodyType::Form) => {
-                let pairs: Vec<(String, String)> = fields.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+                let pairs: Vec<(String, String)> =
+                    fields.iter().map(|(k, v)| (k.clone(), text(v))).collect();
                 request.form(&pairs)
             }
-            (Some(_), BodyType::Form) => return Err(permanent("input.body must be an object when body_type is form")),
+            (Some(_), BodyType::Form) => {
+                return Err(permanent(
+                    "input.body must be an object when body_type is form",
+                ));
+            }
             (Some(body), BodyType::Raw) => request.body(text(&body)),
         };
         Ok(request)
@@ -238,13 +285,19 @@ fn parse_timeout(value: &Value) -> Result<Duration, NodeError> {
             .ok_or_else(|| permanent("input.timeout must be a positive number of milliseconds")),
         Value::String(text) => humantime::parse_duration(text)
             .map_err(|e| permanent(format!("input.timeout `{text}` is not a duration: {e}"))),
-        _ => Err(permanent("input.timeout must be a duration like \"10s\" or milliseconds")),
+        _ => Err(permanent(
+            "input.timeout must be a duration like \"10s\" or milliseconds",
+        )),
     }
 }
 
 fn literal_ip(url: &reqwest::Url) -> Option<(String, IpAddr)> {
     let host = url.host_str()?;
-    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok()?;
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()?;
     Some((host.to_owned(), ip))
 }
 
@@ -285,28 +338,54 @@ mod tests {
         let cases = [
             (json!({"url": "not a url"}), "input.url"),
             (json!({"url": "ftp://x.test/"}), "scheme `ftp`"),
-            (json!({"url": "http://x.test/", "method": "FE TCH"}), "input.method"),
-            (json!({"url": "http://x.test/", "bogus": 1}), "unknown field `bogus`"),
-            (json!({"url": "http://x.test/", "body": [1], "body_type": "form"}), "must be an object"),
+            (
+                json!({"url": "http://x.test/", "method": "FE TCH"}),
+                "input.method",
+            ),
+            (
+                json!({"url": "http://x.test/", "bogus": 1}),
+                "unknown field `bogus`",
+            ),
+            (
+                json!({"url": "http://x.test/", "body": [1], "body_type": "form"}),
+                "must be an object",
+            ),
         ];
         for (input, expected) in cases {
             let exchange = engine().request(&input, Duration::from_secs(1)).await;
             let error = exchange.result.expect_err("invalid input fails");
             assert_eq!(error.class, ErrorClass::Permanent);
-            assert!(error.message.contains(expected), "{} does not mention {expected}", error.message);
+            assert!(
+                error.message.contains(expected),
+                "{} does not mention {expected}",
+                error.message
+            );
         }
     }
 
     #[tokio::test]
     async fn internal_addresses_are_refused_before_any_connection() {
-        for url in ["http://127.0.0.1:9/", "http://169.254.169.254/latest/meta-data", "http://[::1]:9/"] {
-            let exchange = engine().request(&json!({"url": url}), Duration::from_secs(1)).await;
+        for url in [
+            "http://127.0.0.1:9/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]:9/",
+        ] {
+            let exchange = engine()
+                .request(&json!({"url": url}), Duration::from_secs(1))
+                .await;
             let error = exchange.result.expect_err("refused");
             assert_eq!(error.class, ErrorClass::Permanent, "{url}");
             assert!(error.message.contains("egress"), "{}", error.message);
         }
-        let exchange = engine().request(&json!({"url": "http://localhost:9/"}), Duration::from_secs(1)).await;
-        let error = exchange.result.expect_err("a name resolving to loopback is refused too");
+        let exchange = engine()
+            .request(
+                &json!({"url": "http://localhost:9/"}),
+                Duration::from_secs(1),
+            )
+            .await;
+        let error = exchange
+            .result
+            .expect_err("a name resolving to loopback is refused too");
         assert_eq!(error.class, ErrorClass::Permanent);
         assert!(error.message.contains("egress"), "{}", error.message);
     }

@@ -10,7 +10,12 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_logging(&config.process.log_format);
     let ops = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
-        .with_context(|| format!("binding the metrics address {} (WEFT_METRICS_ADDR)", config.metrics_addr))?;
+        .with_context(|| {
+            format!(
+                "binding the metrics address {} (WEFT_METRICS_ADDR)",
+                config.metrics_addr
+            )
+        })?;
     let worker = Worker::new(config).context("starting the worker")?;
     tracing::info!("worker started");
     worker

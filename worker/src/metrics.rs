@@ -29,7 +29,11 @@ impl Metrics {
                 "Requests to external APIs by response status class",
                 &["connector", "status_class"],
             ),
-            tasks_in_flight: gauge(&registry, "weft_tasks_in_flight", "Node tasks being executed by this worker"),
+            tasks_in_flight: gauge(
+                &registry,
+                "weft_tasks_in_flight",
+                "Node tasks being executed by this worker",
+            ),
             dispatch_latency: histogram(
                 &registry,
                 "weft_dispatch_latency_seconds",

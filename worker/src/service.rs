@@ -43,7 +43,11 @@ impl Worker {
 
     /// Consumes tasks until `shutdown` resolves, then drains in-flight tasks; what is
     /// unfinished after the drain timeout goes back to the queue.
-    pub async fn serve(self, ops: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    pub async fn serve(
+        self,
+        ops: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
         let token = CancellationToken::new();
         let topology = self.executor.publisher.topology().clone();
         let spec = ConsumerSpec {

@@ -26,12 +26,22 @@ async fn a_task_left_unacked_by_a_dead_worker_is_redelivered_and_the_run_complet
 
     // A "worker" that takes the task and dies before acknowledging it.
     let topology = fleet.topology();
-    let doomed = queue::connect(&weft_testkit::amqp_url(), "doomed worker").await.expect("broker reachable");
+    let doomed = queue::connect(&weft_testkit::amqp_url(), "doomed worker")
+        .await
+        .expect("broker reachable");
     let channel = doomed.create_channel().await.expect("channel");
     topology.declare(&channel).await.expect("topology");
-    channel.basic_qos(1, BasicQosOptions { global: false }).await.expect("qos");
+    channel
+        .basic_qos(1, BasicQosOptions { global: false })
+        .await
+        .expect("qos");
     let mut consumer = channel
-        .basic_consume(topology.tasks().as_str().into(), "doomed".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            topology.tasks().as_str().into(),
+            "doomed".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .expect("consume");
     let run_id = fleet.fire(&hook, json!({})).await;
@@ -43,13 +53,22 @@ async fn a_task_left_unacked_by_a_dead_worker_is_redelivered_and_the_run_complet
     let task: NodeTask = messages::decode(&delivery.data).expect("a node task");
     assert_eq!(task.run_id.to_string(), run_id);
     drop(delivery);
-    doomed.close(320, "simulated crash".into()).await.expect("connection drops");
+    doomed
+        .close(320, "simulated crash".into())
+        .await
+        .expect("connection drops");
 
     let worker = fleet.spawn_worker().await;
     fleet.workers.push(worker);
-    let run = fleet.wait_for_run(&workspace, &run_id, Duration::from_secs(20)).await;
+    let run = fleet
+        .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+        .await;
     assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(upstream.received_on("/work").len(), 1, "the dead worker never called upstream; the live one did once");
+    assert_eq!(
+        upstream.received_on("/work").len(),
+        1,
+        "the dead worker never called upstream; the live one did once"
+    );
     fleet.stop().await;
 }
 
@@ -72,28 +91,56 @@ async fn a_task_that_kills_every_worker_is_dead_lettered_and_its_node_fails_as_p
     let topology = fleet.topology();
     let mut deliveries = 0;
     loop {
-        let connection = queue::connect(&weft_testkit::amqp_url(), "crashing worker").await.expect("broker reachable");
+        let connection = queue::connect(&weft_testkit::amqp_url(), "crashing worker")
+            .await
+            .expect("broker reachable");
         let channel = connection.create_channel().await.expect("channel");
-        channel.basic_qos(1, BasicQosOptions { global: false }).await.expect("qos");
+        channel
+            .basic_qos(1, BasicQosOptions { global: false })
+            .await
+            .expect("qos");
         let mut consumer = channel
-            .basic_consume(topology.tasks().as_str().into(), "crashing".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                topology.tasks().as_str().into(),
+                "crashing".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .expect("consume");
         let next = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
-        connection.close(320, "simulated crash".into()).await.expect("connection drops");
+        connection
+            .close(320, "simulated crash".into())
+            .await
+            .expect("connection drops");
         match next {
             Ok(Some(Ok(_))) => deliveries += 1,
             _ => break,
         }
-        assert!(deliveries <= 20, "the delivery limit never dead-lettered the task");
+        assert!(
+            deliveries <= 20,
+            "the delivery limit never dead-lettered the task"
+        );
     }
-    assert_eq!(deliveries, 1 + weft_shared::queue::TASK_DELIVERY_LIMIT as usize, "first delivery plus the limit's redeliveries");
+    assert_eq!(
+        deliveries,
+        1 + queue::TASK_DELIVERY_LIMIT as usize,
+        "first delivery plus the limit's redeliveries"
+    );
 
-    let run = fleet.wait_for_run(&workspace, &run_id, Duration::from_secs(20)).await;
+    let run = fleet
+        .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+        .await;
     assert_eq!(run["status"], "failed", "{run}");
     let node = &run["nodes"][0];
     assert_eq!(node["error"]["class"], "poison", "{run}");
-    assert!(node["error"]["message"].as_str().unwrap_or_default().contains("poison message"), "{run}");
+    assert!(
+        node["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("poison message"),
+        "{run}"
+    );
     assert!(upstream.received().is_empty());
     fleet.stop().await;
 }
