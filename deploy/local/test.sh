@@ -9,6 +9,10 @@ cd "$ROOT"
 
 bash deploy/local/services.sh
 
+# First, because it also installs promtool, which the metrics tests use.
+echo "test: deployment checks"
+bash deploy/check.sh
+
 echo "test: cargo fmt --check"
 cargo fmt --all --check
 
@@ -23,5 +27,3 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
-echo "test: deployment checks"
-bash deploy/check.sh

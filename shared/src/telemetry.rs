@@ -35,9 +35,16 @@ pub fn init_logging(format: &str) {
     drop(result);
 }
 
-/// A fresh registry with `weft_build_info{service,version}` set.
+/// A fresh registry with `weft_build_info{service,version}` and the standard process
+/// metrics (CPU, resident memory, open file descriptors).
 pub fn registry(service: &str) -> Registry {
     let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("the process collector is registered once per registry");
     let info = IntGaugeVec::new(
         Opts::new(
             "weft_build_info",

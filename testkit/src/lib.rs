@@ -44,6 +44,8 @@ fn master_keys() -> String {
 pub struct Service {
     stop: CancellationToken,
     task: JoinHandle<()>,
+    /// Base URL of its metrics address (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: String,
 }
 
 impl Service {
@@ -118,28 +120,28 @@ impl Fleet {
     }
 
     async fn start_gateway(&mut self) {
-        let (api, ops, service) = self.spawn_gateway(&amqp_url()).await;
-        (self.api, self.gateway_ops) = (api, ops);
+        let (api, service) = self.spawn_gateway(&amqp_url()).await;
+        self.api = api;
+        self.gateway_ops = service.ops.clone();
         self.gateway = Some(service);
     }
 
     /// Starts one more gateway on the same database, talking to the broker at
     /// `amqp_url` (an unreachable one shows how triggers are refused); returns its API URL.
     pub async fn gateway_with_broker(&mut self, amqp_url: &str) -> String {
-        let (api, _, service) = self.spawn_gateway(amqp_url).await;
+        let (api, service) = self.spawn_gateway(amqp_url).await;
         self.extra.push(service);
         api
     }
 
-    async fn spawn_gateway(&self, amqp_url: &str) -> (String, String, Service) {
+    async fn spawn_gateway(&self, amqp_url: &str) -> (String, Service) {
         let api = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind API port");
         let ops = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind ops port");
-        let api_url = format!("http://{}", api.local_addr().expect("bound address"));
-        let ops_url = format!("http://{}", ops.local_addr().expect("bound address"));
+        let api_url = url_of(&api);
         let config = weft_gateway::Config::try_parse_from([
             "weft-gateway",
             "--database-url",
@@ -161,13 +163,13 @@ impl Fleet {
         let gateway = weft_gateway::Gateway::new(config)
             .await
             .expect("gateway starts");
-        let service = spawn(move |stop| async move {
+        let service = spawn(url_of(&ops), move |stop| async move {
             gateway
                 .serve(api, ops, async move { stop.cancelled().await })
                 .await
                 .expect("gateway serves");
         });
-        (api_url, ops_url, service)
+        (api_url, service)
     }
 
     /// Starts one more scheduler on the same database and namespace.
@@ -196,7 +198,7 @@ impl Fleet {
         let scheduler = weft_scheduler::Scheduler::new(config)
             .await
             .expect("scheduler starts");
-        spawn(move |stop| async move {
+        spawn(url_of(&ops), move |stop| async move {
             scheduler
                 .serve(ops, async move { stop.cancelled().await })
                 .await
@@ -226,7 +228,7 @@ impl Fleet {
         ])
         .expect("worker test configuration parses");
         let worker = weft_worker::Worker::new(config).expect("worker starts");
-        spawn(move |stop| async move {
+        spawn(url_of(&ops), move |stop| async move {
             worker
                 .serve(ops, async move { stop.cancelled().await })
                 .await
@@ -406,12 +408,16 @@ impl Drop for Fleet {
     }
 }
 
-fn spawn<F, Fut>(run: F) -> Service
+fn url_of(listener: &TcpListener) -> String {
+    format!("http://{}", listener.local_addr().expect("bound address"))
+}
+
+fn spawn<F, Fut>(ops: String, run: F) -> Service
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(stop.clone()));
-    Service { stop, task }
+    Service { stop, task, ops }
 }
