@@ -110,6 +110,8 @@ impl Report {
         }
     }
 
+    // The table on stdout is this command's output.
+    #[allow(clippy::print_stdout)]
     pub fn print(&self) {
         let row = |name: &str, value: String| println!("{name:<34} {value}");
         println!(
