@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lapin::message::Delivery;
+use tracing::Instrument;
 use weft_shared::messages::{self, ErrorClass, NodeError, NodeResult, NodeTask, Outcome, VERSION};
 use weft_shared::queue::{Disposition, Publisher};
 
@@ -43,6 +44,18 @@ impl Executor {
                 return Disposition::Reject;
             }
         };
+        let span = tracing::info_span!(
+            "task",
+            run_id = %task.run_id,
+            workspace_id = %task.workspace_id,
+            node_id = %task.node_id,
+            attempt = task.attempt,
+            connector = %task.connector,
+        );
+        self.run(task).instrument(span).await
+    }
+
+    async fn run(&self, task: NodeTask) -> Disposition {
         let now = Utc::now();
         if task.not_before.is_some_and(|at| at > now) {
             return self.wait_longer(&task).await;
@@ -57,6 +70,9 @@ impl Executor {
         let started_at = Utc::now();
         let exchange = self.execute(&task).await;
         let finished_at = Utc::now();
+        if let Err(error) = &exchange.result {
+            tracing::info!(class = error.class.as_str(), status = error.status, message = %error.message, "node attempt failed");
+        }
         self.observe(
             &task,
             &exchange,

@@ -317,10 +317,25 @@ fn transport_error(error: &reqwest::Error) -> NodeError {
     if error.is_timeout() {
         return NodeError::new(ErrorClass::Timeout, "the request timed out");
     }
-    let mut message = error.to_string();
-    if let Some(cause) = error.source() {
-        message = format!("{message}: {cause}");
+    // Not `error.to_string()`: it includes the URL, whose query may carry a credential.
+    let kind = if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the response broke off"
+    } else {
+        "the request failed"
+    };
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
     }
+    let message = if causes.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {}", causes.join(": "))
+    };
     NodeError::new(ErrorClass::Retryable, message)
 }
 
@@ -388,5 +403,31 @@ mod tests {
             .expect_err("a name resolving to loopback is refused too");
         assert_eq!(error.class, ErrorClass::Permanent);
         assert!(error.message.contains("egress"), "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn network_errors_are_retryable_and_never_echo_the_url() {
+        let allow_loopback = EgressPolicy::new(vec!["127.0.0.0/8".parse().expect("rule")]);
+        let engine = HttpEngine::new(allow_loopback, 1024).expect("client builds");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        let port = listener.local_addr().expect("address").port();
+        drop(listener);
+        let input = json!({"url": format!("http://127.0.0.1:{port}/?api_key=sk_live_secret")});
+        let error = engine
+            .request(&input, Duration::from_secs(2))
+            .await
+            .result
+            .expect_err("nothing listens");
+        assert_eq!(error.class, ErrorClass::Retryable);
+        assert!(
+            error.message.starts_with("could not connect"),
+            "{}",
+            error.message
+        );
+        assert!(
+            !error.message.contains("sk_live_secret"),
+            "{}",
+            error.message
+        );
     }
 }
