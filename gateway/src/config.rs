@@ -74,6 +74,13 @@ pub struct Config {
 pub enum Command {
     /// Apply pending database migrations and exit (e.g. as a Kubernetes init job).
     Migrate,
+    /// Re-encrypt every stored secret under the newest key of WEFT_MASTER_KEYS, print how
+    /// many were re-encrypted, and exit. Safe to run again.
+    RotateKeys {
+        /// Rows re-encrypted per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch_size: i64,
+    },
 }
 
 /// Parses the key ring without echoing the value in the error, as clap's usual
@@ -129,5 +136,40 @@ mod tests {
         let config = Config::try_parse_from(["weft-gateway", "--master-keys", key, "migrate"])
             .expect("valid");
         assert!(matches!(config.command, Some(Command::Migrate)));
+    }
+
+    #[test]
+    fn rotate_keys_is_a_subcommand_with_a_batch_size() {
+        let key = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let config = Config::try_parse_from(["weft-gateway", "--master-keys", key, "rotate-keys"])
+            .expect("valid");
+        assert!(matches!(
+            config.command,
+            Some(Command::RotateKeys { batch_size: 500 })
+        ));
+        let config = Config::try_parse_from([
+            "weft-gateway",
+            "--master-keys",
+            key,
+            "rotate-keys",
+            "--batch-size",
+            "20",
+        ])
+        .expect("valid");
+        assert!(matches!(
+            config.command,
+            Some(Command::RotateKeys { batch_size: 20 })
+        ));
+        assert!(
+            Config::try_parse_from([
+                "weft-gateway",
+                "--master-keys",
+                key,
+                "rotate-keys",
+                "--batch-size",
+                "0"
+            ])
+            .is_err()
+        );
     }
 }

@@ -8,7 +8,12 @@
 //! If the broker does not confirm, the run is marked `failed` ("not enqueued") and the
 //! caller gets 503, so no 202 is ever given for a run that may not start. A gateway that
 //! dies between 1 and 2 leaves a `queued` run, which the scheduler re-publishes.
+//!
+//! A webhook delivery with a key (its `Idempotency-Key`, or its scheme's delivery id) first
+//! claims the key in the same transaction as step 1: a repeat within 24 hours finds it
+//! claimed, starts nothing and is given the first delivery's run.
 
+use deadpool_postgres::GenericClient;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 use weft_shared::messages::{self, RunRequested};
@@ -25,6 +30,16 @@ pub struct Target {
     pub scenario_id: Uuid,
 }
 
+/// What became of a delivery that may repeat an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new run, recorded and confirmed by the broker.
+    Started(Uuid),
+    /// The delivery repeats one of the last 24 hours: nothing was started; this is the
+    /// first delivery's run.
+    Duplicate(Uuid),
+}
+
 /// Records and enqueues a run; returns its id once the broker confirmed it. `NotFound` if
 /// the scenario is gone (or, for a webhook, no longer active) by the time of the insert.
 pub async fn enqueue(
@@ -34,8 +49,100 @@ pub async fn enqueue(
     trigger: &Trigger,
 ) -> Result<Uuid, ApiError> {
     let run_id = Uuid::now_v7();
-    record(state, run_id, target, kind, trigger).await?;
+    {
+        // Back to the pool before publishing: a slow broker must not hold connections.
+        let client = state.pool.get().await?;
+        insert_run(&client, run_id, target, kind, trigger).await?;
+    }
+    publish(state, run_id, target, kind).await?;
+    Ok(run_id)
+}
 
+/// Like [`enqueue`] for a webhook delivery that carries `key`: unless a delivery with
+/// the same key reached the scenario in the last 24 hours, in which case nothing starts
+/// and that delivery's run is returned. Concurrent deliveries with one key start one run.
+pub async fn enqueue_delivery(
+    state: &AppState,
+    target: Target,
+    trigger: &Trigger,
+    key: &str,
+) -> Result<Enqueued, ApiError> {
+    let run_id = Uuid::now_v7();
+    {
+        let mut client = state.pool.get().await?;
+        let transaction = client.transaction().await?;
+        if let Some(first) = claim(&transaction, target, key, run_id).await? {
+            transaction.rollback().await?;
+            return Ok(Enqueued::Duplicate(first));
+        }
+        insert_run(&transaction, run_id, target, TriggerKind::Webhook, trigger).await?;
+        transaction.commit().await?;
+    }
+    publish(state, run_id, target, TriggerKind::Webhook).await?;
+    Ok(Enqueued::Started(run_id))
+}
+
+/// Claims `key` for `run_id`; or, if a delivery claimed it in the last 24 hours, returns
+/// that delivery's run. A concurrent claim of the same key waits on the primary key until
+/// the first transaction ends, then sees its row (or, if it rolled back, takes the key).
+async fn claim(
+    client: &impl GenericClient,
+    target: Target,
+    key: &str,
+    run_id: Uuid,
+) -> Result<Option<Uuid>, ApiError> {
+    // A new key is inserted, an expired one taken over; a live one is left as it is but
+    // locked, so it cannot expire between this statement and the next.
+    let claim = client
+        .prepare_cached(
+            "INSERT INTO webhook_deliveries (scenario_id, delivery_key, workspace_id, run_id)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scenario_id, delivery_key) DO UPDATE
+             SET run_id = EXCLUDED.run_id, created_at = now()
+             WHERE webhook_deliveries.created_at < now() - interval '24 hours'
+             RETURNING run_id",
+        )
+        .await?;
+    let claimed = client
+        .query_opt(
+            &claim,
+            &[&target.scenario_id, &key, &target.workspace_id, &run_id],
+        )
+        .await?;
+    if claimed.is_none() {
+        let first = client
+            .prepare_cached(
+                "SELECT run_id FROM webhook_deliveries WHERE scenario_id = $1 AND delivery_key = $2",
+            )
+            .await?;
+        let row = client
+            .query_one(&first, &[&target.scenario_id, &key])
+            .await?;
+        return Ok(Some(row.try_get("run_id")?));
+    }
+    // Keeps the table at about 24 hours of deliveries: each claim deletes a few expired
+    // rows of its scenario. Rows another transaction has locked are skipped, so this never
+    // waits and, coming after the claim, never holds a lock while waiting (no deadlocks).
+    let expire = client
+        .prepare_cached(
+            "DELETE FROM webhook_deliveries WHERE (scenario_id, delivery_key) IN (
+                 SELECT scenario_id, delivery_key FROM webhook_deliveries
+                 WHERE scenario_id = $1 AND created_at < now() - interval '24 hours'
+                 LIMIT 100 FOR UPDATE SKIP LOCKED)",
+        )
+        .await?;
+    client.execute(&expire, &[&target.scenario_id]).await?;
+    Ok(None)
+}
+
+/// Publishes the run's `RunRequested` and awaits the broker's confirm; if none comes, the
+/// run is marked as never started and the caller gets 503.
+async fn publish(
+    state: &AppState,
+    run_id: Uuid,
+    target: Target,
+    kind: TriggerKind,
+) -> Result<(), ApiError> {
     let message = RunRequested {
         v: messages::VERSION,
         run_id,
@@ -49,20 +156,18 @@ pub async fn enqueue(
     }
     state.metrics.run_started(kind);
     tracing::info!(%run_id, scenario_id = %target.scenario_id, trigger = kind.as_str(), "run enqueued");
-    Ok(run_id)
+    Ok(())
 }
 
 /// Inserts the run in one statement that also checks the scenario, so a scenario
-/// deleted (or paused) a moment ago cannot get a run. The connection goes back to the
-/// pool before publishing: a slow broker must not hold database connections.
-async fn record(
-    state: &AppState,
+/// deleted (or paused) a moment ago cannot get a run.
+async fn insert_run(
+    client: &impl GenericClient,
     run_id: Uuid,
     target: Target,
     kind: TriggerKind,
     trigger: &Trigger,
 ) -> Result<(), ApiError> {
-    let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(
             "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger)
@@ -94,7 +199,9 @@ async fn record(
 }
 
 /// Marks a run the broker never took as failed, so it is not mistaken for one waiting to
-/// start (and the scheduler does not re-publish a run its caller was told failed).
+/// start (and the scheduler does not re-publish a run its caller was told failed). Its
+/// delivery key, if any, is released: the sender was told 503 and will retry, and the
+/// retry must start a run rather than be answered with this one.
 async fn mark_not_enqueued(state: &AppState, run_id: Uuid) {
     let error = serde_json::json!({
         "class": "permanent",
@@ -104,8 +211,11 @@ async fn mark_not_enqueued(state: &AppState, run_id: Uuid) {
         let client = state.pool.get().await?;
         let statement = client
             .prepare_cached(
-                "UPDATE runs SET status = 'failed', finished_at = now(), error = $2
-                 WHERE id = $1 AND status = 'queued'",
+                "WITH failed AS (
+                     UPDATE runs SET status = 'failed', finished_at = now(), error = $2
+                     WHERE id = $1 AND status = 'queued' RETURNING id
+                 )
+                 DELETE FROM webhook_deliveries WHERE run_id IN (SELECT id FROM failed)",
             )
             .await?;
         client.execute(&statement, &[&run_id, &error]).await?;

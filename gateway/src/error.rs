@@ -29,12 +29,20 @@ pub enum ApiError {
     NotAdmin,
     #[error("admin API disabled: WEFT_ADMIN_TOKEN is not set")]
     AdminDisabled,
+    /// A webhook's signature is missing, malformed, stale or wrong. Which one is not
+    /// said: that would help a forger.
+    #[error("the webhook signature is missing or invalid")]
+    InvalidSignature,
     /// Also the answer for another workspace's object, so ids of other workspaces cannot
     /// be probed.
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    /// The object is in a state that does not allow the request (a finished run cannot be
+    /// cancelled); `code` says which.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("the body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the body must be JSON: send `Content-Type: application/json`")]
@@ -63,10 +71,13 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized | Self::NotAdmin => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::NotAdmin | Self::InvalidSignature => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::AdminDisabled => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -80,9 +91,10 @@ impl ApiError {
     /// The stable, machine-readable code clients branch on.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest { code, .. } => code,
+            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
             Self::Unauthorized | Self::NotAdmin => "unauthorized",
             Self::AdminDisabled => "forbidden",
+            Self::InvalidSignature => "invalid_signature",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
@@ -208,6 +220,14 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(ApiError::BrokerUnavailable.code(), "broker_unavailable");
+
+        let (status, body) = rendered(ApiError::Conflict {
+            code: "run_finished",
+            message: "the run is already completed".into(),
+        });
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(body["error"]["code"], "run_finished");
+        assert_eq!(body["error"]["message"], "the run is already completed");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - `api`: the routes, one module per resource, and the OpenAPI document.
 //! - `enqueue`: records a run and publishes its `RunRequested`; the one way runs start.
 //! - `trigger`: what a run was started with, captured from a webhook request.
+//! - [`secrets`]: the secrets the gateway stores encrypted, and their key rotation.
 //! - `auth`: API keys and the admin token.
 //! - `extract`: request extractors whose rejections are JSON errors.
 //! - `paging`: `limit`/`cursor` parameters and the `{items, next_cursor}` list shape.
@@ -23,6 +24,7 @@ mod error;
 mod extract;
 mod metrics;
 mod paging;
+pub mod secrets;
 pub mod server;
 mod state;
 mod trigger;

@@ -1,13 +1,14 @@
 //! `weft-gateway`: see the crate documentation of `weft_gateway`.
 //!
-//! `weft-gateway migrate` applies pending migrations and exits; without a subcommand the
-//! gateway serves until SIGTERM or Ctrl-C.
+//! `weft-gateway migrate` applies pending migrations and exits; `weft-gateway rotate-keys`
+//! re-encrypts stored secrets under the newest master key and exits; without a subcommand
+//! the gateway serves until SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use weft_gateway::{Command, Config, Gateway};
+use weft_gateway::{Command, Config, Gateway, secrets};
 use weft_shared::{db, telemetry};
 
 #[tokio::main]
@@ -24,8 +25,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    if let Some(Command::Migrate) = config.command {
-        return migrate(&config).await;
+    match config.command {
+        Some(Command::Migrate) => return migrate(&config).await,
+        Some(Command::RotateKeys { batch_size }) => return rotate_keys(&config, batch_size).await,
+        None => {}
     }
     let api = TcpListener::bind(config.http_addr).await.with_context(|| {
         format!(
@@ -60,6 +63,38 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     db::migrate(&pool).await.context("applying migrations")?;
     tracing::info!("database migrated");
     Ok(())
+}
+
+async fn rotate_keys(config: &Config, batch_size: i64) -> anyhow::Result<()> {
+    let pool = db::pool(
+        &config.database.database_url,
+        config.database.database_pool_size,
+    )
+    .context("connecting to the database (WEFT_DATABASE_URL)")?;
+    let mut client = pool
+        .get()
+        .await
+        .context("connecting to the database (WEFT_DATABASE_URL)")?;
+    let rotated = secrets::rotate_keys(&mut client, &config.master_keys, batch_size)
+        .await
+        .context("re-encrypting stored secrets")?;
+    report(&format!(
+        "re-encrypted {} stored secrets under the newest key",
+        rotated.re_encrypted
+    ));
+    if rotated.undecryptable > 0 {
+        anyhow::bail!(
+            "{} stored secrets do not decrypt with WEFT_MASTER_KEYS and were left as they are: is the key they were encrypted under still in the list?",
+            rotated.undecryptable
+        );
+    }
+    Ok(())
+}
+
+/// A command's result, for the operator who ran it.
+#[expect(clippy::print_stdout, reason = "the result of a command is its output")]
+fn report(line: &str) {
+    println!("{line}");
 }
 
 /// The error and its causes on one line. Some causes already end with their own source's

@@ -15,6 +15,10 @@ use weft_shared::telemetry;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookOutcome {
     Accepted,
+    /// A repeated delivery: answered with the first run, nothing started.
+    Duplicate,
+    /// The signature is missing or does not verify.
+    BadSignature,
     /// Unknown token, or its scenario is not active.
     NotFound,
     TooLarge,
@@ -25,8 +29,10 @@ pub enum WebhookOutcome {
 }
 
 impl WebhookOutcome {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 7] = [
         Self::Accepted,
+        Self::Duplicate,
+        Self::BadSignature,
         Self::NotFound,
         Self::TooLarge,
         Self::Invalid,
@@ -36,6 +42,8 @@ impl WebhookOutcome {
     fn as_str(self) -> &'static str {
         match self {
             Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::BadSignature => "bad_signature",
             Self::NotFound => "not_found",
             Self::TooLarge => "too_large",
             Self::Invalid => "invalid",
@@ -44,10 +52,15 @@ impl WebhookOutcome {
     }
 }
 
+/// The `trigger` of replayed runs, which no scenario trigger starts.
+const REPLAY: &str = "replay";
+const CANCELLED: &str = "cancelled";
+
 #[derive(Clone)]
 pub struct Metrics {
     webhooks_received: IntCounterVec,
     runs_started: IntCounterVec,
+    runs_finished: IntCounterVec,
     http_requests: IntCounterVec,
     http_request_duration: HistogramVec,
 }
@@ -66,6 +79,14 @@ impl Metrics {
                 "weft_runs_started_total",
                 "Runs recorded and confirmed by the broker (answered 202), by trigger",
                 &["trigger"],
+            ),
+            // The scheduler finishes most runs; the gateway those cancelled through the
+            // API. Summed over both jobs, the series count every finished run.
+            runs_finished: telemetry::counter(
+                registry,
+                "weft_runs_finished_total",
+                "Runs that reached a final status",
+                &["status"],
             ),
             http_requests: telemetry::counter(
                 registry,
@@ -91,6 +112,8 @@ impl Metrics {
         for trigger in [TriggerKind::Webhook, TriggerKind::Manual] {
             metrics.runs_started.with_label_values(&[trigger.as_str()]);
         }
+        metrics.runs_started.with_label_values(&[REPLAY]);
+        metrics.runs_finished.with_label_values(&[CANCELLED]);
         metrics
     }
 
@@ -104,6 +127,15 @@ impl Metrics {
         self.runs_started
             .with_label_values(&[trigger.as_str()])
             .inc();
+    }
+
+    /// A replay of an earlier run was started (its `trigger` label is `replay`).
+    pub fn replay_started(&self) {
+        self.runs_started.with_label_values(&[REPLAY]).inc();
+    }
+
+    pub fn run_cancelled(&self) {
+        self.runs_finished.with_label_values(&[CANCELLED]).inc();
     }
 }
 

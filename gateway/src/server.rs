@@ -63,6 +63,7 @@ impl Gateway {
             pool,
             publisher,
             metrics: Metrics::new(&registry),
+            keys: Arc::new(config.master_keys),
             admin_token: config.admin_token.map(Arc::from),
             api_max_body: config.api_max_body,
             webhook_max_body: config.webhook_max_body,

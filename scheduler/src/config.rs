@@ -40,6 +40,10 @@ pub struct Config {
     /// How often the sweeper looks for work past its deadline.
     #[arg(long, env = "WEFT_SWEEP_INTERVAL", value_name = "WEFT_SWEEP_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
+    /// Time a dispatched node may take beyond its own timeout and delay before the sweeper
+    /// considers its task lost (queueing under load, a worker restart) and retries it.
+    #[arg(long, env = "WEFT_NODE_DEADLINE_GRACE", value_name = "WEFT_NODE_DEADLINE_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub node_deadline_grace: Duration,
     /// How often queue depths and consumer counts are read from the broker.
     #[arg(long, env = "WEFT_QUEUE_METRICS_INTERVAL", value_name = "WEFT_QUEUE_METRICS_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub queue_metrics_interval: Duration,

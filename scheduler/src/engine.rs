@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -19,7 +20,7 @@ use weft_shared::template::Templates;
 
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
-use crate::store::{self, DEADLINE_GRACE, DbError, DefinitionError, Definitions, Run, RunStatus};
+use crate::store::{self, DbError, DefinitionError, Definitions, Run, RunStatus};
 
 /// A failure worth another delivery of the message (the database or broker is away).
 #[derive(Debug, thiserror::Error)]
@@ -48,16 +49,24 @@ pub struct Engine {
     templates: Templates,
     dispatcher: Dispatcher,
     metrics: Metrics,
+    /// Added to each task's own timeout and delay to give its deadline.
+    deadline_grace: Duration,
 }
 
 impl Engine {
-    pub fn new(pool: Pool, dispatcher: Dispatcher, metrics: Metrics) -> Arc<Self> {
+    pub fn new(
+        pool: Pool,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        deadline_grace: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             pool,
             definitions: Definitions::default(),
             templates: Templates::new(),
             dispatcher,
             metrics,
+            deadline_grace,
         })
     }
 
@@ -102,7 +111,12 @@ impl Engine {
             started_at: Some(now),
             ..run
         };
-        let mut state = RunState::new(&scenario);
+        let mut state = if run.replay_of.is_some() {
+            // A replay starts from the node runs the gateway copied from the original.
+            RunState::resume(&scenario, store::load_nodes(&tx, &run).await?)
+        } else {
+            RunState::new(&scenario)
+        };
         let tasks = self
             .advance(&tx, &run, &scenario, &mut state, Vec::new(), now)
             .await?;
@@ -205,7 +219,8 @@ impl Engine {
                 let waits = task.not_before.unwrap_or(now) - now;
                 let budget = chrono::Duration::milliseconds(
                     i64::try_from(task.timeout_ms).unwrap_or(i64::MAX / 2),
-                ) + chrono::Duration::from_std(DEADLINE_GRACE).unwrap_or_default();
+                ) + chrono::Duration::from_std(self.deadline_grace)
+                    .unwrap_or_default();
                 (task.node_id.clone(), now + waits + budget)
             })
             .collect();

@@ -60,6 +60,7 @@ impl Scheduler {
             pool.clone(),
             Dispatcher::new(publisher.clone()),
             metrics.clone(),
+            config.node_deadline_grace,
         );
         Ok(Self {
             config,

@@ -14,10 +14,6 @@ use weft_shared::scenario::{BuiltinCatalog, Invalid, Scenario};
 
 pub use weft_shared::db::DbError;
 
-/// Time a dispatched node may take beyond its own timeout and delay before the sweeper
-/// considers its task lost (queueing under load, a worker restart).
-pub const DEADLINE_GRACE: Duration = Duration::from_secs(60);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
     Queued,
@@ -63,6 +59,8 @@ pub struct Run {
     pub trigger: Value,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
+    /// The run this one replays: it starts from the node runs recorded with it.
+    pub replay_of: Option<Uuid>,
 }
 
 /// Locks a run row (DESIGN invariant 4: results of one run are serialized).
@@ -73,7 +71,7 @@ pub async fn lock_run(
 ) -> Result<Option<Run>, DbError> {
     let statement = tx
         .prepare_cached(
-            "SELECT scenario_id, version, status, trigger, created_at, started_at \
+            "SELECT scenario_id, version, status, trigger, created_at, started_at, replay_of \
              FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
         )
         .await?;
@@ -87,6 +85,7 @@ pub async fn lock_run(
         trigger: row.get(3),
         created_at: row.get(4),
         started_at: row.get(5),
+        replay_of: row.get(6),
     }))
 }
 

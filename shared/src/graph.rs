@@ -5,7 +5,7 @@
 //! (transform, condition) inline, decides which action nodes to dispatch, propagates
 //! skips and decides when the run is over.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -145,6 +145,24 @@ pub enum Applied {
     Retry(Dispatch),
 }
 
+/// How a replay starts (see [`RunState::replay`]).
+#[derive(Debug, PartialEq)]
+pub struct Replay {
+    /// The node it starts from.
+    pub from: String,
+    /// The nodes whose outcome is reused, in scenario order.
+    pub reused: Vec<String>,
+}
+
+/// Why a run cannot be replayed as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the run has no failed node to replay from; name one with `from_node`")]
+    NothingFailed,
+    #[error("node `{0}` does not exist in the scenario version to replay on")]
+    UnknownNode(String),
+}
+
 /// Every node's state in one run, by node id.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RunState {
@@ -163,6 +181,84 @@ impl RunState {
         }
     }
 
+    /// A run that starts from recorded node states (a replay's reused nodes): states of
+    /// nodes the scenario does not have are dropped, missing nodes are pending.
+    pub fn resume(scenario: &Scenario, mut recorded: RunState) -> Self {
+        let nodes = scenario
+            .nodes
+            .iter()
+            .map(|n| {
+                let state = recorded
+                    .nodes
+                    .remove(&n.id)
+                    .unwrap_or_else(NodeState::pending);
+                (n.id.clone(), state)
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    /// The node a replay starts from by default: the first to fail.
+    pub fn first_failed(&self) -> Option<&str> {
+        self.nodes
+            .iter()
+            .filter(|(_, state)| state.status == NodeStatus::Failed)
+            .min_by_key(|(id, state)| (state.finished_at, *id))
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// What a replay of this run on `scenario` starts with: the nodes whose recorded
+    /// outcome it reuses, to be copied into the new run before it is taken up (every
+    /// other node runs again). Only statuses and finishing times are read here.
+    ///
+    /// The replay starts at `from`, or at the first failed node. That node and everything
+    /// after it run again; so does every node that did not complete or was not skipped
+    /// here (it has no output to reuse), and everything after such a node.
+    pub fn replay(&self, scenario: &Scenario, from: Option<&str>) -> Result<Replay, ReplayError> {
+        let from = match from {
+            Some(from) => from,
+            None => self.first_failed().ok_or(ReplayError::NothingFailed)?,
+        };
+        if scenario.node(from).is_none() {
+            return Err(ReplayError::UnknownNode(from.to_owned()));
+        }
+        let mut successors: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for node in &scenario.nodes {
+            for edge in &node.after {
+                successors.entry(&edge.from).or_default().push(&node.id);
+            }
+        }
+        let reusable = |id: &str| {
+            self.nodes.get(id).is_some_and(|state| {
+                matches!(state.status, NodeStatus::Completed | NodeStatus::Skipped)
+            })
+        };
+        let mut again: Vec<&str> = scenario
+            .nodes
+            .iter()
+            .map(|n| n.id.as_str())
+            .filter(|id| *id == from || !reusable(id))
+            .collect();
+        let mut runs_again: HashSet<&str> = again.iter().copied().collect();
+        while let Some(id) = again.pop() {
+            for next in successors.get(id).into_iter().flatten() {
+                if runs_again.insert(next) {
+                    again.push(next);
+                }
+            }
+        }
+        let reused = scenario
+            .nodes
+            .iter()
+            .filter(|n| !runs_again.contains(n.id.as_str()))
+            .map(|n| n.id.clone())
+            .collect();
+        Ok(Replay {
+            from: from.to_owned(),
+            reused,
+        })
+    }
+
     /// Records one attempt's result.
     pub fn apply_result(
         &mut self,
@@ -177,7 +273,11 @@ impl RunState {
             return Applied::Ignored;
         };
         let in_flight = matches!(state.status, NodeStatus::Queued | NodeStatus::Running);
-        if !in_flight || state.attempts != result.attempt {
+        // A run that ended (cancelled, timed out) cancels the attempts it had out; their
+        // result, when it still comes, is recorded, as the side effect did happen.
+        let cancelled_in_flight =
+            state.status == NodeStatus::Cancelled && state.queued_at.is_some();
+        if !(in_flight || cancelled_in_flight) || state.attempts != result.attempt {
             return Applied::Ignored;
         }
         state.changed = true;
@@ -657,6 +757,127 @@ mod tests {
             Some(json!({"class": "permanent"}))
         );
         assert_eq!(step.outcome, Some(RunOutcome::Completed));
+    }
+
+    #[test]
+    fn a_late_result_for_an_attempt_cancelled_in_flight_is_recorded_once() {
+        let s = scenario(json!([http("a", &[]), http("b", &["a"])]));
+        let mut state = RunState::new(&s);
+        state.advance(&s, &context(json!({"body": {"n": 1}})), &Templates::new());
+        // What ending the run does: everything unfinished is cancelled.
+        for node in state.nodes.values_mut() {
+            node.status = NodeStatus::Cancelled;
+        }
+        assert_eq!(
+            state.apply_result(&s, &result("b", 1, success(json!(2))), 1.0),
+            Applied::Ignored,
+            "b was never dispatched"
+        );
+        assert_eq!(
+            state.apply_result(&s, &result("a", 1, success(json!(1))), 1.0),
+            Applied::Recorded
+        );
+        assert_eq!(status(&state, "a"), NodeStatus::Completed);
+        assert_eq!(state.nodes["a"].output, Some(json!(1)));
+        assert_eq!(
+            state.apply_result(&s, &result("a", 1, success(json!("again"))), 1.0),
+            Applied::Ignored
+        );
+    }
+
+    #[test]
+    fn resuming_keeps_recorded_nodes_and_adds_the_missing_ones_as_pending() {
+        let s = scenario(json!([http("a", &[]), http("b", &["a"])]));
+        let mut recorded = RunState::default();
+        let done = NodeState {
+            status: NodeStatus::Completed,
+            output: Some(json!(1)),
+            changed: false,
+            ..NodeState::pending()
+        };
+        recorded.nodes.insert("a".into(), done.clone());
+        recorded.nodes.insert("gone".into(), done.clone());
+        let state = RunState::resume(&s, recorded);
+        assert_eq!(
+            state.nodes.keys().collect::<Vec<_>>(),
+            ["a", "b"],
+            "a node the scenario does not have is dropped"
+        );
+        assert_eq!(state.nodes["a"], done);
+        assert_eq!(state.nodes["b"], NodeState::pending());
+    }
+
+    /// A finished run where each node has the given status, finishing in the order given.
+    fn finished(statuses: &[(&str, NodeStatus)]) -> RunState {
+        let start = Utc::now();
+        let nodes = statuses
+            .iter()
+            .zip(0..)
+            .map(|(&(id, status), i)| {
+                let state = NodeState {
+                    status,
+                    attempts: 1,
+                    finished_at: Some(start + chrono::TimeDelta::seconds(i)),
+                    changed: false,
+                    ..NodeState::pending()
+                };
+                (id.to_owned(), state)
+            })
+            .collect();
+        RunState { nodes }
+    }
+
+    #[test]
+    fn a_replay_reuses_what_came_before_the_first_failed_node() {
+        use NodeStatus::{Cancelled, Completed, Failed, Skipped};
+        let s = scenario(json!([
+            http("a", &[]),
+            {"id": "c", "type": "condition", "after": ["a"], "if": "true"},
+            http("no", &["c:false"]),
+            http("b", &["c:true"]),
+            http("d", &["b"]),
+            http("side", &[]),
+            http("after_side", &["side"])
+        ]));
+        let original = finished(&[
+            ("a", Completed),
+            ("c", Completed),
+            ("no", Skipped),
+            ("side", Failed),
+            ("b", Failed),
+            ("d", Cancelled),
+            ("after_side", Cancelled),
+        ]);
+        let replay = original.replay(&s, None).expect("replayable");
+        assert_eq!(replay.from, "side", "the first node to fail");
+        assert_eq!(
+            replay.reused,
+            ["a", "c", "no"],
+            "a skipped node is reused; b failed too and d never ran: both run again"
+        );
+
+        let replay = original.replay(&s, Some("c")).expect("replayable");
+        assert_eq!(replay.reused, ["a"]);
+    }
+
+    #[test]
+    fn a_replay_needs_a_failed_node_or_a_known_one() {
+        let s = scenario(json!([http("a", &[]), http("b", &["a"])]));
+        let original = finished(&[("a", NodeStatus::Completed), ("b", NodeStatus::Completed)]);
+        assert_eq!(original.replay(&s, None), Err(ReplayError::NothingFailed));
+        assert_eq!(
+            original.replay(&s, Some("nope")),
+            Err(ReplayError::UnknownNode("nope".into()))
+        );
+        let replay = original.replay(&s, Some("b")).expect("replayable");
+        assert_eq!(replay.reused, ["a"]);
+
+        // On a newer version without the failed node, the default start is unknown there.
+        let failed = finished(&[("a", NodeStatus::Completed), ("old", NodeStatus::Failed)]);
+        assert_eq!(
+            failed.replay(&s, None),
+            Err(ReplayError::UnknownNode("old".into()))
+        );
     }
 
     #[test]

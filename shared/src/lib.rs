@@ -6,6 +6,7 @@
 //! - [`graph`]: evaluation of a run's graph: what is ready, skipped, dispatched, finished.
 //! - [`retry`]: retry policies, backoff with jitter, and the delay tiers.
 //! - [`messages`]: the versioned AMQP message types.
+//! - [`signature`]: webhook signature schemes and their constant-time verification.
 //!
 //! Edges (thin adapters over I/O):
 //! - [`queue`]: RabbitMQ topology, confirmed publishing and supervised consumers.
@@ -22,5 +23,6 @@ pub mod messages;
 pub mod queue;
 pub mod retry;
 pub mod scenario;
+pub mod signature;
 pub mod telemetry;
 pub mod template;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use crate::retry::RetryPolicy;
+use crate::signature::{Scheme, SchemeOptions, SigningSecret};
 use crate::template::Templates;
 
 /// Most nodes a scenario may have.
@@ -19,6 +20,8 @@ pub const MAX_NODES: usize = 500;
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default timeout of one action request.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest webhook signing secret accepted, in bytes.
+pub const MAX_SECRET_LEN: usize = 1024;
 
 /// One problem found in a definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,8 +92,25 @@ struct DefinitionSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum TriggerSpec {
-    Webhook {},
+    Webhook {
+        #[serde(default)]
+        signature: Option<SignatureSpec>,
+    },
     Manual {},
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureSpec {
+    scheme: String,
+    secret: Option<String>,
+    /// What a stored definition shows in place of the secret. Accepted and ignored, so
+    /// that a definition read from the API can be saved again as it is.
+    #[serde(default, rename = "secret_set")]
+    _secret_set: Option<bool>,
+    header: Option<String>,
+    encoding: Option<String>,
+    prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -222,12 +242,23 @@ impl Node {
     }
 }
 
+/// A webhook trigger's signature requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSignature {
+    pub scheme: Scheme,
+    /// The secret, when the definition carries one: only a definition being saved does.
+    /// Stored definitions never hold it (it is kept encrypted, apart from them).
+    pub secret: Option<SigningSecret>,
+}
+
 /// A validated scenario definition.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: String,
     pub description: Option<String>,
     pub trigger: TriggerKind,
+    /// For a webhook trigger that requires signed deliveries.
+    pub signature: Option<WebhookSignature>,
     pub timeout: Duration,
     pub nodes: Vec<Node>,
     index: HashMap<String, usize>,
@@ -327,13 +358,18 @@ impl<'a> Parser<'a> {
             self.problem(None, "nodes", "a scenario needs at least one node");
         }
 
+        let (trigger, signature) = match spec.trigger {
+            TriggerSpec::Webhook { signature } => (
+                TriggerKind::Webhook,
+                signature.and_then(|spec| self.signature(spec)),
+            ),
+            TriggerSpec::Manual {} => (TriggerKind::Manual, None),
+        };
         let mut scenario = Scenario {
             name: spec.name,
             description: spec.description,
-            trigger: match spec.trigger {
-                TriggerSpec::Webhook {} => TriggerKind::Webhook,
-                TriggerSpec::Manual {} => TriggerKind::Manual,
-            },
+            trigger,
+            signature,
             timeout,
             nodes,
             index,
@@ -351,6 +387,42 @@ impl<'a> Parser<'a> {
         } else {
             Err(Invalid(self.problems))
         }
+    }
+
+    fn signature(&mut self, spec: SignatureSpec) -> Option<WebhookSignature> {
+        let options = SchemeOptions {
+            header: spec.header.as_deref(),
+            encoding: spec.encoding.as_deref(),
+            prefix: spec.prefix.as_deref(),
+        };
+        let scheme = Scheme::new(&spec.scheme, options).map_err(|problems| {
+            for problem in problems {
+                self.problem(
+                    None,
+                    &format!("trigger.signature.{}", problem.option),
+                    problem.message,
+                );
+            }
+        });
+        let secret = match spec.secret {
+            Some(secret) if secret.is_empty() => {
+                self.problem(None, "trigger.signature.secret", "must not be empty");
+                None
+            }
+            Some(secret) if secret.len() > MAX_SECRET_LEN => {
+                self.problem(
+                    None,
+                    "trigger.signature.secret",
+                    format!("longer than {MAX_SECRET_LEN} bytes"),
+                );
+                None
+            }
+            secret => secret.map(SigningSecret::new),
+        };
+        Some(WebhookSignature {
+            scheme: scheme.ok()?,
+            secret,
+        })
     }
 
     fn duration(
@@ -795,6 +867,7 @@ fn ancestors(scenario: &Scenario) -> HashMap<String, HashSet<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signature::Scheme;
     use serde_json::json;
 
     fn parse(nodes: Value) -> Result<Scenario, Invalid> {
@@ -901,6 +974,94 @@ mod tests {
         .expect("valid");
         assert!(switch.has_error_branch("a"));
         assert!(!switch.has_error_branch("b"));
+    }
+
+    fn with_trigger(trigger: Value) -> Result<Scenario, Invalid> {
+        Scenario::parse(
+            &json!({"name": "t", "trigger": trigger, "nodes": [http("a", &[])]}),
+            &BuiltinCatalog,
+        )
+    }
+
+    #[test]
+    fn webhook_signatures_are_parsed_with_their_secret() {
+        let scenario = with_trigger(
+            json!({"type": "webhook", "signature": {"scheme": "github", "secret": "s3cret"}}),
+        )
+        .expect("valid");
+        let signature = scenario.signature.expect("a signature");
+        assert_eq!(signature.scheme, Scheme::Github);
+        assert_eq!(signature.secret, Some(SigningSecret::new("s3cret".into())));
+
+        // A stored definition, read back from the API, saves again as it is.
+        let stored = with_trigger(
+            json!({"type": "webhook", "signature": {"scheme": "stripe", "secret_set": true}}),
+        )
+        .expect("valid");
+        let signature = stored.signature.expect("a signature");
+        assert_eq!(signature.scheme, Scheme::Stripe);
+        assert_eq!(signature.secret, None);
+
+        let generic = with_trigger(json!({"type": "webhook", "signature": {
+            "scheme": "hmac-sha256", "secret": "k", "header": "X-Sig", "encoding": "base64", "prefix": "v1="}}))
+        .expect("valid");
+        assert_eq!(
+            generic.signature.map(|s| s.scheme.name()),
+            Some("hmac-sha256")
+        );
+        assert!(
+            with_trigger(json!({"type": "webhook"}))
+                .expect("valid")
+                .signature
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn webhook_signature_problems_name_their_field() {
+        let problems = |trigger: Value| -> Vec<String> {
+            with_trigger(trigger)
+                .expect_err("invalid")
+                .0
+                .iter()
+                .map(Problem::to_string)
+                .collect()
+        };
+        assert_eq!(
+            problems(json!({"type": "webhook", "signature": {"scheme": "md5", "secret": "k"}})),
+            vec![
+                "field `trigger.signature.scheme`: unknown scheme `md5` (expected hmac-sha256, github, stripe, slack)"
+            ]
+        );
+        assert_eq!(
+            problems(
+                json!({"type": "webhook", "signature": {"scheme": "slack", "secret": "", "encoding": "hex"}})
+            ),
+            vec![
+                "field `trigger.signature.encoding`: only for the hmac-sha256 scheme: slack fixes its own",
+                "field `trigger.signature.secret`: must not be empty"
+            ]
+        );
+        assert_eq!(
+            problems(
+                json!({"type": "webhook", "signature": {"scheme": "hmac-sha256", "secret": "k"}})
+            ),
+            vec![
+                "field `trigger.signature.header`: required for hmac-sha256: the header that carries the signature"
+            ]
+        );
+        let long = "k".repeat(MAX_SECRET_LEN + 1);
+        assert_eq!(
+            problems(json!({"type": "webhook", "signature": {"scheme": "github", "secret": long}})),
+            vec!["field `trigger.signature.secret`: longer than 1024 bytes"]
+        );
+        let found = problems(
+            json!({"type": "webhook", "signature": {"scheme": "github", "secret": "k", "algo": "x"}}),
+        );
+        assert!(found[0].contains("unknown field `algo`"), "{found:?}");
+        let found =
+            problems(json!({"type": "manual", "signature": {"scheme": "github", "secret": "k"}}));
+        assert!(found[0].contains("unknown field `signature`"), "{found:?}");
     }
 
     #[test]

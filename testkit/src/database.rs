@@ -86,10 +86,14 @@ async fn migrate_template(admin: &tokio_postgres::Client) {
     };
     if let Err(e) = migrated {
         eprintln!("rebuilding the test template database: {e}");
+        // Two statements: several in one query run as one transaction, which DROP
+        // DATABASE refuses.
         admin
-            .batch_execute(&format!(
-                "DROP DATABASE {TEMPLATE} WITH (FORCE); CREATE DATABASE {TEMPLATE}"
-            ))
+            .batch_execute(&format!("DROP DATABASE {TEMPLATE} WITH (FORCE)"))
+            .await
+            .expect("the outdated template database is dropped");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))
             .await
             .expect("template database is rebuilt");
         let mut client = connect_to(&url_of(TEMPLATE)).await;

@@ -191,6 +191,9 @@ impl Fleet {
             "500ms",
             "--requeue-after",
             "2s",
+            // Tests of lost tasks wait for a node's deadline: keep it short.
+            "--node-deadline-grace",
+            "2s",
             "--shutdown-timeout",
             "5s",
         ])
@@ -359,6 +362,11 @@ impl Fleet {
     /// A direct database client, for assertions the API does not expose.
     pub async fn pg(&self) -> tokio_postgres::Client {
         self.db.connect().await
+    }
+
+    /// The fleet's `WEFT_MASTER_KEYS`, for tests of what is encrypted under them.
+    pub fn master_keys(&self) -> &str {
+        &self.keys
     }
 
     /// Stops every service gracefully.

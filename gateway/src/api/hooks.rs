@@ -1,36 +1,69 @@
 //! Webhook endpoints: `ANY /hooks/{token}` starts a run of the token's scenario, if it is
-//! active. No API key: the unguessable token is the credential.
+//! active. No API key: the unguessable token is the credential, and, when the scenario
+//! requires it, the signature of the body.
+//!
+//! The order matters: the signature is verified over the raw body bytes before anything
+//! else looks at the body, and a repeated delivery is recognised before anything starts.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::types::Json as Jsonb;
+use utoipa::ToSchema;
 use uuid::Uuid;
 use weft_shared::scenario::TriggerKind;
+use weft_shared::signature::Scheme;
 
 use super::runs::RunAccepted;
-use crate::enqueue::{Target, enqueue};
+use crate::enqueue::{Enqueued, Target, enqueue, enqueue_delivery};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, body_rejection};
 use crate::metrics::WebhookOutcome;
+use crate::secrets::webhook_signature_aad;
 use crate::state::AppState;
 use crate::trigger::Trigger;
 
+/// Longest delivery key kept. An `Idempotency-Key` longer than this is refused; a
+/// provider's delivery id longer than this is not one, and is not used.
+const MAX_DELIVERY_KEY: usize = 255;
+
+/// The answer to a delivery that repeats an earlier one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicateDelivery {
+    /// The run the first delivery started.
+    pub run_id: Uuid,
+    /// Always `true`.
+    pub duplicate: bool,
+}
+
 /// Deliver a webhook: records a run of the token's scenario and enqueues it.
 ///
-/// Accepted with any method. The body is captured by its content type: JSON, form fields
-/// (an object), empty (null), anything else as text. `Authorization`, `Cookie`,
+/// Accepted with any method. If the scenario requires signed webhooks, the signature is
+/// verified over the raw body first. A delivery repeating one of the last 24 hours (same
+/// `Idempotency-Key`, or the same delivery id of the signature scheme: `X-GitHub-Delivery`,
+/// the Stripe event `id`, the Slack `event_id`) starts nothing and is answered 200 with the
+/// first delivery's run. The body is captured by its content type: JSON, form fields (an
+/// object), empty (null), anything else as text. `Authorization`, `Cookie`,
 /// `Proxy-Authorization` and signature headers are redacted in the stored trigger.
 #[utoipa::path(
     method(post, put, patch, get, delete),
     path = "/hooks/{token}",
     tag = "webhooks",
-    params(("token" = String, Path, description = "The scenario's webhook token")),
+    params(
+        ("token" = String, Path, description = "The scenario's webhook token"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Identifies the delivery across retries: a repeat within 24 hours starts nothing (1 to 255 characters)"),
+    ),
     request_body(content = Object, description = "Any body, up to the webhook body limit"),
     responses(
         (status = 202, description = "Recorded and enqueued", body = RunAccepted),
-        (status = 400, description = "Body declared as JSON does not parse", body = ErrorBody),
+        (status = 200, description = "A repeated delivery: nothing started; the first delivery's run", body = DuplicateDelivery),
+        (status = 400, description = "Body declared as JSON does not parse, or a malformed `Idempotency-Key`", body = ErrorBody),
+        (status = 401, description = "The scenario requires a signature, and it is missing or invalid", body = ErrorBody),
         (status = 404, description = "Unknown token, or the scenario is not active", body = ErrorBody),
         (status = 413, description = "Body over the webhook body limit", body = ErrorBody),
         (status = 503, description = "Database or broker unavailable: nothing was started, retry later", body = ErrorBody),
@@ -43,7 +76,7 @@ pub async fn receive(
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
+) -> Result<Response, ApiError> {
     let delivery = Delivery {
         method,
         uri,
@@ -52,8 +85,19 @@ pub async fn receive(
     };
     let result = accept(&state, &token, delivery).await;
     state.metrics.webhook_received(outcome(&result));
-    let run_id = result?;
-    Ok((StatusCode::ACCEPTED, Json(RunAccepted { run_id })))
+    Ok(match result? {
+        Enqueued::Started(run_id) => {
+            (StatusCode::ACCEPTED, Json(RunAccepted { run_id })).into_response()
+        }
+        Enqueued::Duplicate(run_id) => (
+            StatusCode::OK,
+            Json(DuplicateDelivery {
+                run_id,
+                duplicate: true,
+            }),
+        )
+            .into_response(),
+    })
 }
 
 /// The request, as received.
@@ -64,11 +108,28 @@ struct Delivery {
     body: Result<Bytes, BytesRejection>,
 }
 
-async fn accept(state: &AppState, token: &str, delivery: Delivery) -> Result<Uuid, ApiError> {
+/// An active scenario's webhook.
+struct Hook {
+    target: Target,
+    /// The scheme and the encrypted secret, if deliveries must be signed.
+    signature: Option<(Scheme, String)>,
+}
+
+async fn accept(state: &AppState, token: &str, delivery: Delivery) -> Result<Enqueued, ApiError> {
     let body = delivery
         .body
         .map_err(|rejection| body_rejection(&rejection, state.webhook_max_body))?;
-    let target = find_target(state, token).await?;
+    let hook = find_hook(state, token).await?;
+    if let Some((scheme, ciphertext)) = &hook.signature {
+        verify(
+            state,
+            hook.target,
+            scheme,
+            ciphertext,
+            &delivery.headers,
+            &body,
+        )?;
+    }
     let trigger = Trigger::webhook(
         &delivery.method,
         &delivery.headers,
@@ -81,17 +142,24 @@ async fn accept(state: &AppState, token: &str, delivery: Delivery) -> Result<Uui
             format!("the body is declared as JSON but does not parse: {e}"),
         )
     })?;
-    enqueue(state, target, TriggerKind::Webhook, &trigger).await
+    let scheme = hook.signature.as_ref().map(|(scheme, _)| scheme);
+    match delivery_key(&delivery.headers, scheme, &trigger.body)? {
+        Some(key) => enqueue_delivery(state, hook.target, &trigger, &key).await,
+        None => enqueue(state, hook.target, TriggerKind::Webhook, &trigger)
+            .await
+            .map(Enqueued::Started),
+    }
 }
 
 /// The active scenario behind a token. Unknown, paused, draft and deleted all answer 404:
 /// the sender cannot tell them apart, and should not.
-async fn find_target(state: &AppState, token: &str) -> Result<Target, ApiError> {
+async fn find_hook(state: &AppState, token: &str) -> Result<Hook, ApiError> {
     let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(
-            "SELECT t.workspace_id, t.scenario_id
+            "SELECT t.workspace_id, t.scenario_id, w.scheme, w.ciphertext
              FROM webhook_tokens t JOIN scenarios s ON s.id = t.scenario_id
+             LEFT JOIN webhook_signatures w ON w.scenario_id = t.scenario_id
              WHERE t.token = $1 AND s.status = 'active' AND s.deleted_at IS NULL",
         )
         .await?;
@@ -99,15 +167,75 @@ async fn find_target(state: &AppState, token: &str) -> Result<Target, ApiError> 
         .query_opt(&statement, &[&token])
         .await?
         .ok_or(ApiError::NotFound("webhook"))?;
-    Ok(Target {
-        workspace_id: row.try_get("workspace_id")?,
-        scenario_id: row.try_get("scenario_id")?,
+    let scheme: Option<Jsonb<Scheme>> = row.try_get("scheme")?;
+    let ciphertext: Option<String> = row.try_get("ciphertext")?;
+    Ok(Hook {
+        target: Target {
+            workspace_id: row.try_get("workspace_id")?,
+            scenario_id: row.try_get("scenario_id")?,
+        },
+        signature: scheme.zip(ciphertext).map(|(Jsonb(scheme), c)| (scheme, c)),
     })
 }
 
-fn outcome(result: &Result<Uuid, ApiError>) -> WebhookOutcome {
+/// Verifies the raw body's signature. Why a signature is refused is logged, never told.
+fn verify(
+    state: &AppState,
+    target: Target,
+    scheme: &Scheme,
+    ciphertext: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let aad = webhook_signature_aad(target.workspace_id, target.scenario_id);
+    // A secret that does not decrypt is our failure (a key removed from the ring too
+    // early), not the sender's: 500, and nothing is accepted unverified.
+    let secret = state
+        .keys
+        .decrypt(ciphertext, &aad)
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let now = chrono::Utc::now().timestamp();
+    scheme.verify(&secret, headers, body, now).map_err(|reason| {
+        tracing::info!(scenario_id = %target.scenario_id, scheme = scheme.name(), %reason, "webhook signature refused");
+        ApiError::InvalidSignature
+    })
+}
+
+/// What identifies this delivery across the sender's retries: its `Idempotency-Key`,
+/// else the scheme's delivery id. Prefixed with its source, so that keys from different
+/// sources cannot collide.
+fn delivery_key(
+    headers: &HeaderMap,
+    scheme: Option<&Scheme>,
+    body: &Value,
+) -> Result<Option<String>, ApiError> {
+    if let Some(value) = headers.get("idempotency-key") {
+        let key = value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|key| !key.is_empty() && key.len() <= MAX_DELIVERY_KEY)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    format!(
+                        "`Idempotency-Key` must be 1 to {MAX_DELIVERY_KEY} visible ASCII characters"
+                    ),
+                )
+            })?;
+        return Ok(Some(format!("idempotency-key:{key}")));
+    }
+    Ok(scheme.and_then(|scheme| {
+        let id = scheme.delivery_id(headers, body)?;
+        (id.len() <= MAX_DELIVERY_KEY).then(|| format!("{}:{id}", scheme.name()))
+    }))
+}
+
+fn outcome(result: &Result<Enqueued, ApiError>) -> WebhookOutcome {
     match result {
-        Ok(_) => WebhookOutcome::Accepted,
+        Ok(Enqueued::Started(_)) => WebhookOutcome::Accepted,
+        Ok(Enqueued::Duplicate(_)) => WebhookOutcome::Duplicate,
+        Err(ApiError::InvalidSignature) => WebhookOutcome::BadSignature,
         Err(ApiError::NotFound(_)) => WebhookOutcome::NotFound,
         Err(ApiError::PayloadTooLarge { .. }) => WebhookOutcome::TooLarge,
         Err(ApiError::BadRequest { .. }) => WebhookOutcome::Invalid,
@@ -117,11 +245,26 @@ fn outcome(result: &Result<Uuid, ApiError>) -> WebhookOutcome {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn errors_are_counted_by_what_the_sender_should_do() {
-        assert_eq!(outcome(&Ok(Uuid::now_v7())), WebhookOutcome::Accepted);
+        let run = Uuid::now_v7();
+        assert_eq!(
+            outcome(&Ok(Enqueued::Started(run))),
+            WebhookOutcome::Accepted
+        );
+        assert_eq!(
+            outcome(&Ok(Enqueued::Duplicate(run))),
+            WebhookOutcome::Duplicate
+        );
+        assert_eq!(
+            outcome(&Err(ApiError::InvalidSignature)),
+            WebhookOutcome::BadSignature
+        );
         assert_eq!(
             outcome(&Err(ApiError::NotFound("webhook"))),
             WebhookOutcome::NotFound
@@ -137,6 +280,51 @@ mod tests {
         assert_eq!(
             outcome(&Err(ApiError::BrokerUnavailable)),
             WebhookOutcome::Unavailable
+        );
+    }
+
+    #[test]
+    fn the_idempotency_key_comes_first_then_the_scheme_delivery_id() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-github-delivery", HeaderValue::from_static("d-1"));
+        let body = json!({"id": "evt_1", "event_id": "Ev1"});
+        let key = |headers: &HeaderMap, scheme: Option<&Scheme>| {
+            delivery_key(headers, scheme, &body).expect("valid")
+        };
+        assert_eq!(
+            key(&headers, Some(&Scheme::Github)).as_deref(),
+            Some("github:d-1")
+        );
+        assert_eq!(
+            key(&headers, Some(&Scheme::Stripe)).as_deref(),
+            Some("stripe:evt_1")
+        );
+        assert_eq!(
+            key(&headers, Some(&Scheme::Slack)).as_deref(),
+            Some("slack:Ev1")
+        );
+        assert_eq!(
+            key(&headers, None),
+            None,
+            "without a scheme, provider ids are not trusted"
+        );
+        headers.insert("idempotency-key", HeaderValue::from_static(" k-1 "));
+        assert_eq!(
+            key(&headers, Some(&Scheme::Github)).as_deref(),
+            Some("idempotency-key:k-1")
+        );
+        assert_eq!(key(&headers, None).as_deref(), Some("idempotency-key:k-1"));
+
+        let long = HeaderValue::from_str(&"k".repeat(MAX_DELIVERY_KEY + 1)).expect("valid");
+        for bad in [HeaderValue::from_static(""), long] {
+            headers.insert("idempotency-key", bad);
+            let error = delivery_key(&headers, None, &body).expect_err("refused");
+            assert_eq!(error.code(), "invalid_idempotency_key");
+        }
+        let long_id = json!({"id": "e".repeat(MAX_DELIVERY_KEY + 1)});
+        assert_eq!(
+            delivery_key(&HeaderMap::new(), Some(&Scheme::Stripe), &long_id).expect("valid"),
+            None
         );
     }
 }

@@ -78,6 +78,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::start))
         .routes(routes!(runs::list))
         .routes(routes!(runs::get))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::replay))
         .routes(routes!(openapi_json))
 }
 
@@ -160,6 +162,8 @@ mod tests {
             ("/api/v1/scenarios/{id}/runs", "post"),
             ("/api/v1/runs", "get"),
             ("/api/v1/runs/{id}", "get"),
+            ("/api/v1/runs/{id}/cancel", "post"),
+            ("/api/v1/runs/{id}/replay", "post"),
             ("/hooks/{token}", "post"),
             ("/api/v1/openapi.json", "get"),
         ];

@@ -1,4 +1,5 @@
-//! Runs: starting one by hand, listing them, and reading one with its nodes.
+//! Runs: starting one by hand, listing them, reading one with its nodes, cancelling one
+//! and replaying one.
 
 use std::str::FromStr;
 
@@ -12,7 +13,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_shared::scenario::TriggerKind;
+use weft_shared::graph::{NodeState, NodeStatus, ReplayError, RunState};
+use weft_shared::messages::{self, RunRequested};
+use weft_shared::scenario::{BuiltinCatalog, Scenario, TriggerKind};
 
 use crate::auth::Workspace;
 use crate::enqueue::{Target, enqueue};
@@ -85,7 +88,7 @@ pub struct RunSummary {
     /// The scenario version the run is pinned to.
     pub version: i32,
     pub status: RunStatus,
-    /// `webhook` or `manual`.
+    /// `webhook`, `manual` or `replay`.
     pub trigger_kind: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -93,6 +96,8 @@ pub struct RunSummary {
     /// Why the run failed: `{"class", "message", ...}`.
     #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
+    /// The run this one replays.
+    pub replay_of: Option<Uuid>,
 }
 
 /// A run with its trigger and the state of each node.
@@ -144,24 +149,22 @@ pub struct RunsQuery {
     pub cursor: Option<String>,
 }
 
-const SUMMARY_COLUMNS: &str =
-    "id, scenario_id, version, status, trigger_kind, created_at, started_at, finished_at, error";
+const SUMMARY_COLUMNS: &str = "id, scenario_id, version, status, trigger_kind, created_at, \
+                               started_at, finished_at, error, replay_of";
 
 impl RunSummary {
     fn from_row(row: &Row) -> Result<Self, ApiError> {
-        let status: &str = row.try_get("status")?;
         Ok(Self {
             id: row.try_get("id")?,
             scenario_id: row.try_get("scenario_id")?,
             version: row.try_get("version")?,
-            status: status
-                .parse()
-                .map_err(|e: String| ApiError::Internal(e.into()))?,
+            status: parse_status(row.try_get("status")?)?,
             trigger_kind: row.try_get("trigger_kind")?,
             created_at: row.try_get("created_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
             error: row.try_get("error")?,
+            replay_of: row.try_get("replay_of")?,
         })
     }
 }
@@ -307,13 +310,21 @@ pub async fn get(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<RunDetail>, ApiError> {
     let client = state.pool.get().await?;
+    read(&client, workspace.id, id).await.map(Json)
+}
+
+async fn read(
+    client: &deadpool_postgres::Client,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> Result<RunDetail, ApiError> {
     let run = client
         .prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS}, trigger FROM runs WHERE id = $1 AND workspace_id = $2"
         ))
         .await?;
     let row = client
-        .query_opt(&run, &[&id, &workspace.id])
+        .query_opt(&run, &[&id, &workspace_id])
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     let nodes = client
@@ -323,16 +334,304 @@ pub async fn get(
         )
         .await?;
     let nodes = client
-        .query(&nodes, &[&id, &workspace.id])
+        .query(&nodes, &[&id, &workspace_id])
         .await?
         .iter()
         .map(NodeRunView::from_row)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(RunDetail {
+    Ok(RunDetail {
         summary: RunSummary::from_row(&row)?,
         trigger: row.try_get("trigger")?,
         nodes,
-    }))
+    })
+}
+
+/// Cancel a queued or running run: nothing more is dispatched, and its unfinished nodes
+/// are `cancelled`. A result that arrives later for a node already sent to a worker is
+/// still recorded, but starts nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/cancel",
+    tag = "runs",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The cancelled run", body = RunDetail),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such run in this workspace", body = ErrorBody),
+        (status = 409, description = "The run already finished (`run_finished`)", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<RunDetail>, ApiError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    // The run row's lock serializes the cancel with the scheduler, which takes the same
+    // lock to record each result: no dispatch decision can slip in after it.
+    let lock = tx
+        .prepare_cached("SELECT status FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE")
+        .await?;
+    let row = tx
+        .query_opt(&lock, &[&id, &workspace.id])
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let status = parse_status(row.try_get(0)?)?;
+    if !matches!(status, RunStatus::Queued | RunStatus::Running) {
+        return Err(ApiError::Conflict {
+            code: "run_finished",
+            message: format!(
+                "the run is already {}: only a queued or running run can be cancelled",
+                status.as_str()
+            ),
+        });
+    }
+    let error = serde_json::json!({"class": "cancelled", "message": "cancelled through the API"});
+    let finish_run = tx
+        .prepare_cached(
+            "UPDATE runs SET status = 'cancelled', finished_at = now(), deadline_at = NULL, error = $3
+             WHERE id = $1 AND workspace_id = $2",
+        )
+        .await?;
+    tx.execute(&finish_run, &[&id, &workspace.id, &error])
+        .await?;
+    let cancel_nodes = tx
+        .prepare_cached(
+            "UPDATE node_runs SET status = 'cancelled', finished_at = now(), deadline_at = NULL
+             WHERE run_id = $1 AND workspace_id = $2 AND status IN ('pending', 'queued', 'running')",
+        )
+        .await?;
+    tx.execute(&cancel_nodes, &[&id, &workspace.id]).await?;
+    tx.commit().await?;
+    state.metrics.run_cancelled();
+    tracing::info!(run_id = %id, "run cancelled");
+    read(&client, workspace.id, id).await.map(Json)
+}
+
+/// Where a replay starts and on which version; an empty body replays from the first
+/// failed node on the run's own version.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// The node to start from: it and every node after it run again. By default, the
+    /// first node that failed.
+    pub from_node: Option<String>,
+    /// `latest` replays on the scenario's newest version; by default, the run's own.
+    pub version: Option<ReplayVersion>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayVersion {
+    Latest,
+}
+
+/// Replay a finished run: a new run of the same scenario, with the same trigger, that
+/// starts from `from_node` (by default the first failed node) and reuses the recorded
+/// outcome of the nodes before it; it is linked to the original by `replay_of`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/replay",
+    tag = "runs",
+    security(("api_key" = [])),
+    params(("id" = Uuid, Path, description = "Id of the run to replay")),
+    request_body(content = ReplayRequest, description = "Optional; an empty body is `{}`."),
+    responses(
+        (status = 202, description = "The replay is recorded and enqueued", body = RunAccepted),
+        (status = 400, description = "No failed node to start from (`nothing_to_replay`), or `from_node` is not in that version (`unknown_node`)", body = ErrorBody),
+        (status = 401, description = "Missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "No such run, or its scenario was deleted", body = ErrorBody),
+        (status = 409, description = "The run has not finished (`run_not_finished`)", body = ErrorBody),
+        (status = 422, description = "The body does not have the expected shape", body = ErrorBody),
+        (status = 503, description = "Database or broker unavailable: nothing was started", body = ErrorBody),
+    )
+)]
+pub async fn replay(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(id): ApiPath<Uuid>,
+    OptionalJson(body): OptionalJson,
+) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
+    let request: ReplayRequest = serde_json::from_value(body).map_err(|e| {
+        ApiError::Unprocessable(format!("the body does not have the expected shape: {e}"))
+    })?;
+    let run_id = Uuid::now_v7();
+    record_replay(&state, workspace.id, id, run_id, &request).await?;
+    announce(&state, workspace.id, run_id).await?;
+    state.metrics.replay_started();
+    tracing::info!(%run_id, replay_of = %id, "replay enqueued");
+    Ok((StatusCode::ACCEPTED, Json(RunAccepted { run_id })))
+}
+
+/// Records the replay as a queued run together with the node runs it reuses (copied from
+/// the original), in one transaction: the scheduler starts it from those.
+async fn record_replay(
+    state: &AppState,
+    workspace_id: Uuid,
+    original_id: Uuid,
+    run_id: Uuid,
+    request: &ReplayRequest,
+) -> Result<(), ApiError> {
+    let mut client = state.pool.get().await?;
+    let tx = client.transaction().await?;
+    let original = tx
+        .prepare_cached(
+            "SELECT r.status, r.scenario_id, r.version, s.current_version, s.deleted_at IS NULL AS live
+             FROM runs r JOIN scenarios s ON s.id = r.scenario_id
+             WHERE r.id = $1 AND r.workspace_id = $2",
+        )
+        .await?;
+    let original = tx
+        .query_opt(&original, &[&original_id, &workspace_id])
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    let status = parse_status(original.try_get("status")?)?;
+    if matches!(status, RunStatus::Queued | RunStatus::Running) {
+        return Err(ApiError::Conflict {
+            code: "run_not_finished",
+            message: format!(
+                "the run is still {}: wait for it to finish, or cancel it, before replaying it",
+                status.as_str()
+            ),
+        });
+    }
+    if !original.try_get::<_, bool>("live")? {
+        return Err(ApiError::NotFound("scenario"));
+    }
+    let scenario_id: Uuid = original.try_get("scenario_id")?;
+    let version: i32 = match request.version {
+        Some(ReplayVersion::Latest) => original.try_get("current_version")?,
+        None => original.try_get("version")?,
+    };
+    let definition = tx
+        .prepare_cached(
+            "SELECT definition FROM scenario_versions
+             WHERE workspace_id = $1 AND scenario_id = $2 AND version = $3",
+        )
+        .await?;
+    let definition: Value = tx
+        .query_one(&definition, &[&workspace_id, &scenario_id, &version])
+        .await?
+        .try_get(0)?;
+    let scenario =
+        Scenario::parse(&definition, &BuiltinCatalog).map_err(|e| ApiError::Conflict {
+            code: "invalid_version",
+            message: format!("version {version} of the scenario can no longer run: {e}"),
+        })?;
+
+    let nodes = tx
+        .prepare_cached(
+            "SELECT node_id, status, finished_at FROM node_runs WHERE run_id = $1 AND workspace_id = $2",
+        )
+        .await?;
+    let mut recorded = RunState::default();
+    for row in tx.query(&nodes, &[&original_id, &workspace_id]).await? {
+        let node = NodeState {
+            status: NodeStatus::parse(row.try_get(1)?).unwrap_or(NodeStatus::Failed),
+            finished_at: row.try_get(2)?,
+            ..NodeState::pending()
+        };
+        recorded.nodes.insert(row.try_get(0)?, node);
+    }
+    let replay = recorded
+        .replay(&scenario, request.from_node.as_deref())
+        .map_err(|e| {
+            let code = match e {
+                ReplayError::NothingFailed => "nothing_to_replay",
+                ReplayError::UnknownNode(_) => "unknown_node",
+            };
+            ApiError::bad_request(code, e.to_string())
+        })?;
+
+    let insert_run = tx
+        .prepare_cached(
+            "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger, replay_of)
+             SELECT $1, workspace_id, scenario_id, $3, 'queued', 'replay', trigger, id
+             FROM runs WHERE id = $2 AND workspace_id = $4",
+        )
+        .await?;
+    tx.execute(
+        &insert_run,
+        &[&run_id, &original_id, &version, &workspace_id],
+    )
+    .await?;
+    // Copied in the database: outputs can be large, and need not pass through here.
+    let positions: Vec<i32> = replay
+        .reused
+        .iter()
+        .map(|id| {
+            let position = scenario.nodes.iter().position(|n| &n.id == id).unwrap_or(0);
+            i32::try_from(position).unwrap_or(i32::MAX)
+        })
+        .collect();
+    let copy_nodes = tx
+        .prepare_cached(
+            "INSERT INTO node_runs (run_id, workspace_id, node_id, position, status, attempts, input, output,
+                                    raw_output, error, port, queued_at, started_at, finished_at)
+             SELECT $1, n.workspace_id, n.node_id, p.position, n.status, n.attempts, n.input, n.output,
+                    n.raw_output, n.error, n.port, n.queued_at, n.started_at, n.finished_at
+             FROM node_runs n JOIN UNNEST($4::text[], $5::int[]) AS p (node_id, position) USING (node_id)
+             WHERE n.run_id = $2 AND n.workspace_id = $3",
+        )
+        .await?;
+    tx.execute(
+        &copy_nodes,
+        &[
+            &run_id,
+            &original_id,
+            &workspace_id,
+            &replay.reused,
+            &positions,
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::debug!(%run_id, from = %replay.from, reused = replay.reused.len(), "replay recorded");
+    Ok(())
+}
+
+/// Publishes `RunRequested` for a recorded run and awaits the confirm (DESIGN §2.1). If
+/// the broker does not take it, the run is marked as never started and the caller gets
+/// 503, as for any other trigger.
+async fn announce(state: &AppState, workspace_id: Uuid, run_id: Uuid) -> Result<(), ApiError> {
+    let message = RunRequested {
+        v: messages::VERSION,
+        run_id,
+        workspace_id,
+    };
+    let runs = state.publisher.topology().runs();
+    let Err(e) = state.publisher.publish(&runs, &runs, &message).await else {
+        return Ok(());
+    };
+    tracing::warn!(%run_id, error = %e, "run not enqueued: broker unavailable");
+    let error = serde_json::json!({
+        "class": "permanent",
+        "message": "not enqueued: the message broker was unavailable",
+    });
+    let marked = async {
+        let client = state.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE runs SET status = 'failed', finished_at = now(), error = $2
+                 WHERE id = $1 AND status = 'queued'",
+            )
+            .await?;
+        client.execute(&statement, &[&run_id, &error]).await?;
+        Ok::<_, ApiError>(())
+    };
+    if let Err(e) = marked.await {
+        tracing::error!(%run_id, error = ?e, "could not mark a run that was not enqueued as failed; the scheduler may start it later");
+    }
+    Err(ApiError::BrokerUnavailable)
+}
+
+fn parse_status(text: &str) -> Result<RunStatus, ApiError> {
+    text.parse()
+        .map_err(|e: String| ApiError::Internal(e.into()))
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
 //! Scenarios: definitions validated when saved, stored as immutable versions; activation;
-//! and the webhook token of webhook-triggered scenarios.
+//! and the webhook token and signature secret of webhook-triggered scenarios.
+//!
+//! A signature secret never stays in a definition: it is encrypted into
+//! `webhook_signatures`, and the stored definition shows `"secret_set": true` instead.
 
 use std::str::FromStr;
 
@@ -13,14 +16,19 @@ use deadpool_postgres::Transaction;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_postgres::Row;
+use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_shared::scenario::{BuiltinCatalog, Scenario, TriggerKind};
+use weft_shared::crypto::KeyRing;
+use weft_shared::scenario::{
+    BuiltinCatalog, Invalid, Problem, Scenario, TriggerKind, WebhookSignature,
+};
 
 use crate::auth::Workspace;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::{List, PageQuery};
+use crate::secrets::webhook_signature_aad;
 use crate::state::AppState;
 
 /// The columns of a scenario as the API shows it; `s` is the `scenarios` row. A macro so
@@ -122,11 +130,28 @@ impl ScenarioView {
 
 /// Validates a definition (DESIGN §4); a 400 lists every problem found.
 fn validate(definition: &Value) -> Result<Scenario, ApiError> {
-    Scenario::parse(definition, &BuiltinCatalog).map_err(|invalid| ApiError::BadRequest {
+    Scenario::parse(definition, &BuiltinCatalog).map_err(invalid_scenario)
+}
+
+fn invalid_scenario(invalid: Invalid) -> ApiError {
+    ApiError::BadRequest {
         code: "invalid_scenario",
         message: invalid.to_string(),
         details: json!({ "problems": invalid.0 }),
-    })
+    }
+}
+
+/// The definition as it is stored and shown: a signature's secret is replaced by
+/// `"secret_set": true`.
+fn without_secret(mut definition: Value) -> Value {
+    if let Some(signature) = definition
+        .pointer_mut("/trigger/signature")
+        .and_then(Value::as_object_mut)
+    {
+        signature.remove("secret");
+        signature.insert("secret_set".into(), Value::Bool(true));
+    }
+    definition
 }
 
 /// Webhook tokens are the only secret in a webhook URL: 192 random bits.
@@ -165,13 +190,75 @@ async fn sync_webhook_token(
     Ok(())
 }
 
+/// Keeps the rule "a scenario has a `webhook_signatures` row exactly when its current
+/// version requires signed webhooks". A secret given is encrypted and stored. Without one
+/// the stored secret is kept, as long as the scheme stays the same: a definition read from
+/// the API and saved again carries none.
+async fn sync_signature(
+    transaction: &Transaction<'_>,
+    keys: &KeyRing,
+    workspace: Workspace,
+    scenario_id: Uuid,
+    signature: Option<&WebhookSignature>,
+) -> Result<(), ApiError> {
+    let Some(signature) = signature else {
+        transaction
+            .execute(
+                "DELETE FROM webhook_signatures WHERE scenario_id = $1 AND workspace_id = $2",
+                &[&scenario_id, &workspace.id],
+            )
+            .await?;
+        return Ok(());
+    };
+    let scheme = Jsonb(&signature.scheme);
+    let Some(secret) = &signature.secret else {
+        let kept = transaction
+            .execute(
+                "UPDATE webhook_signatures SET scheme = $3, updated_at = now()
+                 WHERE scenario_id = $1 AND workspace_id = $2 AND scheme->>'scheme' = $4",
+                &[
+                    &scenario_id,
+                    &workspace.id,
+                    &scheme,
+                    &signature.scheme.name(),
+                ],
+            )
+            .await?;
+        if kept == 0 {
+            return Err(invalid_scenario(Invalid(vec![Problem {
+                node: None,
+                field: "trigger.signature.secret".into(),
+                message: format!(
+                    "required: no {} secret is stored for this scenario (a stored secret is kept only while the scheme stays the same)",
+                    signature.scheme.name()
+                ),
+            }])));
+        }
+        return Ok(());
+    };
+    let ciphertext = keys.encrypt(
+        secret.as_bytes(),
+        &webhook_signature_aad(workspace.id, scenario_id),
+    );
+    transaction
+        .execute(
+            "INSERT INTO webhook_signatures (scenario_id, workspace_id, scheme, ciphertext)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (scenario_id) DO UPDATE
+             SET scheme = EXCLUDED.scheme, ciphertext = EXCLUDED.ciphertext, updated_at = now()",
+            &[&scenario_id, &workspace.id, &scheme, &ciphertext],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Create a scenario (version 1, status `draft`).
 #[utoipa::path(
     post,
     path = "/api/v1/scenarios",
     tag = "scenarios",
     security(("api_key" = [])),
-    request_body(content = Object, description = "A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`"),
+    request_body(content = Object, description = "A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`. A `trigger.signature.secret` is stored encrypted and never shown: reads show `\"secret_set\": true`"),
     responses(
         (status = 201, description = "Scenario created", body = ScenarioView),
         (status = 400, description = "Invalid definition (`invalid_scenario`, with `details.problems`) or malformed JSON", body = ErrorBody),
@@ -200,10 +287,18 @@ pub async fn create(
     transaction
         .execute(
             "INSERT INTO scenario_versions (workspace_id, scenario_id, version, definition) VALUES ($1, $2, 1, $3)",
-            &[&workspace.id, &id, &definition],
+            &[&workspace.id, &id, &without_secret(definition)],
         )
         .await?;
     sync_webhook_token(&transaction, workspace, id, scenario.trigger).await?;
+    sync_signature(
+        &transaction,
+        &state.keys,
+        workspace,
+        id,
+        scenario.signature.as_ref(),
+    )
+    .await?;
     let row = transaction
         .query_one(
             concat!(
@@ -308,7 +403,7 @@ pub async fn get(
     tag = "scenarios",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Scenario id")),
-    request_body(content = Object, description = "The new definition (DESIGN §4)"),
+    request_body(content = Object, description = "The new definition (DESIGN §4). Without `trigger.signature.secret`, the stored secret is kept if the scheme is unchanged"),
     responses(
         (status = 200, description = "Saved as a new version", body = ScenarioView),
         (status = 400, description = "Invalid definition (`invalid_scenario`, with `details.problems`), malformed JSON or id", body = ErrorBody),
@@ -343,10 +438,18 @@ pub async fn update(
     transaction
         .execute(
             "INSERT INTO scenario_versions (workspace_id, scenario_id, version, definition) VALUES ($1, $2, $3, $4)",
-            &[&workspace.id, &id, &version, &definition],
+            &[&workspace.id, &id, &version, &without_secret(definition)],
         )
         .await?;
     sync_webhook_token(&transaction, workspace, id, scenario.trigger).await?;
+    sync_signature(
+        &transaction,
+        &state.keys,
+        workspace,
+        id,
+        scenario.signature.as_ref(),
+    )
+    .await?;
     let row = transaction
         .query_one(
             concat!(
@@ -394,12 +497,16 @@ pub async fn delete(
     if deleted == 0 {
         return Err(ApiError::NotFound("scenario"));
     }
-    transaction
-        .execute(
-            "DELETE FROM webhook_tokens WHERE scenario_id = $1 AND workspace_id = $2",
-            &[&id, &workspace.id],
-        )
-        .await?;
+    // Its webhook stops, and its signature secret and delivery records go with it.
+    for statement in [
+        "DELETE FROM webhook_tokens WHERE scenario_id = $1 AND workspace_id = $2",
+        "DELETE FROM webhook_signatures WHERE scenario_id = $1 AND workspace_id = $2",
+        "DELETE FROM webhook_deliveries WHERE scenario_id = $1 AND workspace_id = $2",
+    ] {
+        transaction
+            .execute(statement, &[&id, &workspace.id])
+            .await?;
+    }
     transaction.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -549,6 +656,22 @@ mod tests {
             problems.iter().any(|p| p["field"] == "name"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn stored_definitions_say_a_secret_is_set_but_never_hold_it() {
+        let stored = without_secret(json!({
+            "name": "n",
+            "trigger": {"type": "webhook", "signature": {"scheme": "github", "secret": "s3cret"}},
+            "nodes": []
+        }));
+        assert_eq!(
+            stored["trigger"]["signature"],
+            json!({"scheme": "github", "secret_set": true})
+        );
+        assert!(!stored.to_string().contains("s3cret"));
+        let unsigned = json!({"name": "n", "trigger": {"type": "webhook"}, "nodes": []});
+        assert_eq!(without_secret(unsigned.clone()), unsigned);
     }
 
     #[test]

@@ -1,0 +1,577 @@
+//! Scenario semantics end to end: error handling, cancel, replay and timeouts, across
+//! gateway, scheduler and worker over the real broker and database.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use weft_shared::messages::{self, NodeTask};
+use weft_shared::queue;
+use weft_testkit::{Fleet, Reply, Upstream, Workspace};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
+        .unwrap_or_else(|| panic!("run has no node {id}: {run}"))
+}
+
+fn http(id: &str, after: &[&str], url: String) -> Value {
+    json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after,
+           "input": {"method": "POST", "url": url}})
+}
+
+/// Starts a manual run of a scenario; returns its id.
+async fn start(fleet: &Fleet, workspace: &Workspace, scenario: &str) -> String {
+    let (status, body) = fleet
+        .call(
+            workspace,
+            "POST",
+            &format!("/api/v1/scenarios/{scenario}/runs"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    body["run_id"].as_str().expect("run_id").to_owned()
+}
+
+/// Asks for a replay; returns the status and body of the answer.
+async fn replay(
+    fleet: &Fleet,
+    workspace: &Workspace,
+    run_id: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    fleet
+        .call(
+            workspace,
+            "POST",
+            &format!("/api/v1/runs/{run_id}/replay"),
+            body,
+        )
+        .await
+}
+
+async fn get_run(fleet: &Fleet, workspace: &Workspace, run_id: &str) -> Value {
+    let (status, run) = fleet
+        .call(workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
+        .await;
+    assert_eq!(status, 200, "{run}");
+    run
+}
+
+/// Polls until `done` holds for the run, and returns it.
+async fn wait_until(
+    fleet: &Fleet,
+    workspace: &Workspace,
+    run_id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    loop {
+        let run = get_run(fleet, workspace, run_id).await;
+        if done(&run) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_branch_handles_a_failure_and_the_run_completes() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script(
+        "/charge",
+        vec![Reply::json(402, json!({"error": "declined"}))],
+    );
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let mut charge = http("charge", &[], url("/charge"));
+    charge["retry"] = json!({"max_attempts": 1});
+    let mut alert = http("alert", &["charge:error"], url("/alert"));
+    alert["input"]["body"] = json!({"class": "{{ nodes.charge.error.class }}", "status": "{{ nodes.charge.error.status }}"});
+    let definition = json!({
+        "name": "error branch",
+        "trigger": {"type": "manual"},
+        "nodes": [charge, alert, http("ship", &["charge"], url("/ship"))]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(
+        run["status"], "completed",
+        "the error branch handled it: {run}"
+    );
+    assert_eq!(run["error"], Value::Null);
+    assert_eq!(node(&run, "charge")["status"], "failed");
+    assert_eq!(node(&run, "charge")["error"]["status"], 402);
+    assert_eq!(node(&run, "alert")["status"], "completed");
+    assert_eq!(node(&run, "ship")["status"], "skipped");
+    let alerts = upstream.received_on("/alert");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].body, json!({"class": "permanent", "status": 402}));
+    assert!(upstream.received_on("/ship").is_empty());
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_error_continue_passes_the_error_on_as_the_node_output() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script(
+        "/lookup",
+        vec![Reply::json(404, json!({"error": "no such person"}))],
+    );
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let mut lookup = http("lookup", &[], url("/lookup"));
+    lookup["on_error"] = json!("continue");
+    let mut next = http("next", &["lookup"], url("/next"));
+    next["input"]["body"] = json!({"looked_up": "{{ nodes.lookup.output }}"});
+    let definition = json!({
+        "name": "continue",
+        "trigger": {"type": "manual"},
+        "nodes": [lookup, next]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "completed", "{run}");
+    let lookup = node(&run, "lookup");
+    assert_eq!(lookup["status"], "failed");
+    let output = &lookup["output"];
+    assert_eq!(output["class"], "permanent", "{output}");
+    assert_eq!(output["status"], 404, "{output}");
+    assert!(output["message"].is_string(), "{output}");
+    assert!(
+        output["body"]
+            .as_str()
+            .is_some_and(|body| body.contains("no such person")),
+        "the start of the upstream body: {output}"
+    );
+    assert_eq!(node(&run, "next")["status"], "completed");
+    let sent = upstream.received_on("/next");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body["looked_up"], *output);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_running_run_dispatches_nothing_more_and_records_the_late_result() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script(
+        "/slow",
+        vec![Reply::json(200, json!({"done": true})).after(Duration::from_secs(2))],
+    );
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let definition = json!({
+        "name": "cancel",
+        "trigger": {"type": "manual"},
+        "nodes": [http("slow", &[], url("/slow")), http("next", &["slow"], url("/next"))]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let run_id = start(&fleet, &workspace, &scenario).await;
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while upstream.received_on("/slow").is_empty() {
+        assert!(Instant::now() < deadline, "the slow node never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let other = fleet.workspace().await;
+    let (status, body) = fleet
+        .call(
+            &other,
+            "POST",
+            &format!("/api/v1/runs/{run_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "another workspace's run: {body}");
+
+    let (status, cancelled) = fleet
+        .call(
+            &workspace,
+            "POST",
+            &format!("/api/v1/runs/{run_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["error"]["class"], "cancelled");
+    assert!(cancelled["finished_at"].is_string(), "{cancelled}");
+    assert_eq!(node(&cancelled, "slow")["status"], "cancelled");
+    assert_eq!(node(&cancelled, "next")["status"], "cancelled");
+
+    let (status, body) = fleet
+        .call(
+            &workspace,
+            "POST",
+            &format!("/api/v1/runs/{run_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "run_finished");
+
+    // The slow request finishes after the cancel: recorded, and nothing follows it.
+    let run = wait_until(
+        &fleet,
+        &workspace,
+        &run_id,
+        "recorded the late result",
+        |run| node(run, "slow")["status"] == "completed",
+    )
+    .await;
+    assert_eq!(node(&run, "slow")["output"]["body"], json!({"done": true}));
+    assert_eq!(run["status"], "cancelled");
+    assert_eq!(node(&run, "next")["status"], "cancelled");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        upstream.received_on("/next").is_empty(),
+        "nothing is dispatched after a cancel"
+    );
+    assert_eq!(get_run(&fleet, &workspace, &run_id).await, run);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_cancelled_before_it_was_taken_up_never_starts() {
+    let mut fleet = Fleet::with(0, 1).await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "cancel queued",
+        "trigger": {"type": "manual"},
+        "nodes": [http("call", &[], format!("{}/call", upstream.url))]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let run_id = start(&fleet, &workspace, &scenario).await;
+    let (status, cancelled) = fleet
+        .call(
+            &workspace,
+            "POST",
+            &format!("/api/v1/runs/{run_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+
+    // The scheduler now consumes the run's request, and takes nothing up.
+    let scheduler = fleet.spawn_scheduler().await;
+    fleet.schedulers.push(scheduler);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(get_run(&fleet, &workspace, &run_id).await, cancelled);
+    assert!(upstream.received().is_empty());
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_starts_at_the_failed_node_and_reuses_the_outputs_before_it() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script("/first", vec![Reply::json(200, json!({"n": 7}))]);
+    upstream.script(
+        "/second",
+        vec![
+            Reply::json(400, json!({"error": "fix me"})),
+            Reply::json(200, json!({})),
+        ],
+    );
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let mut third = http("third", &["second"], url("/third"));
+    third["input"]["body"] = json!({"n": "{{ nodes.first.output.body.n }}"});
+    let definition = json!({
+        "name": "replay",
+        "trigger": {"type": "manual"},
+        "nodes": [http("first", &[], url("/first")), http("second", &["first"], url("/second")), third]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let original_id = start(&fleet, &workspace, &scenario).await;
+    let original = fleet
+        .wait_for_run(&workspace, &original_id, RUN_TIMEOUT)
+        .await;
+    assert_eq!(original["status"], "failed", "{original}");
+    assert_eq!(original["replay_of"], Value::Null);
+
+    let (status, body) = replay(&fleet, &workspace, &original_id, None).await;
+    assert_eq!(status, 202, "{body}");
+    let replay_id = body["run_id"].as_str().expect("run_id").to_owned();
+    let replayed = fleet
+        .wait_for_run(&workspace, &replay_id, RUN_TIMEOUT)
+        .await;
+    assert_eq!(replayed["status"], "completed", "{replayed}");
+    assert_eq!(replayed["replay_of"], original_id);
+    assert_eq!(replayed["trigger_kind"], "replay");
+    assert_eq!(replayed["version"], original["version"]);
+    assert_eq!(replayed["trigger"], original["trigger"]);
+    assert_eq!(
+        node(&replayed, "first")["output"],
+        node(&original, "first")["output"],
+        "the first node's outcome is reused"
+    );
+    assert_eq!(upstream.received_on("/first").len(), 1, "not called again");
+    assert_eq!(upstream.received_on("/second").len(), 2);
+    let third_calls = upstream.received_on("/third");
+    assert_eq!(third_calls.len(), 1);
+    assert_eq!(
+        third_calls[0].body,
+        json!({"n": 7}),
+        "from the reused output"
+    );
+
+    // A completed run has no failed node: the start must be named, and must exist.
+    let (status, body) = replay(&fleet, &workspace, &replay_id, None).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "nothing_to_replay");
+    let (status, body) = replay(
+        &fleet,
+        &workspace,
+        &replay_id,
+        Some(json!({"from_node": "fourth"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_node");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`fourth`")),
+        "{body}"
+    );
+    let other = fleet.workspace().await;
+    let (status, body) = replay(&fleet, &other, &replay_id, None).await;
+    assert_eq!(status, 404, "another workspace's run: {body}");
+
+    // From a named node, on a replay: only that node runs again.
+    let (status, body) = replay(
+        &fleet,
+        &workspace,
+        &replay_id,
+        Some(json!({"from_node": "third"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let again_id = body["run_id"].as_str().expect("run_id");
+    let again = fleet.wait_for_run(&workspace, again_id, RUN_TIMEOUT).await;
+    assert_eq!(again["status"], "completed", "{again}");
+    assert_eq!(again["replay_of"], replay_id.as_str());
+    assert_eq!(upstream.received_on("/first").len(), 1);
+    assert_eq!(upstream.received_on("/second").len(), 2);
+    assert_eq!(upstream.received_on("/third").len(), 2);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_on_the_latest_version_runs_the_new_definition() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script("/v1", vec![Reply::json(400, json!({}))]);
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let version = |path: &str| {
+        json!({
+            "name": "versions",
+            "trigger": {"type": "manual"},
+            "nodes": [http("first", &[], url("/first")), http("second", &["first"], url(path))]
+        })
+    };
+    let (scenario, _) = fleet.active_scenario(&workspace, version("/v1")).await;
+    let original_id = start(&fleet, &workspace, &scenario).await;
+    let original = fleet
+        .wait_for_run(&workspace, &original_id, RUN_TIMEOUT)
+        .await;
+    assert_eq!(original["status"], "failed", "{original}");
+
+    let (status, body) = fleet
+        .call(
+            &workspace,
+            "PUT",
+            &format!("/api/v1/scenarios/{scenario}"),
+            Some(version("/v2")),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], 2);
+
+    // By default the replay stays on the run's version, and fails the same way.
+    let (status, body) = replay(&fleet, &workspace, &original_id, Some(json!({}))).await;
+    assert_eq!(status, 202, "{body}");
+    let same = fleet
+        .wait_for_run(
+            &workspace,
+            body["run_id"].as_str().expect("run_id"),
+            RUN_TIMEOUT,
+        )
+        .await;
+    assert_eq!(
+        (&same["status"], &same["version"]),
+        (&json!("failed"), &json!(1))
+    );
+
+    let (status, body) = replay(
+        &fleet,
+        &workspace,
+        &original_id,
+        Some(json!({"version": "latest"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let latest = fleet
+        .wait_for_run(
+            &workspace,
+            body["run_id"].as_str().expect("run_id"),
+            RUN_TIMEOUT,
+        )
+        .await;
+    assert_eq!(latest["status"], "completed", "{latest}");
+    assert_eq!(latest["version"], 2);
+    assert_eq!(upstream.received_on("/first").len(), 1, "reused every time");
+    assert_eq!(upstream.received_on("/v1").len(), 2);
+    assert_eq!(upstream.received_on("/v2").len(), 1);
+
+    let (status, body) = replay(
+        &fleet,
+        &workspace,
+        &original_id,
+        Some(json!({"version": "3"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_whose_upstream_does_not_answer_in_time_fails_with_a_timeout() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script(
+        "/hang",
+        vec![Reply::json(200, json!({})).after(Duration::from_secs(5))],
+    );
+    let workspace = fleet.workspace().await;
+    let mut hang = http("hang", &[], format!("{}/hang", upstream.url));
+    hang["timeout"] = json!("500ms");
+    hang["retry"] = json!({"max_attempts": 1});
+    let definition =
+        json!({"name": "node timeout", "trigger": {"type": "manual"}, "nodes": [hang]});
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let started = Instant::now();
+    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(node(&run, "hang")["error"]["class"], "timeout", "{run}");
+    assert_eq!(node(&run, "hang")["attempts"], 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "failed before the upstream answered: {:?}",
+        started.elapsed()
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_past_its_timeout_is_timed_out_and_its_unfinished_nodes_cancelled() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script(
+        "/hang",
+        vec![Reply::json(200, json!({})).after(Duration::from_secs(4))],
+    );
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let definition = json!({
+        "name": "run timeout",
+        "trigger": {"type": "manual"},
+        "settings": {"timeout": "1s"},
+        "nodes": [http("hang", &[], url("/hang")), http("next", &["hang"], url("/next"))]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let started = Instant::now();
+    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "timed_out", "{run}");
+    assert_eq!(run["error"]["class"], "timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "timed out before the upstream answered: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(node(&run, "hang")["status"], "cancelled");
+    assert_eq!(node(&run, "next")["status"], "cancelled");
+    assert!(upstream.received_on("/next").is_empty());
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_whose_worker_never_answers_is_dispatched_again_after_its_deadline() {
+    let mut fleet = Fleet::with(1, 0).await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let mut call = http("call", &[], format!("{}/work", upstream.url));
+    call["timeout"] = json!("500ms");
+    call["retry"] = json!({"max_attempts": 3, "initial": "100ms"});
+    let definition = json!({"name": "lost task", "trigger": {"type": "manual"}, "nodes": [call]});
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+
+    // A worker that takes the task and then hangs: it never acks, never answers.
+    let topology = fleet.topology();
+    let hung = queue::connect(&weft_testkit::amqp_url(), "hung worker")
+        .await
+        .expect("broker reachable");
+    let channel = hung.create_channel().await.expect("channel");
+    topology.declare(&channel).await.expect("topology");
+    channel
+        .basic_qos(1, BasicQosOptions { global: false })
+        .await
+        .expect("qos");
+    let mut consumer = channel
+        .basic_consume(
+            topology.tasks().as_str().into(),
+            "hung".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let started = Instant::now();
+    let run_id = start(&fleet, &workspace, &scenario).await;
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("the task is delivered")
+        .expect("stream open")
+        .expect("delivery");
+    let task: NodeTask = messages::decode(&delivery.data).expect("a node task");
+    assert_eq!((task.run_id.to_string(), task.attempt), (run_id.clone(), 1));
+
+    // Its prefetch is full, so the next attempt goes to this live worker.
+    let worker = fleet.spawn_worker().await;
+    fleet.workers.push(worker);
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(node(&run, "call")["attempts"], 2, "{run}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "not before the deadline (500ms timeout + 2s grace): {:?}",
+        started.elapsed()
+    );
+    assert_eq!(upstream.received_on("/work").len(), 1);
+    fleet.stop().await;
+    drop(delivery);
+    let _ = hung.close(200, "done".into()).await;
+}
