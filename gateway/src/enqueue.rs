@@ -143,10 +143,20 @@ async fn publish(
     target: Target,
     kind: TriggerKind,
 ) -> Result<(), ApiError> {
+    announce(state, target.workspace_id, run_id).await?;
+    state.metrics.run_started(kind);
+    tracing::info!(%run_id, scenario_id = %target.scenario_id, trigger = kind.as_str(), "run enqueued");
+    Ok(())
+}
+
+/// Publishes `RunRequested` for a recorded run and awaits the confirm (DESIGN §2.1). If
+/// the broker does not take it, the run is marked as never started and the caller gets
+/// 503, as for any other trigger.
+pub async fn announce(state: &AppState, workspace_id: Uuid, run_id: Uuid) -> Result<(), ApiError> {
     let message = RunRequested {
         v: messages::VERSION,
         run_id,
-        workspace_id: target.workspace_id,
+        workspace_id,
     };
     let runs = state.publisher.topology().runs();
     if let Err(e) = state.publisher.publish(&runs, &runs, &message).await {
@@ -154,8 +164,6 @@ async fn publish(
         mark_not_enqueued(state, run_id).await;
         return Err(ApiError::BrokerUnavailable);
     }
-    state.metrics.run_started(kind);
-    tracing::info!(%run_id, scenario_id = %target.scenario_id, trigger = kind.as_str(), "run enqueued");
     Ok(())
 }
 

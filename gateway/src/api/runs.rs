@@ -14,11 +14,10 @@ use tokio_postgres::types::ToSql;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use weft_shared::graph::{NodeState, NodeStatus, ReplayError, RunState};
-use weft_shared::messages::{self, RunRequested};
 use weft_shared::scenario::{BuiltinCatalog, Scenario, TriggerKind};
 
 use crate::auth::Workspace;
-use crate::enqueue::{Target, enqueue};
+use crate::enqueue::{self, Target, enqueue};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, OptionalJson};
 use crate::paging::{List, Page, parse_id};
@@ -461,7 +460,7 @@ pub async fn replay(
     })?;
     let run_id = Uuid::now_v7();
     record_replay(&state, workspace.id, id, run_id, &request).await?;
-    announce(&state, workspace.id, run_id).await?;
+    enqueue::announce(&state, workspace.id, run_id).await?;
     state.metrics.replay_started();
     tracing::info!(%run_id, replay_of = %id, "replay enqueued");
     Ok((StatusCode::ACCEPTED, Json(RunAccepted { run_id })))
@@ -592,41 +591,6 @@ async fn record_replay(
     tx.commit().await?;
     tracing::debug!(%run_id, from = %replay.from, reused = replay.reused.len(), "replay recorded");
     Ok(())
-}
-
-/// Publishes `RunRequested` for a recorded run and awaits the confirm (DESIGN §2.1). If
-/// the broker does not take it, the run is marked as never started and the caller gets
-/// 503, as for any other trigger.
-async fn announce(state: &AppState, workspace_id: Uuid, run_id: Uuid) -> Result<(), ApiError> {
-    let message = RunRequested {
-        v: messages::VERSION,
-        run_id,
-        workspace_id,
-    };
-    let runs = state.publisher.topology().runs();
-    let Err(e) = state.publisher.publish(&runs, &runs, &message).await else {
-        return Ok(());
-    };
-    tracing::warn!(%run_id, error = %e, "run not enqueued: broker unavailable");
-    let error = serde_json::json!({
-        "class": "permanent",
-        "message": "not enqueued: the message broker was unavailable",
-    });
-    let marked = async {
-        let client = state.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "UPDATE runs SET status = 'failed', finished_at = now(), error = $2
-                 WHERE id = $1 AND status = 'queued'",
-            )
-            .await?;
-        client.execute(&statement, &[&run_id, &error]).await?;
-        Ok::<_, ApiError>(())
-    };
-    if let Err(e) = marked.await {
-        tracing::error!(%run_id, error = ?e, "could not mark a run that was not enqueued as failed; the scheduler may start it later");
-    }
-    Err(ApiError::BrokerUnavailable)
 }
 
 fn parse_status(text: &str) -> Result<RunStatus, ApiError> {
