@@ -33,16 +33,18 @@ impl Trigger {
 
     /// A webhook delivery. The body is decoded by its content type: JSON, form fields
     /// (an object), empty (null), anything else as text. Fails only when a body declared
-    /// as JSON does not parse.
+    /// as JSON does not parse. `signature_header` names a scenario's own signature header
+    /// (a generic HMAC scheme), redacted like the well-known ones.
     pub fn webhook(
         method: &Method,
         headers: &HeaderMap,
         query: Option<&str>,
         body: &[u8],
+        signature_header: Option<&str>,
     ) -> Result<Self, serde_json::Error> {
         Ok(Self {
             body: decode_body(media_type(headers).as_deref(), body)?,
-            headers: capture_headers(headers),
+            headers: capture_headers(headers, signature_header),
             query: decode_form(query.unwrap_or_default().as_bytes()),
             method: method.to_string(),
         })
@@ -69,10 +71,11 @@ fn decode_form(encoded: &[u8]) -> Map<String, Value> {
 
 /// Header names are lower-case (HTTP/2 style); a repeated header's values are joined
 /// with `, ` as HTTP allows; credentials and signatures are redacted.
-fn capture_headers(headers: &HeaderMap) -> Map<String, Value> {
+fn capture_headers(headers: &HeaderMap, signature_header: Option<&str>) -> Map<String, Value> {
     let mut captured = Map::new();
     for name in headers.keys() {
-        let value = if is_secret(name.as_str()) {
+        let named_secret = signature_header.is_some_and(|h| name.as_str().eq_ignore_ascii_case(h));
+        let value = if is_secret(name.as_str()) || named_secret {
             REDACTED.to_owned()
         } else {
             headers
@@ -120,8 +123,10 @@ mod tests {
         ]);
         map.insert(AUTHORIZATION, HeaderValue::from_static("Bearer secret"));
         map.insert(COOKIE, HeaderValue::from_static("session=secret"));
-        let captured = capture_headers(&map);
+        map.insert("x-shop-hmac", HeaderValue::from_static("c2lnbmVk"));
+        let captured = capture_headers(&map, Some("X-Shop-Hmac"));
         for name in [
+            "x-shop-hmac",
             "authorization",
             "cookie",
             "proxy-authorization",
@@ -142,6 +147,7 @@ mod tests {
             &headers(&[("content-type", "application/json; charset=utf-8")]),
             None,
             br#"{"phone": "+33 6"}"#,
+            None,
         )
         .expect("valid JSON");
         assert_eq!(json_body.body, json!({"phone": "+33 6"}));
@@ -151,6 +157,7 @@ mod tests {
             &headers(&[("content-type", "application/x-www-form-urlencoded")]),
             None,
             b"name=Ada+Lovelace&tag=a&tag=b&email=ada%40example.com",
+            None,
         )
         .expect("form");
         assert_eq!(
@@ -163,12 +170,13 @@ mod tests {
             &headers(&[("content-type", "text/plain")]),
             None,
             b"hi \xff",
+            None,
         )
         .expect("text");
         assert_eq!(text.body, json!("hi \u{fffd}"));
         assert_eq!(text.method, "PUT");
 
-        let untyped = Trigger::webhook(&Method::POST, &HeaderMap::new(), None, b"{\"a\":1}")
+        let untyped = Trigger::webhook(&Method::POST, &HeaderMap::new(), None, b"{\"a\":1}", None)
             .expect("untyped");
         assert_eq!(
             untyped.body,
@@ -181,6 +189,7 @@ mod tests {
             &headers(&[("content-type", "application/json")]),
             None,
             b"",
+            None,
         )
         .expect("empty");
         assert_eq!(empty.body, Value::Null);
@@ -190,6 +199,7 @@ mod tests {
             &headers(&[("content-type", "application/json")]),
             None,
             b"{",
+            None,
         );
         assert!(broken.is_err());
     }
@@ -201,13 +211,15 @@ mod tests {
             &HeaderMap::new(),
             Some("a=1&b=x%20y&flag"),
             b"",
+            None,
         )
         .expect("query");
         assert_eq!(
             Value::Object(trigger.query),
             json!({"a": "1", "b": "x y", "flag": ""})
         );
-        let none = Trigger::webhook(&Method::GET, &HeaderMap::new(), None, b"").expect("no query");
+        let none =
+            Trigger::webhook(&Method::GET, &HeaderMap::new(), None, b"", None).expect("no query");
         assert!(none.query.is_empty());
     }
 

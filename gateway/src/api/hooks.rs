@@ -130,11 +130,16 @@ async fn accept(state: &AppState, token: &str, delivery: Delivery) -> Result<Enq
             &body,
         )?;
     }
+    let signature_header = match hook.signature.as_ref() {
+        Some((Scheme::HmacSha256(generic), _)) => Some(generic.header.as_str()),
+        _ => None,
+    };
     let trigger = Trigger::webhook(
         &delivery.method,
         &delivery.headers,
         delivery.uri.query(),
         &body,
+        signature_header,
     )
     .map_err(|e| {
         ApiError::bad_request(
