@@ -315,9 +315,30 @@ async fn a_trigger_the_broker_cannot_take_gets_503_and_its_run_never_starts() {
             scenario(json!([transform("t", &[], json!({}))])),
         )
         .await;
-    let offline = fleet
+    let (offline, offline_ops) = fleet
         .gateway_with_broker("amqp://guest:guest@127.0.0.1:1/%2f")
         .await;
+    let ready = fleet
+        .client
+        .get(format!("{offline_ops}/readyz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        ready.status(),
+        503,
+        "not ready while the broker is unreachable"
+    );
+    let ready: Value = ready.json().await.expect("JSON");
+    assert_eq!(ready["checks"]["broker"], "down", "{ready}");
+    assert_eq!(ready["checks"]["database"], "up", "{ready}");
+    let healthy = fleet
+        .client
+        .get(format!("{offline_ops}/healthz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(healthy.status(), 200, "the process itself is alive");
     let response = fleet
         .client
         .post(format!("{offline}/api/v1/scenarios/{id}/runs"))

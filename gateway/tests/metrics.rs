@@ -1,12 +1,40 @@
 //! Every binary's operations address: `/healthz`, `/readyz` with each dependency, and a
 //! `/metrics` exposition that `promtool check metrics` accepts, with no ids in labels.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weft_testkit::{Fleet, Upstream};
+use weft_testkit::{Fleet, Reply, Upstream};
+
+/// The value of the sample named `name` whose labels include `labels`.
+fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((metric, rest)) => (metric, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let found: BTreeMap<&str, &str> = label_text
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k, v.trim_matches('"')))
+                .collect();
+            labels
+                .iter()
+                .all(|(k, v)| found.get(k) == Some(v))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+}
 
 fn promtool_check(exposition: &str) -> Result<(), String> {
     let mut child = Command::new("promtool")
@@ -50,11 +78,27 @@ async fn every_binary_serves_health_readiness_and_clean_metrics() {
                    "input": {"url": format!("{}/m", upstream.url)}}]
     });
     let (scenario_id, hook) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet.fire(&hook, json!({})).await;
+    let mut run_id = String::new();
+    for _ in 0..3 {
+        run_id = fleet.fire(&hook, json!({})).await;
+        let run = fleet
+            .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+            .await;
+        assert_eq!(run["status"], "completed");
+    }
+    upstream.script("/m", vec![Reply::json(400, json!({"error": "bad"}))]);
+    let failing = fleet.fire(&hook, json!({})).await;
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+        .wait_for_run(&workspace, &failing, Duration::from_secs(20))
         .await;
-    assert_eq!(run["status"], "completed");
+    assert_eq!(run["status"], "failed");
+    let unknown = fleet
+        .client
+        .post(fleet.url("/hooks/unknown"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(unknown.status(), 404);
 
     let services = [
         (
@@ -130,6 +174,58 @@ async fn every_binary_serves_health_readiness_and_clean_metrics() {
             assert!(
                 !exposition.contains(id.as_str()),
                 "{name} metrics carry an id in a label"
+            );
+        }
+        let expected: &[(&str, &[(&str, &str)], f64)] = match name {
+            "gateway" => &[
+                (
+                    "weft_webhooks_received_total",
+                    &[("outcome", "accepted")],
+                    4.0,
+                ),
+                (
+                    "weft_webhooks_received_total",
+                    &[("outcome", "not_found")],
+                    1.0,
+                ),
+                ("weft_runs_started_total", &[("trigger", "webhook")], 4.0),
+            ],
+            "scheduler" => &[
+                ("weft_runs_finished_total", &[("status", "completed")], 3.0),
+                ("weft_runs_finished_total", &[("status", "failed")], 1.0),
+                ("weft_run_duration_seconds_count", &[], 4.0),
+                ("weft_node_retries_total", &[("connector", "http")], 0.0),
+            ],
+            _ => &[
+                (
+                    "weft_external_requests_total",
+                    &[("connector", "http"), ("status_class", "2xx")],
+                    3.0,
+                ),
+                (
+                    "weft_external_requests_total",
+                    &[("connector", "http"), ("status_class", "4xx")],
+                    1.0,
+                ),
+                (
+                    "weft_node_duration_seconds_count",
+                    &[("action", "request"), ("outcome", "success")],
+                    3.0,
+                ),
+                (
+                    "weft_node_duration_seconds_count",
+                    &[("action", "request"), ("outcome", "permanent")],
+                    1.0,
+                ),
+                ("weft_dispatch_latency_seconds_count", &[], 4.0),
+                ("weft_tasks_in_flight", &[], 0.0),
+            ],
+        };
+        for (metric, labels, value) in expected {
+            assert_eq!(
+                sample(&exposition, metric, labels).unwrap_or(0.0),
+                *value,
+                "{name}: {metric}{labels:?}\n{exposition}"
             );
         }
         if let Err(problems) = promtool_check(&exposition) {

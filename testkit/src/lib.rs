@@ -127,11 +127,13 @@ impl Fleet {
     }
 
     /// Starts one more gateway on the same database, talking to the broker at
-    /// `amqp_url` (an unreachable one shows how triggers are refused); returns its API URL.
-    pub async fn gateway_with_broker(&mut self, amqp_url: &str) -> String {
+    /// `amqp_url` (an unreachable one shows how triggers are refused); returns the base
+    /// URLs of its API and of its metrics address.
+    pub async fn gateway_with_broker(&mut self, amqp_url: &str) -> (String, String) {
         let (api, service) = self.spawn_gateway(amqp_url).await;
+        let ops = service.ops.clone();
         self.extra.push(service);
-        api
+        (api, ops)
     }
 
     async fn spawn_gateway(&self, amqp_url: &str) -> (String, Service) {
