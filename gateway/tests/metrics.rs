@@ -9,6 +9,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use weft_testkit::{Fleet, Reply, Upstream};
 
+/// A metric, the labels that pick its sample, and the value it must have.
+type Expected = (&'static str, &'static [(&'static str, &'static str)], f64);
+
 /// The value of the sample named `name` whose labels include `labels`.
 fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     exposition
@@ -176,7 +179,7 @@ async fn every_binary_serves_health_readiness_and_clean_metrics() {
                 "{name} metrics carry an id in a label"
             );
         }
-        let expected: &[(&str, &[(&str, &str)], f64)] = match name {
+        let expected: &[Expected] = match name {
             "gateway" => &[
                 (
                     "weft_webhooks_received_total",

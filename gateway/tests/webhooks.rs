@@ -588,7 +588,7 @@ async fn a_delivery_refused_with_503_can_be_retried_with_its_key() {
             "nodes": [{"id": "t", "type": "transform", "output": {}}]}),
         )
         .await;
-    let offline = fleet
+    let (offline, _) = fleet
         .gateway_with_broker("amqp://guest:guest@127.0.0.1:1/%2f")
         .await;
     let (status, body) = deliver_to(&fleet, &offline, &hook, &with_key("retry-me"), b"{}").await;
