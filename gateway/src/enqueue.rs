@@ -18,6 +18,7 @@ use tokio_postgres::types::Json;
 use uuid::Uuid;
 use weft_shared::messages::{self, RunRequested};
 use weft_shared::scenario::TriggerKind;
+use weft_shared::trace;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -143,6 +144,7 @@ async fn publish(
     target: Target,
     kind: TriggerKind,
 ) -> Result<(), ApiError> {
+    trace::record_scenario(target.scenario_id);
     announce(state, target.workspace_id, run_id).await?;
     state.metrics.run_started(kind);
     tracing::info!(%run_id, scenario_id = %target.scenario_id, trigger = kind.as_str(), "run enqueued");
@@ -153,6 +155,7 @@ async fn publish(
 /// the broker does not take it, the run is marked as never started and the caller gets
 /// 503, as for any other trigger.
 pub async fn announce(state: &AppState, workspace_id: Uuid, run_id: Uuid) -> Result<(), ApiError> {
+    trace::record_run(run_id, workspace_id);
     let message = RunRequested {
         v: messages::VERSION,
         run_id,

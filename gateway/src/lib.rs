@@ -14,6 +14,7 @@
 //! - `paging`: `limit`/`cursor` parameters and the `{items, next_cursor}` list shape.
 //! - `error`: every way a request fails, mapped to a status and a JSON body.
 //! - `metrics`: the gateway's Prometheus metrics.
+//! - `spans`: the server span of every request.
 //! - `state`: what every handler shares.
 
 mod api;
@@ -26,6 +27,7 @@ mod metrics;
 mod paging;
 pub mod secrets;
 pub mod server;
+mod spans;
 mod state;
 mod trigger;
 

@@ -14,14 +14,23 @@ use weft_shared::{db, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = weft_shared::config::parse();
-    telemetry::init_logging(&config.process.log_format);
-    match run(config).await {
+    let telemetry = match telemetry::init("weft-gateway", &config.process.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("weft-gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("weft-gateway: {}", one_line(&e));
             ExitCode::FAILURE
         }
-    }
+    };
+    // Exports the spans still buffered.
+    drop(telemetry);
+    code
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -44,6 +44,19 @@ pub struct Config {
     /// considers its task lost (queueing under load, a worker restart) and retries it.
     #[arg(long, env = "WEFT_NODE_DEADLINE_GRACE", value_name = "WEFT_NODE_DEADLINE_GRACE", default_value = "60s", value_parser = parse_duration)]
     pub node_deadline_grace: Duration,
+    /// How often schedule triggers are checked for ticks that came due. A tick fires
+    /// within about this long of its time.
+    #[arg(long, env = "WEFT_SCHEDULE_INTERVAL", value_name = "WEFT_SCHEDULE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub schedule_interval: Duration,
+    /// Ticks a schedule fires late for the time no scheduler ran: the most recent ones
+    /// missed; older missed ticks are skipped rather than replayed in a burst.
+    #[arg(
+        long,
+        env = "WEFT_SCHEDULE_MAX_CATCH_UP",
+        value_name = "WEFT_SCHEDULE_MAX_CATCH_UP",
+        default_value_t = 1
+    )]
+    pub schedule_max_catch_up: u32,
     /// How often queue depths and consumer counts are read from the broker.
     #[arg(long, env = "WEFT_QUEUE_METRICS_INTERVAL", value_name = "WEFT_QUEUE_METRICS_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub queue_metrics_interval: Duration,

@@ -17,6 +17,7 @@ use weft_shared::messages::{
 use weft_shared::queue::QueueError;
 use weft_shared::scenario::{NodeKind, Scenario};
 use weft_shared::template::Templates;
+use weft_shared::trace;
 
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
@@ -80,13 +81,17 @@ impl Engine {
 
     /// Takes up a recorded run: a run no longer `queued` was taken up before, and a
     /// second request changes nothing.
+    ///
+    /// Like every handler here, it names the run on the span of the message it handles.
     pub async fn take_up(&self, request: &RunRequested) -> Result<(), EngineError> {
+        trace::record_run(request.run_id, request.workspace_id);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let Some(run) = store::lock_run(&tx, request.run_id, request.workspace_id).await? else {
             tracing::warn!(run_id = %request.run_id, "run requested that does not exist; ignoring");
             return Ok(());
         };
+        trace::record_scenario(run.scenario_id);
         if run.status != RunStatus::Queued {
             return Ok(());
         }
@@ -128,11 +133,14 @@ impl Engine {
 
     /// Records a node attempt's result; a duplicate or stale result changes nothing.
     pub async fn record(&self, result: &NodeResult) -> Result<(), EngineError> {
+        trace::record_run(result.run_id, result.workspace_id);
+        trace::record_node(&result.node_id, result.attempt);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let Some(run) = store::lock_run(&tx, result.run_id, result.workspace_id).await? else {
             return Ok(());
         };
+        trace::record_scenario(run.scenario_id);
         let scenario = match self.definitions.get(&tx, &run).await {
             Ok(scenario) => scenario,
             Err(DefinitionError::Db(e)) => return Err(e.into()),
@@ -267,11 +275,13 @@ impl Engine {
         status: RunStatus,
         error: NodeError,
     ) -> Result<(), EngineError> {
+        trace::record_run(run_id, workspace_id);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let Some(run) = store::lock_run(&tx, run_id, workspace_id).await? else {
             return Ok(());
         };
+        trace::record_scenario(run.scenario_id);
         if !matches!(run.status, RunStatus::Queued | RunStatus::Running) {
             return Ok(());
         }

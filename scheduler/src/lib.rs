@@ -6,6 +6,7 @@
 //! - [`engine`]: the message handlers: one transaction per message, serialized per run.
 //! - [`dispatch`]: publishing node tasks, immediately or through the delay tiers.
 //! - [`sweeper`]: re-publishes forgotten runs, times out nodes and runs.
+//! - [`schedules`]: fires the ticks of schedule triggers, once each across replicas.
 //! - [`dead_letters`]: fails the runs and nodes whose messages were dead-lettered.
 //! - [`metrics`]: the scheduler's Prometheus metrics.
 //! - [`service`]: wires it all together and runs until shutdown.
@@ -15,6 +16,7 @@ pub mod dead_letters;
 pub mod dispatch;
 pub mod engine;
 pub mod metrics;
+pub mod schedules;
 pub mod service;
 pub mod store;
 pub mod sweeper;

@@ -7,7 +7,9 @@ use weft_shared::telemetry;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config: Config = weft_shared::config::parse();
-    telemetry::init_logging(&config.process.log_format);
+    // Dropped at the end of `main`, exporting the spans still buffered.
+    let _telemetry = telemetry::init("weft-scheduler", &config.process.log_format)
+        .context("starting logs and traces (OTEL_*)")?;
     let ops = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| {

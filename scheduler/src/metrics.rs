@@ -1,11 +1,13 @@
 //! The scheduler's metrics (DESIGN §7). Labels never carry ids.
 
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
+use weft_shared::scenario::TriggerKind;
 use weft_shared::telemetry::{SLOW_BUCKETS, counter, gauge_vec, histogram};
 
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
+    pub runs_started: IntCounterVec,
     pub runs_finished: IntCounterVec,
     pub run_duration: HistogramVec,
     pub node_retries: IntCounterVec,
@@ -17,7 +19,14 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = weft_shared::telemetry::registry("scheduler");
-        Self {
+        let metrics = Self {
+            // The same series as the gateway's: summed over both jobs, every started run.
+            runs_started: counter(
+                &registry,
+                "weft_runs_started_total",
+                "Runs recorded and confirmed by the broker (answered 202), by trigger",
+                &["trigger"],
+            ),
             runs_finished: counter(
                 &registry,
                 "weft_runs_finished_total",
@@ -56,7 +65,13 @@ impl Metrics {
                 &["queue"],
             ),
             registry,
-        }
+        };
+        // The scheduler starts schedule runs only; the series exists from the start so
+        // that `rate()` and alerts work before the first tick.
+        metrics
+            .runs_started
+            .with_label_values(&[TriggerKind::Schedule.as_str()]);
+        metrics
     }
 }
 

@@ -1,5 +1,5 @@
 //! Wires the scheduler together: pool, publisher, consumers of runs, results and dead
-//! letters, the sweeper, queue metrics and the operations server.
+//! letters, the sweeper, schedule triggers, queue metrics and the operations server.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use crate::dead_letters;
 use crate::dispatch::Dispatcher;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::schedules::Schedules;
 use crate::sweeper::Sweeper;
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +149,26 @@ impl Scheduler {
                 async move {
                     if let Err(e) = sweeper.sweep().await {
                         tracing::warn!(error = %e, "sweep failed; trying again next interval");
+                    }
+                }
+            },
+        ));
+
+        let schedules = Arc::new(Schedules::new(
+            self.pool.clone(),
+            self.publisher.clone(),
+            self.metrics.clone(),
+            self.config.schedule_interval,
+            self.config.schedule_max_catch_up,
+        ));
+        tasks.spawn(every(
+            self.config.schedule_interval,
+            token.clone(),
+            move || {
+                let schedules = schedules.clone();
+                async move {
+                    if let Err(e) = schedules.pass().await {
+                        tracing::warn!(error = %e, "schedule pass failed; trying again next interval");
                     }
                 }
             },

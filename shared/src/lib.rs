@@ -7,13 +7,15 @@
 //! - [`retry`]: retry policies, backoff with jitter, and the delay tiers.
 //! - [`messages`]: the versioned AMQP message types.
 //! - [`signature`]: webhook signature schemes and their constant-time verification.
+//! - [`schedule`]: cron schedules in a time zone: when they tick, across DST changes.
 //!
 //! Edges (thin adapters over I/O):
 //! - [`queue`]: RabbitMQ topology, confirmed publishing and supervised consumers.
 //! - [`db`]: PostgreSQL pools and migrations under an advisory lock.
 //! - [`crypto`]: the master key ring (XChaCha20-Poly1305).
 //! - [`config`]: start-up configuration shared by every binary.
-//! - [`telemetry`]: logs, Prometheus registry and the operations HTTP server.
+//! - [`telemetry`]: logs, traces, Prometheus registry and the operations HTTP server.
+//! - [`trace`]: the trace context across messages and upstream requests.
 
 pub mod config;
 pub mod crypto;
@@ -23,6 +25,8 @@ pub mod messages;
 pub mod queue;
 pub mod retry;
 pub mod scenario;
+pub mod schedule;
 pub mod signature;
 pub mod telemetry;
 pub mod template;
+pub mod trace;

@@ -20,11 +20,14 @@ use rand::Rng;
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use chrono::{DateTime, Utc};
 
 use crate::messages::{Message, NodeTask, encode};
 use crate::retry::{TIERS, tier_for};
+use crate::trace;
 
 /// Redeliveries of a task before it is dead-lettered as poison.
 pub const TASK_DELIVERY_LIMIT: i64 = 5;
@@ -47,6 +50,19 @@ pub enum QueueError {
     Unroutable(String),
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
+}
+
+impl QueueError {
+    /// A low-cardinality name for the failure (a span's `error.type`).
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::ConfirmTimeout(_) => "confirm_timeout",
+            Self::Nacked(_) => "nacked",
+            Self::Unroutable(_) => "unroutable",
+            Self::Amqp(_) => "amqp",
+        }
+    }
 }
 
 /// Names of exchanges and queues under one namespace.
@@ -309,8 +325,47 @@ impl Publisher {
             .await
     }
 
-    /// Publishes prepared bytes and waits for the broker's confirm.
+    /// Publishes prepared bytes and waits for the broker's confirm, in a producer span
+    /// whose trace context travels in the message headers.
     pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), QueueError> {
+        let destination = exchange_name(exchange);
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format_args!("publish {destination}"),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = destination,
+            messaging.rabbitmq.destination.routing_key = routing_key,
+            error.type = tracing::field::Empty,
+        );
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        trace::inject_amqp(&span, &mut headers);
+        let properties = if headers.inner().is_empty() {
+            properties
+        } else {
+            properties.with_headers(headers)
+        };
+        let result = self
+            .confirmed(exchange, routing_key, payload, properties)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &result {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", e.kind());
+        }
+        result
+    }
+
+    async fn confirmed(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -467,7 +522,8 @@ where
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let handler = handler.clone();
-                    in_flight.spawn(async move { settle(delivery, handler).await });
+                    let span = consumer_span(&spec.queue, &delivery);
+                    in_flight.spawn(settle(delivery, handler).instrument(span));
                 }
                 Some(Err(e)) => break Err(QueueError::Amqp(e)),
                 None => break Err(QueueError::Unavailable(format!("consumer of {} was cancelled by the broker", spec.queue))),
@@ -489,13 +545,54 @@ where
     outcome
 }
 
+/// An exchange as spans name it: the conventions call the default one `amq.default`.
+fn exchange_name(exchange: &str) -> &str {
+    if exchange.is_empty() {
+        "amq.default"
+    } else {
+        exchange
+    }
+}
+
+/// The span of handling one message: a child of the span that published it (its trace
+/// context is in the headers), never of whatever span happens to be current. Handlers fill
+/// in the ids once they decoded the message ([`trace::record_run`]).
+fn consumer_span(queue: &str, delivery: &Delivery) -> Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "process",
+        otel.name = %format_args!("process {queue}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = exchange_name(delivery.exchange.as_str()),
+        messaging.destination.subscription.name = queue,
+        messaging.rabbitmq.destination.routing_key = delivery.routing_key.as_str(),
+        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+        weft.run_id = tracing::field::Empty,
+        weft.workspace_id = tracing::field::Empty,
+        weft.scenario_id = tracing::field::Empty,
+        weft.node_id = tracing::field::Empty,
+        weft.attempt = tracing::field::Empty,
+    );
+    // Fails only when tracing is off or the span is filtered out: then there is no trace.
+    drop(span.set_parent(trace::extract_amqp(delivery.properties.headers().as_ref())));
+    span
+}
+
 async fn settle<H, F>(delivery: Delivery, handler: H)
 where
     H: Fn(Delivery) -> F,
     F: Future<Output = Disposition>,
 {
     let acker = delivery.acker.clone();
-    let settled = match handler(delivery).await {
+    let disposition = handler(delivery).await;
+    if disposition != Disposition::Ack {
+        Span::current().record("otel.status_code", "ERROR");
+    }
+    let settled = match disposition {
         Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
         Disposition::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
         Disposition::Retry => {

@@ -11,6 +11,7 @@ use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use crate::retry::RetryPolicy;
+use crate::schedule::Schedule;
 use crate::signature::{Scheme, SchemeOptions, SigningSecret};
 use crate::template::Templates;
 
@@ -96,6 +97,13 @@ enum TriggerSpec {
         #[serde(default)]
         signature: Option<SignatureSpec>,
     },
+    Schedule {
+        /// Optional here so that a missing pattern is reported on `trigger.cron`.
+        #[serde(default)]
+        cron: Option<String>,
+        #[serde(default)]
+        timezone: Option<String>,
+    },
     Manual {},
 }
 
@@ -175,6 +183,7 @@ pub enum OnError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TriggerKind {
     Webhook,
+    Schedule,
     Manual,
 }
 
@@ -182,6 +191,7 @@ impl TriggerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
+            Self::Schedule => "schedule",
             Self::Manual => "manual",
         }
     }
@@ -259,6 +269,8 @@ pub struct Scenario {
     pub trigger: TriggerKind,
     /// For a webhook trigger that requires signed deliveries.
     pub signature: Option<WebhookSignature>,
+    /// For a schedule trigger: when it ticks.
+    pub schedule: Option<Schedule>,
     pub timeout: Duration,
     pub nodes: Vec<Node>,
     index: HashMap<String, usize>,
@@ -358,18 +370,25 @@ impl<'a> Parser<'a> {
             self.problem(None, "nodes", "a scenario needs at least one node");
         }
 
-        let (trigger, signature) = match spec.trigger {
+        let (trigger, signature, schedule) = match spec.trigger {
             TriggerSpec::Webhook { signature } => (
                 TriggerKind::Webhook,
                 signature.and_then(|spec| self.signature(spec)),
+                None,
             ),
-            TriggerSpec::Manual {} => (TriggerKind::Manual, None),
+            TriggerSpec::Schedule { cron, timezone } => (
+                TriggerKind::Schedule,
+                None,
+                self.schedule(cron.as_deref(), timezone.as_deref()),
+            ),
+            TriggerSpec::Manual {} => (TriggerKind::Manual, None, None),
         };
         let mut scenario = Scenario {
             name: spec.name,
             description: spec.description,
             trigger,
             signature,
+            schedule,
             timeout,
             nodes,
             index,
@@ -423,6 +442,24 @@ impl<'a> Parser<'a> {
             scheme: scheme.ok()?,
             secret,
         })
+    }
+
+    fn schedule(&mut self, cron: Option<&str>, timezone: Option<&str>) -> Option<Schedule> {
+        let Some(cron) = cron else {
+            self.problem(
+                None,
+                "trigger.cron",
+                "required: a cron pattern of 5 fields, or 6 with seconds first",
+            );
+            return None;
+        };
+        Schedule::new(cron, timezone)
+            .map_err(|problems| {
+                for problem in problems {
+                    self.problem(None, &format!("trigger.{}", problem.field), problem.message);
+                }
+            })
+            .ok()
     }
 
     fn duration(
@@ -1062,6 +1099,45 @@ mod tests {
         let found =
             problems(json!({"type": "manual", "signature": {"scheme": "github", "secret": "k"}}));
         assert!(found[0].contains("unknown field `signature`"), "{found:?}");
+    }
+
+    #[test]
+    fn schedule_triggers_are_parsed_and_their_problems_named() {
+        let scenario = with_trigger(
+            json!({"type": "schedule", "cron": "*/5 * * * *", "timezone": "Europe/Paris"}),
+        )
+        .expect("valid");
+        assert_eq!(scenario.trigger, TriggerKind::Schedule);
+        assert_eq!(
+            scenario.schedule.map(|s| s.to_string()),
+            Some("`*/5 * * * *` in Europe/Paris".to_owned())
+        );
+        assert!(scenario.signature.is_none());
+        let utc = with_trigger(json!({"type": "schedule", "cron": "0 30 9 * * 1-5"}))
+            .expect("valid: 6 fields, seconds first, UTC by default");
+        assert_eq!(
+            utc.schedule.map(|s| s.to_string()),
+            Some("`0 30 9 * * 1-5` in UTC".to_owned())
+        );
+
+        let problems =
+            |trigger: Value| -> Vec<Problem> { with_trigger(trigger).expect_err("invalid").0 };
+        let found = problems(json!({"type": "schedule", "cron": "every day", "timezone": "Paris"}));
+        let fields: Vec<&str> = found.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["trigger.timezone", "trigger.cron"], "{found:?}");
+        assert!(
+            found[0].message.contains("unknown time zone `Paris`"),
+            "{found:?}"
+        );
+        assert!(found[1].message.contains("has 2 fields"), "{found:?}");
+        let found = problems(json!({"type": "schedule"}));
+        assert_eq!(found[0].field, "trigger.cron", "{found:?}");
+        let found = problems(json!({"type": "schedule", "cron": "* * * * *", "signature": {}}));
+        assert!(
+            found[0].message.contains("unknown field `signature`"),
+            "{found:?}"
+        );
+        assert_eq!(TriggerKind::Schedule.as_str(), "schedule");
     }
 
     #[test]

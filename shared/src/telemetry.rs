@@ -1,38 +1,314 @@
-//! Logs, the Prometheus registry, and the operations server every binary runs on its
-//! metrics address: `/healthz`, `/readyz`, `/metrics`.
+//! Logs, traces, the Prometheus registry, and the operations server every binary runs on
+//! its metrics address: `/healthz`, `/readyz`, `/metrics`.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use chrono::{SecondsFormat, Utc};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::{Key, KeyValue, global};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, filter};
 
-/// Starts logging: JSON lines (default) or human-readable, filtered by `RUST_LOG`.
-pub fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = if format == "pretty" {
-        builder.try_init()
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("{variable} is `{value}`: only `http/protobuf` is supported")]
+    Protocol {
+        variable: &'static str,
+        value: String,
+    },
+    #[error("configuring the OTLP exporter (OTEL_EXPORTER_OTLP_*): {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("exporting spans: {0}")]
+    Export(#[from] OTelSdkError),
+}
+
+/// Where spans go.
+#[derive(Debug, Clone)]
+pub enum Traces {
+    /// Nowhere: logs only.
+    Off,
+    /// OTLP over HTTP (protobuf), configured by the standard `OTEL_EXPORTER_OTLP_*` and
+    /// `OTEL_BSP_*` variables.
+    FromEnv,
+    /// OTLP over HTTP (protobuf) to this traces URL (`…/v1/traces`), in batches sent
+    /// every `delay`.
+    To { endpoint: String, delay: Duration },
+}
+
+impl Traces {
+    /// On when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
+    /// set (and `OTEL_SDK_DISABLED` is not `true`), as with other OpenTelemetry SDKs.
+    pub fn from_env() -> Self {
+        let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
+        let disabled = std::env::var("OTEL_SDK_DISABLED")
+            .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
+        if !disabled
+            && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        {
+            Self::FromEnv
+        } else {
+            Self::Off
+        }
+    }
+}
+
+/// Keeps traces flowing; dropping it (at the end of `main`) exports the spans still
+/// buffered and stops the exporter.
+#[must_use = "dropping it stops exporting spans"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports every span finished so far, and waits until the collector answered.
+    /// Blocks the thread.
+    pub fn flush(&self) -> Result<(), TelemetryError> {
+        match &self.provider {
+            Some(provider) => Ok(provider.force_flush()?),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "the last spans could not be exported");
+        }
+    }
+}
+
+/// Starts logs (JSON lines by default, or `pretty`; filtered by `RUST_LOG`) and, when an
+/// OTLP endpoint is configured (see [`Traces::from_env`]), traces named `service` unless
+/// `OTEL_SERVICE_NAME` says otherwise.
+pub fn init(service: &str, log_format: &str) -> Result<Telemetry, TelemetryError> {
+    init_with(service, log_format, Traces::from_env())
+}
+
+/// Like [`init`], with traces sent where `traces` says. The first initialisation in a
+/// process wins; later ones (several services in one test process) change nothing.
+pub fn init_with(
+    service: &str,
+    log_format: &str,
+    traces: Traces,
+) -> Result<Telemetry, TelemetryError> {
+    let provider = tracer_provider(service, traces)?;
+    let logs_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = if log_format == "pretty" {
+        tracing_subscriber::fmt::layer()
+            .with_filter(logs_filter)
+            .boxed()
     } else {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
+            .with_filter(logs_filter)
+            .boxed()
     };
-    // A second initialisation (several services in one test process) keeps the first.
-    drop(result);
+    let spans = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("weft"))
+            .with_filter(filter::filter_fn(traced))
+    });
+    if tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .is_err()
+    {
+        if let Some(unused) = provider {
+            drop(unused.shutdown());
+        }
+        return Ok(Telemetry { provider: None });
+    }
+    if provider.is_some() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+    }
+    Ok(Telemetry { provider })
+}
+
+/// What goes into traces: Weft's own spans and events at `info` and above, whatever
+/// `RUST_LOG` says about logs. Dependencies' spans would add noise, and those of the
+/// exporter's own HTTP client would feed back into the exporter.
+fn traced(metadata: &Metadata<'_>) -> bool {
+    metadata.target().starts_with("weft_") && *metadata.level() <= Level::INFO
+}
+
+fn tracer_provider(
+    service: &str,
+    traces: Traces,
+) -> Result<Option<SdkTracerProvider>, TelemetryError> {
+    let (endpoint, delay) = match traces {
+        Traces::Off => return Ok(None),
+        Traces::FromEnv => {
+            check_protocol()?;
+            (None, None)
+        }
+        Traces::To { endpoint, delay } => (Some(endpoint), Some(delay)),
+    };
+    let mut exporter = SpanExporter::builder().with_http();
+    if let Some(endpoint) = endpoint {
+        exporter = exporter.with_endpoint(endpoint);
+    }
+    // The batch processor exports from a thread of its own, with the blocking HTTP client:
+    // the async client would need a Tokio runtime on that thread.
+    let mut batch = BatchConfigBuilder::default();
+    if let Some(delay) = delay {
+        batch = batch.with_scheduled_delay(delay);
+    }
+    let processor = BatchSpanProcessor::builder(exporter.build()?)
+        .with_batch_config(batch.build())
+        .build();
+    // The sampler comes from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG (parent-based
+    // always-on when unset).
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(resource(service))
+            .build(),
+    ))
+}
+
+/// Only OTLP/HTTP with protobuf is built in: another protocol is a configuration error,
+/// not something to fall back from silently.
+fn check_protocol() -> Result<(), TelemetryError> {
+    for variable in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        if let Ok(value) = std::env::var(variable) {
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            if value != "http/protobuf" {
+                return Err(TelemetryError::Protocol {
+                    variable,
+                    value: value.to_owned(),
+                });
+            }
+            // The signal's own variable takes precedence over the general one.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The SDK's resource (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`), named after the
+/// binary when neither names the service.
+fn resource(service: &str) -> Resource {
+    let detected = Resource::builder().build();
+    let named = detected
+        .get(&Key::from_static_str("service.name"))
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    let builder = Resource::builder()
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    if named {
+        builder.build()
+    } else {
+        builder.with_service_name(service.to_owned()).build()
+    }
+}
+
+/// One JSON object per line: time, level, target, the event's fields, the fields of the
+/// spans it happened in (`weft.run_id` as `run_id`; span names and kinds for the tracer,
+/// `otel.*`, left out) and, inside a traced span, its `trace_id` and `span_id`.
+struct JsonLines;
+
+impl<S> FormatEvent<S, JsonFields> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let metadata = event.metadata();
+        let mut line = Map::new();
+        line.insert(
+            "timestamp".into(),
+            Utc::now()
+                .to_rfc3339_opts(SecondsFormat::Micros, true)
+                .into(),
+        );
+        line.insert("level".into(), metadata.level().as_str().into());
+        line.insert("target".into(), metadata.target().into());
+        if let Some(scope) = ctx.event_scope() {
+            // Outermost first, so an inner span's field wins over an outer one's.
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                if let Some(fields) = extensions.get::<FormattedFields<JsonFields>>() {
+                    merge_fields(&mut line, fields, true);
+                }
+            }
+        }
+        let mut fields = String::new();
+        ctx.format_fields(Writer::new(&mut fields), event)?;
+        merge_fields(&mut line, &fields, false);
+        // Records of the `log` crate (refinery, tokio-postgres) arrive with target `log`
+        // and their origin in fields: put the origin back as the target.
+        if let Some(target) = line.remove("log.target") {
+            line.insert("target".into(), target);
+            for origin in ["log.module_path", "log.file", "log.line"] {
+                line.remove(origin);
+            }
+        }
+        opentelemetry::Context::map_current(|context| {
+            let span = context.span();
+            let span = span.span_context();
+            if span.is_valid() {
+                line.insert("trace_id".into(), span.trace_id().to_string().into());
+                line.insert("span_id".into(), span.span_id().to_string().into());
+            }
+        });
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// Adds the fields of a JSON object (as `JsonFields` formats them) to the line.
+fn merge_fields(line: &mut Map<String, Value>, fields: &str, of_span: bool) {
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields) else {
+        return;
+    };
+    for (name, value) in fields {
+        if of_span && name.starts_with("otel.") {
+            continue;
+        }
+        let name = match name.strip_prefix("weft.") {
+            Some(short) => short.to_owned(),
+            None => name,
+        };
+        line.insert(name, value);
+    }
 }
 
 /// A fresh registry with `weft_build_info{service,version}` and the standard process
@@ -208,5 +484,79 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn log_line(traced: bool) -> Value {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let spans =
+            traced.then(|| tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(JsonFields::new())
+                    .event_format(JsonLines)
+                    .with_writer(move || writer.clone()),
+            )
+            .with(spans);
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("request", weft.run_id = "run-1", attempt = 1);
+            let inner = outer.in_scope(|| {
+                tracing::info_span!(
+                    "process",
+                    otel.kind = "consumer",
+                    weft.node_id = "call",
+                    attempt = 2
+                )
+            });
+            inner.in_scope(|| tracing::info!(status = 200, "handled"));
+        });
+        let text =
+            String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8");
+        serde_json::from_str(text.trim()).expect("one JSON line")
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields_of_their_spans_and_the_trace_id() {
+        let line = log_line(true);
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["message"], "handled");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["run_id"], "run-1", "{line}");
+        assert_eq!(line["node_id"], "call", "{line}");
+        assert_eq!(line["attempt"], 2, "the inner span's field wins: {line}");
+        assert!(line.get("weft.run_id").is_none(), "{line}");
+        assert!(line.get("otel.kind").is_none(), "{line}");
+        let trace_id = line["trace_id"].as_str().expect("a trace id");
+        assert_eq!(trace_id.len(), 32, "{line}");
+        assert!(line["span_id"].is_string(), "{line}");
+
+        let untraced = log_line(false);
+        assert_eq!(untraced["run_id"], "run-1");
+        assert!(untraced.get("trace_id").is_none(), "{untraced}");
     }
 }

@@ -9,6 +9,7 @@ use lapin::message::Delivery;
 use tracing::Instrument;
 use weft_shared::messages::{self, ErrorClass, NodeError, NodeResult, NodeTask, Outcome, VERSION};
 use weft_shared::queue::{Disposition, Publisher};
+use weft_shared::trace;
 
 use crate::http::{Exchange, HttpEngine};
 use crate::metrics::Metrics;
@@ -44,15 +45,9 @@ impl Executor {
                 return Disposition::Reject;
             }
         };
-        let span = tracing::info_span!(
-            "task",
-            run_id = %task.run_id,
-            workspace_id = %task.workspace_id,
-            node_id = %task.node_id,
-            attempt = task.attempt,
-            connector = %task.connector,
-        );
-        self.run(task).instrument(span).await
+        trace::record_run(task.run_id, task.workspace_id);
+        trace::record_node(&task.node_id, task.attempt);
+        self.run(task).await
     }
 
     async fn run(&self, task: NodeTask) -> Disposition {
@@ -68,10 +63,16 @@ impl Executor {
 
         let _in_flight = InFlight::enter(&self.metrics.tasks_in_flight);
         let started_at = Utc::now();
-        let exchange = self.execute(&task).await;
+        let span = tracing::info_span!(
+            "execute",
+            otel.name = %format_args!("execute {}.{}", task.connector, task.action),
+            weft.connector = %task.connector,
+            weft.action = %task.action,
+        );
+        let exchange = self.execute(&task).instrument(span).await;
         let finished_at = Utc::now();
         if let Err(error) = &exchange.result {
-            tracing::info!(class = error.class.as_str(), status = error.status, message = %error.message, "node attempt failed");
+            tracing::info!(connector = %task.connector, class = error.class.as_str(), status = error.status, message = %error.message, "node attempt failed");
         }
         self.observe(
             &task,

@@ -12,7 +12,10 @@ use chrono::Utc;
 use reqwest::redirect;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 use weft_shared::messages::{ErrorClass, NodeError};
+use weft_shared::trace;
 
 use crate::egress::EgressPolicy;
 use crate::outcome;
@@ -118,9 +121,13 @@ impl HttpEngine {
         })
     }
 
-    /// Sends the request described by `input`, bounded by `timeout`.
+    /// Sends the request described by `input`, bounded by `timeout`, in a client span
+    /// whose trace context goes upstream in `traceparent`.
     pub async fn request(&self, input: &Value, timeout: Duration) -> Exchange {
-        let request = match self.build(input, timeout) {
+        let built = self
+            .build(input, timeout)
+            .and_then(|request| request.build().map_err(|e| transport_error(&e)));
+        let mut request = match built {
             Ok(request) => request,
             Err(error) => {
                 return Exchange {
@@ -129,7 +136,26 @@ impl HttpEngine {
                 };
             }
         };
-        let response = match request.send().await {
+        let span = client_span(&request);
+        trace::inject_http(&span, request.headers_mut());
+        let exchange = self.send(request).instrument(span.clone()).await;
+        if let Some(status) = exchange.status {
+            span.record("http.response.status_code", status);
+        }
+        if let Err(error) = &exchange.result {
+            span.record("otel.status_code", "ERROR");
+            match exchange.status {
+                Some(status) if status >= 400 => {
+                    span.record("error.type", tracing::field::display(status))
+                }
+                _ => span.record("error.type", error.class.as_str()),
+            };
+        }
+        exchange
+    }
+
+    async fn send(&self, request: reqwest::Request) -> Exchange {
+        let response = match self.client.execute(request).await {
             Ok(response) => response,
             Err(e) => {
                 return Exchange {
@@ -277,6 +303,36 @@ impl HttpEngine {
     }
 }
 
+/// The span of one request upstream, with OpenTelemetry's HTTP client attributes. The
+/// URL is recorded without its query, fragment and user info: any of them may carry a
+/// credential. Headers are not recorded at all.
+fn client_span(request: &reqwest::Request) -> Span {
+    let url = request.url();
+    let method = request.method().as_str();
+    tracing::info_span!(
+        "http_request",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = Empty,
+        http.request.method = method,
+        server.address = url.host_str(),
+        server.port = url.port_or_known_default(),
+        url.full = %without_secrets(url),
+        http.response.status_code = Empty,
+        error.type = Empty,
+    )
+}
+
+fn without_secrets(url: &reqwest::Url) -> reqwest::Url {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    // Fails only for URLs that cannot have user info, which then have none.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
+}
+
 fn parse_timeout(value: &Value) -> Result<Duration, NodeError> {
     match value {
         Value::Number(ms) => ms
@@ -403,6 +459,16 @@ mod tests {
             .expect_err("a name resolving to loopback is refused too");
         assert_eq!(error.class, ErrorClass::Permanent);
         assert!(error.message.contains("egress"), "{}", error.message);
+    }
+
+    #[test]
+    fn recorded_urls_keep_no_credentials() {
+        let url = reqwest::Url::parse("https://user:pw@api.test:8443/v1/items?api_key=sk_1#frag")
+            .expect("valid URL");
+        assert_eq!(
+            without_secrets(&url).as_str(),
+            "https://api.test:8443/v1/items"
+        );
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::metrics;
+use crate::spans;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -100,11 +101,12 @@ pub fn router(state: AppState) -> Router {
     api.merge(hooks)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Last, so it wraps every route and the fallbacks, and sees the matched route.
+        // Last, so they wrap every route and the fallbacks, and see the matched route.
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             metrics::track_http,
         ))
+        .layer(middleware::from_fn(spans::server_span))
         .with_state(state)
 }
 

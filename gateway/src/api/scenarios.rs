@@ -45,7 +45,7 @@ macro_rules! scenario_columns {
 pub enum ScenarioStatus {
     /// Saved, never activated: fires nothing (manual runs are still allowed).
     Draft,
-    /// Webhooks start runs.
+    /// Its trigger starts runs: webhooks are accepted, schedules tick.
     Active,
     /// Fires nothing until activated again.
     Paused,
@@ -178,7 +178,7 @@ async fn sync_webhook_token(
                 )
                 .await?;
         }
-        TriggerKind::Manual => {
+        TriggerKind::Schedule | TriggerKind::Manual => {
             transaction
                 .execute(
                     "DELETE FROM webhook_tokens WHERE scenario_id = $1 AND workspace_id = $2",
@@ -511,7 +511,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Activate a scenario: its webhook starts runs.
+/// Activate a scenario: its webhook starts runs, or its schedule starts ticking from now
+/// (ticks from before the activation, e.g. while it was paused, never fire).
 #[utoipa::path(
     post,
     path = "/api/v1/scenarios/{id}/activate",
@@ -536,7 +537,8 @@ pub async fn activate(
         .map(Json)
 }
 
-/// Pause a scenario: its webhook answers 404 until it is activated again.
+/// Pause a scenario: its webhook answers 404 and its schedule fires nothing until it is
+/// activated again.
 #[utoipa::path(
     post,
     path = "/api/v1/scenarios/{id}/pause",
@@ -570,7 +572,10 @@ async fn set_status(
     let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(concat!(
-            "UPDATE scenarios s SET status = $3, updated_at = now()
+            // `activated_at` marks where a schedule starts: set when the scenario becomes
+            // active, kept when an active one is activated again (no tick is lost).
+            "UPDATE scenarios s SET status = $3, updated_at = now(),
+                 activated_at = CASE WHEN $3 = 'active' AND s.status <> 'active' THEN now() ELSE s.activated_at END
              WHERE s.id = $1 AND s.workspace_id = $2 AND s.deleted_at IS NULL RETURNING ",
             scenario_columns!()
         ))
