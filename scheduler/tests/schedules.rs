@@ -242,8 +242,9 @@ async fn concurrent_passes_fire_each_tick_once() {
         .await
         .expect("count");
     let (runs, ticks): (i64, i64) = (row.get(0), row.get(1));
-    // 1 catch-up and 3 on time at first, then a tick about every pass.
-    assert!(runs >= 5, "{runs} runs");
+    // The first pass alone fires 1 catch-up and 3 on-time ticks; later passes add about
+    // one tick each, fewer when the machine is slow, so only the first pass is counted on.
+    assert!(runs >= 4, "{runs} runs");
     assert_eq!(runs, ticks, "each tick fired once");
     fleet.stop().await;
 }
