@@ -39,7 +39,7 @@ pub async fn handle(engine: &Engine, metrics: &Metrics, delivery: &Delivery) -> 
                     .fail_attempt(
                         task.run_id,
                         task.workspace_id,
-                        &task.node_id,
+                        (&task.node_id, task.item_index),
                         task.attempt,
                         error,
                     )

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use weft_shared::graph::Dispatch;
-use weft_shared::messages::{NodeTask, VERSION};
+use weft_shared::messages::{BUILTIN_CONNECTOR, DELAY_ACTION, NodeTask, VERSION};
 use weft_shared::queue::{Publisher, QueueError};
 use weft_shared::scenario::{NodeKind, Scenario};
 
@@ -28,7 +28,8 @@ impl Dispatcher {
         &self.publisher
     }
 
-    /// The task for one dispatch decision.
+    /// The task for one dispatch decision: a connector action, or a delay node's
+    /// built-in `weft.delay`, due when the wait is over.
     pub fn task(
         run: &Run,
         scenario: &Scenario,
@@ -36,23 +37,28 @@ impl Dispatcher {
         now: DateTime<Utc>,
     ) -> Option<NodeTask> {
         let node = scenario.node(&dispatch.node_id)?;
-        let NodeKind::Action {
-            connector, action, ..
-        } = &node.kind
-        else {
-            return None;
+        let (connector, action) = match &node.kind {
+            NodeKind::Action {
+                connector, action, ..
+            } => (connector.as_str(), action.as_str()),
+            NodeKind::Delay { .. } => (BUILTIN_CONNECTOR, DELAY_ACTION),
+            _ => return None,
         };
         let not_before = (!dispatch.delay.is_zero()).then(|| {
-            now + chrono::Duration::from_std(dispatch.delay).unwrap_or(chrono::Duration::MAX)
+            chrono::Duration::from_std(dispatch.delay)
+                .ok()
+                .and_then(|delay| now.checked_add_signed(delay))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
         });
         Some(NodeTask {
             v: VERSION,
             run_id: run.id,
             workspace_id: run.workspace_id,
             node_id: node.id.clone(),
+            item_index: dispatch.item_index,
             attempt: dispatch.attempt,
-            connector: connector.clone(),
-            action: action.clone(),
+            connector: connector.to_owned(),
+            action: action.to_owned(),
             input: dispatch.input.clone(),
             timeout_ms: u64::try_from(dispatch.timeout.as_millis()).unwrap_or(u64::MAX),
             ready_at: not_before.unwrap_or(now),

@@ -175,8 +175,19 @@ impl Engine {
             if let Some(dispatch) = retry
                 && let Some(node) = state.nodes.get_mut(&dispatch.node_id)
             {
-                node.status = NodeStatus::Cancelled;
-                node.finished_at = Some(now);
+                match node.items.as_mut().zip(dispatch.item_index) {
+                    Some((items, index)) => {
+                        if let Some(item) = items.get_mut(index as usize) {
+                            item.status = NodeStatus::Cancelled;
+                            item.finished_at = Some(now);
+                            item.deadline_at = None;
+                        }
+                    }
+                    None => {
+                        node.status = NodeStatus::Cancelled;
+                        node.finished_at = Some(now);
+                    }
+                }
             }
             store::save_nodes(&tx, &run, &scenario, &state, &HashMap::new()).await?;
             Vec::new()
@@ -221,17 +232,28 @@ impl Engine {
             .iter()
             .filter_map(|d| Dispatcher::task(run, scenario, d, now))
             .collect();
-        let deadlines = tasks
-            .iter()
-            .map(|task| {
-                let waits = task.not_before.unwrap_or(now) - now;
-                let budget = chrono::Duration::milliseconds(
-                    i64::try_from(task.timeout_ms).unwrap_or(i64::MAX / 2),
-                ) + chrono::Duration::from_std(self.deadline_grace)
-                    .unwrap_or_default();
-                (task.node_id.clone(), now + waits + budget)
-            })
-            .collect();
+        // A task's deadline counts from when it is due: a retry's backoff or a delay
+        // node's wait comes before its own timeout and the grace.
+        let mut deadlines = HashMap::new();
+        for task in &tasks {
+            let due = task.not_before.unwrap_or(now).max(now);
+            let budget = chrono::Duration::milliseconds(
+                i64::try_from(task.timeout_ms).unwrap_or(i64::MAX / 2),
+            ) + chrono::Duration::from_std(self.deadline_grace).unwrap_or_default();
+            let deadline = due
+                .checked_add_signed(budget)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            let item = task.item_index.and_then(|index| {
+                let items = state.nodes.get_mut(&task.node_id)?.items.as_mut()?;
+                items.get_mut(usize::try_from(index).ok()?)
+            });
+            match item {
+                Some(item) => item.deadline_at = Some(deadline),
+                None => {
+                    deadlines.insert(task.node_id.clone(), deadline);
+                }
+            }
+        }
         store::save_nodes(tx, run, scenario, state, &deadlines).await?;
         Ok(tasks)
     }
@@ -289,11 +311,7 @@ impl Engine {
         if let Ok(scenario) = self.definitions.get(&tx, &run).await {
             let mut state = store::load_nodes(&tx, &run).await?;
             for node in state.nodes.values_mut() {
-                if !node.status.is_terminal() {
-                    node.status = NodeStatus::Cancelled;
-                    node.finished_at = Some(now);
-                    node.changed = true;
-                }
+                node.cancel(now);
             }
             store::save_nodes(&tx, &run, &scenario, &state, &HashMap::new()).await?;
         }
@@ -304,22 +322,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Records a failure for one attempt of a node, as if a worker had sent it: used for
-    /// tasks past their deadline and for dead-lettered tasks.
+    /// Records a failure for one attempt of a node (or of one item of a `for_each` node),
+    /// as if a worker had sent it: used for tasks past their deadline and for
+    /// dead-lettered tasks.
     pub async fn fail_attempt(
         &self,
         run_id: Uuid,
         workspace_id: Uuid,
-        node_id: &str,
+        node: (&str, Option<u32>),
         attempt: u32,
         error: NodeError,
     ) -> Result<(), EngineError> {
         let now = Utc::now();
+        let (node_id, item_index) = node;
         self.record(&NodeResult {
             v: VERSION,
             run_id,
             workspace_id,
             node_id: node_id.to_owned(),
+            item_index,
             attempt,
             started_at: now,
             finished_at: now,

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 use uuid::Uuid;
-use weft_shared::graph::{NodeState, NodeStatus, RunState};
+use weft_shared::graph::{ItemState, NodeState, NodeStatus, RunState};
 use weft_shared::messages::NodeError;
 use weft_shared::scenario::{BuiltinCatalog, Invalid, Scenario};
 
@@ -144,7 +144,7 @@ pub fn run_error(node: &str, error: &NodeError) -> Value {
 pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbError> {
     let statement = tx
         .prepare_cached(
-            "SELECT node_id, status, attempts, input, output, raw_output, error, port, queued_at, started_at, finished_at \
+            "SELECT node_id, status, attempts, input, output, raw_output, error, port, queued_at, started_at, finished_at, items \
              FROM node_runs WHERE run_id = $1 AND workspace_id = $2",
         )
         .await?;
@@ -152,6 +152,7 @@ pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbE
     let mut state = RunState::default();
     for row in rows {
         let error: Option<Value> = row.get(6);
+        let items: Option<Value> = row.get(11);
         let node = NodeState {
             status: NodeStatus::parse(row.get(1)).unwrap_or(NodeStatus::Failed),
             attempts: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
@@ -163,6 +164,7 @@ pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbE
             queued_at: row.get(8),
             started_at: row.get(9),
             finished_at: row.get(10),
+            items: items.map(parse_items),
             changed: false,
         };
         state.nodes.insert(row.get(0), node);
@@ -170,8 +172,37 @@ pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbE
     Ok(state)
 }
 
+/// The items of a `for_each` node as stored. (An item that does not parse, which only a
+/// hand-edited row could hold, reads as failed.)
+pub fn parse_items(items: Value) -> Vec<ItemState> {
+    let Value::Array(items) = items else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            serde_json::from_value(item).unwrap_or_else(|e| ItemState {
+                status: NodeStatus::Failed,
+                attempts: 0,
+                input: None,
+                output: None,
+                raw_output: None,
+                error: Some(NodeError::new(
+                    weft_shared::messages::ErrorClass::Permanent,
+                    format!("unreadable item state: {e}"),
+                )),
+                queued_at: None,
+                started_at: None,
+                finished_at: None,
+                deadline_at: None,
+            })
+        })
+        .collect()
+}
+
 /// Writes the nodes that changed, in one statement. `deadlines` holds the deadline of
-/// each node dispatched in this step.
+/// each node dispatched in this step; a `for_each` node's deadline is the earliest of
+/// its items in flight (each item carries its own).
 pub async fn save_nodes(
     tx: &Transaction<'_>,
     run: &Run,
@@ -197,6 +228,7 @@ pub async fn save_nodes(
     let mut started = Vec::with_capacity(changed.len());
     let mut finished = Vec::with_capacity(changed.len());
     let mut deadline = Vec::with_capacity(changed.len());
+    let mut items = Vec::with_capacity(changed.len());
     for (id, node) in changed {
         let position = scenario.nodes.iter().position(|n| &n.id == id).unwrap_or(0);
         ids.push(id.as_str());
@@ -216,24 +248,33 @@ pub async fn save_nodes(
         started.push(node.started_at);
         finished.push(node.finished_at);
         let in_flight = matches!(node.status, NodeStatus::Queued | NodeStatus::Running);
-        deadline.push(if in_flight {
-            deadlines.get(id).copied()
-        } else {
-            None
+        deadline.push(match &node.items {
+            _ if !in_flight => None,
+            Some(items) => items
+                .iter()
+                .filter(|item| matches!(item.status, NodeStatus::Queued | NodeStatus::Running))
+                .filter_map(|item| item.deadline_at)
+                .min(),
+            None => deadlines.get(id).copied(),
         });
+        items.push(
+            node.items
+                .as_ref()
+                .and_then(|items| serde_json::to_value(items).ok()),
+        );
     }
     let statement = tx
         .prepare_cached(
             "INSERT INTO node_runs (run_id, workspace_id, node_id, position, status, attempts, input, output, raw_output, \
-                                    error, port, queued_at, started_at, finished_at, deadline_at) \
+                                    error, port, queued_at, started_at, finished_at, deadline_at, items) \
              SELECT $1, $2, * FROM UNNEST($3::text[], $4::int[], $5::text[], $6::int[], $7::jsonb[], $8::jsonb[], \
                                           $9::jsonb[], $10::jsonb[], $11::text[], $12::timestamptz[], \
-                                          $13::timestamptz[], $14::timestamptz[], $15::timestamptz[]) \
+                                          $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::jsonb[]) \
              ON CONFLICT (run_id, node_id) DO UPDATE SET \
                  status = EXCLUDED.status, attempts = EXCLUDED.attempts, input = EXCLUDED.input, \
                  output = EXCLUDED.output, raw_output = EXCLUDED.raw_output, error = EXCLUDED.error, \
                  port = EXCLUDED.port, queued_at = EXCLUDED.queued_at, started_at = EXCLUDED.started_at, \
-                 finished_at = EXCLUDED.finished_at, \
+                 finished_at = EXCLUDED.finished_at, items = EXCLUDED.items, \
                  deadline_at = COALESCE(EXCLUDED.deadline_at, CASE WHEN EXCLUDED.status IN ('queued', 'running') \
                                                                     THEN node_runs.deadline_at END)",
         )
@@ -256,6 +297,7 @@ pub async fn save_nodes(
             &started,
             &finished,
             &deadline,
+            &items,
         ],
     )
     .await?;

@@ -4,11 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
+use serde_json::Value;
 use uuid::Uuid;
+use weft_shared::graph::NodeStatus;
 use weft_shared::messages::{ErrorClass, NodeError, RunRequested, VERSION};
 use weft_shared::queue::Publisher;
 
 use crate::engine::{Engine, EngineError};
+use crate::store;
 
 /// Rows handled per sweep and kind, so one sweep stays short.
 const BATCH: i64 = 500;
@@ -62,12 +66,13 @@ impl Sweeper {
     }
 
     /// Node attempts with no result by their deadline (a worker vanished, a task was
-    /// lost): recorded as timed out, which retries them or fails the node.
+    /// lost): recorded as timed out, which retries them or fails the node. For a
+    /// `for_each` node, each item in flight past its own deadline.
     async fn expire_nodes(&self) -> Result<(), EngineError> {
         let client = self.engine.pool().get().await?;
         let statement = client
             .prepare_cached(
-                "SELECT n.run_id, n.workspace_id, n.node_id, n.attempts FROM node_runs n \
+                "SELECT n.run_id, n.workspace_id, n.node_id, n.attempts, n.items FROM node_runs n \
                  JOIN runs r ON r.id = n.run_id AND r.workspace_id = n.workspace_id \
                  WHERE n.status IN ('queued', 'running') AND n.deadline_at < now() AND r.status = 'running' \
                  LIMIT $1",
@@ -75,15 +80,30 @@ impl Sweeper {
             .await?;
         let rows = client.query(&statement, &[&BATCH]).await?;
         drop(client);
+        let now = Utc::now();
         for row in rows {
             let run_id: Uuid = row.get(0);
             let node_id: String = row.get(2);
-            let attempt = u32::try_from(row.get::<_, i32>(3)).unwrap_or(0);
-            tracing::warn!(%run_id, %node_id, attempt, "node attempt passed its deadline");
-            let error = NodeError::new(ErrorClass::Timeout, "no result before the node's deadline");
-            self.engine
-                .fail_attempt(run_id, row.get(1), &node_id, attempt, error)
-                .await?;
+            let expired: Vec<(Option<u32>, u32)> = match row.get::<_, Option<Value>>(4) {
+                None => vec![(None, u32::try_from(row.get::<_, i32>(3)).unwrap_or(0))],
+                Some(items) => store::parse_items(items)
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, item)| {
+                        matches!(item.status, NodeStatus::Queued | NodeStatus::Running)
+                            && item.deadline_at.is_some_and(|at| at < now)
+                    })
+                    .map(|(index, item)| (u32::try_from(index).ok(), item.attempts))
+                    .collect(),
+            };
+            for (item_index, attempt) in expired {
+                tracing::warn!(%run_id, %node_id, ?item_index, attempt, "node attempt passed its deadline");
+                let error =
+                    NodeError::new(ErrorClass::Timeout, "no result before the node's deadline");
+                self.engine
+                    .fail_attempt(run_id, row.get(1), (&node_id, item_index), attempt, error)
+                    .await?;
+            }
         }
         Ok(())
     }

@@ -257,6 +257,7 @@ async fn a_duplicate_result_changes_nothing() {
         run_id: run_id.parse().expect("uuid"),
         workspace_id: workspace.id.parse().expect("uuid"),
         node_id: "first".into(),
+        item_index: None,
         attempt: 1,
         started_at: chrono::Utc::now(),
         finished_at: chrono::Utc::now(),

@@ -4,18 +4,23 @@
 //! [`RunState::advance`], and persists what changed. `advance` evaluates pure nodes
 //! (transform, condition) inline, decides which action nodes to dispatch, propagates
 //! skips and decides when the run is over.
+//!
+//! An action node with `for_each` keeps one [`ItemState`] per item: `advance` keeps at
+//! most `max_concurrency` of them in flight, and finishes the node when every item has
+//! finished (or one failed for good). A `delay` node is dispatched as the built-in
+//! `weft.delay` task, due when the wait is over.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use serde_json_path::JsonPath;
 use uuid::Uuid;
 
 use crate::messages::{ErrorClass, NodeError, NodeResult, Outcome};
-use crate::scenario::{DEFAULT_CASE, ERROR_PORT, Node, NodeKind, OnError, Scenario};
+use crate::scenario::{DEFAULT_CASE, ERROR_PORT, ForEach, Node, NodeKind, OnError, Scenario, Wait};
 use crate::template::{self, Templates};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +84,76 @@ pub struct NodeState {
     pub queued_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// For a `for_each` node, once it started: one state per item, in item order.
+    pub items: Option<Vec<ItemState>>,
     /// Set when this evaluation changed the node, so only changed rows are written.
     pub changed: bool,
+}
+
+/// Most items a `for_each` node may have: its item states live in one row, rewritten as
+/// each item finishes.
+pub const MAX_ITEMS: usize = 1_000;
+
+/// The recorded state of one item of a `for_each` node. A (node, item, attempt) names one
+/// task; a result for any other attempt of the item changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemState {
+    /// `pending` (not dispatched yet), `queued` (in flight), `completed`, `failed` or
+    /// `cancelled`.
+    pub status: NodeStatus,
+    #[serde(default)]
+    pub attempts: u32,
+    /// The node's `input`, rendered with this `item` and `index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// The item's result (mapped by `outputs` when the node has them), or its error
+    /// object when it failed under `on_error: continue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The full result, when `outputs` mapped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<NodeError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the attempt in flight is given up on (set by the scheduler as it dispatches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at: Option<DateTime<Utc>>,
+}
+
+impl ItemState {
+    fn pending(input: Value) -> Self {
+        Self {
+            status: NodeStatus::Pending,
+            attempts: 0,
+            input: Some(input),
+            output: None,
+            raw_output: None,
+            error: None,
+            queued_at: None,
+            started_at: None,
+            finished_at: None,
+            deadline_at: None,
+        }
+    }
+
+    fn is_in_flight(&self) -> bool {
+        matches!(self.status, NodeStatus::Queued | NodeStatus::Running)
+    }
+
+    fn fail(&mut self, node: &Node, error: NodeError) {
+        self.status = NodeStatus::Failed;
+        self.deadline_at = None;
+        if node.on_error == OnError::Continue {
+            self.output = Some(serde_json::to_value(&error).unwrap_or(Value::Null));
+        }
+        self.error = Some(error);
+    }
 }
 
 impl NodeState {
@@ -96,7 +169,25 @@ impl NodeState {
             queued_at: None,
             started_at: None,
             finished_at: None,
+            items: None,
             changed: true,
+        }
+    }
+
+    /// Cancels the node if it has not finished, and every unfinished item of it.
+    pub fn cancel(&mut self, now: DateTime<Utc>) {
+        if self.status.is_terminal() {
+            return;
+        }
+        self.status = NodeStatus::Cancelled;
+        self.finished_at = Some(now);
+        self.changed = true;
+        for item in self.items.iter_mut().flatten() {
+            if !item.status.is_terminal() {
+                item.status = NodeStatus::Cancelled;
+                item.finished_at = Some(now);
+                item.deadline_at = None;
+            }
         }
     }
 }
@@ -114,9 +205,11 @@ pub struct RunContext {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dispatch {
     pub node_id: String,
+    /// For a `for_each` node: the item.
+    pub item_index: Option<u32>,
     pub attempt: u32,
     pub input: Value,
-    /// How long to wait before the attempt (retry backoff).
+    /// How long to wait before the attempt (retry backoff, or a delay node's wait).
     pub delay: Duration,
     pub timeout: Duration,
 }
@@ -272,6 +365,12 @@ impl RunState {
         ) else {
             return Applied::Ignored;
         };
+        match (result.item_index, state.items.is_some()) {
+            (Some(index), true) => return apply_item_result(node, state, index, result, jitter),
+            (None, false) => {}
+            // An item result for a node without items, or the reverse: not ours.
+            _ => return Applied::Ignored,
+        }
         let in_flight = matches!(state.status, NodeStatus::Queued | NodeStatus::Running);
         // A run that ended (cancelled, timed out) cancels the attempts it had out; their
         // result, when it still comes, is recorded, as the side effect did happen.
@@ -305,13 +404,18 @@ impl RunState {
             Outcome::Failure { error } => {
                 if error.class.is_retryable() && state.attempts < node.retry.max_attempts {
                     let retry_after = error.retry_after_ms.map(Duration::from_millis);
-                    let delay = node.retry.backoff(state.attempts, jitter, retry_after);
+                    let mut delay = node.retry.backoff(state.attempts, jitter, retry_after);
+                    if let NodeKind::Delay { .. } = node.kind {
+                        // A delay retried (its task was lost) still waits until its time.
+                        delay = delay.max(remaining_wait(state.input.as_ref(), result.finished_at));
+                    }
                     state.attempts += 1;
                     state.status = NodeStatus::Queued;
                     state.error = Some(error.clone());
                     state.finished_at = None;
                     return Applied::Retry(Dispatch {
                         node_id: node.id.clone(),
+                        item_index: None,
                         attempt: state.attempts,
                         input: state.input.clone().unwrap_or(Value::Null),
                         delay,
@@ -332,6 +436,13 @@ impl RunState {
         templates: &Templates,
     ) -> Step {
         let mut step = Step::default();
+        // `for_each` nodes in flight: refill their windows, or finish them.
+        for node in &scenario.nodes {
+            let state = &self.nodes[&node.id];
+            if state.items.is_some() && state.status == NodeStatus::Queued {
+                step.dispatch.extend(self.progress_items(node, context.now));
+            }
+        }
         'evaluate: loop {
             if let Some(failed) = self.unhandled_failure(scenario) {
                 // A failure nobody handles ends the run at once.
@@ -352,8 +463,8 @@ impl RunState {
                     state.status = NodeStatus::Skipped;
                     state.finished_at = Some(context.now);
                     state.changed = true;
-                } else if let Some(dispatch) = self.start(node, context, templates) {
-                    step.dispatch.push(dispatch);
+                } else {
+                    step.dispatch.extend(self.start(node, context, templates));
                 }
                 continue 'evaluate;
             }
@@ -366,6 +477,7 @@ impl RunState {
 
     /// Marks every node that has not started as cancelled.
     pub fn cancel_pending(&mut self, now: DateTime<Utc>) {
+        // (Nodes in flight are left to finish: their results are still recorded.)
         for state in self.nodes.values_mut() {
             if state.status == NodeStatus::Pending {
                 state.status = NodeStatus::Cancelled;
@@ -403,6 +515,10 @@ impl RunState {
     }
 
     fn scope(&self, context: &RunContext) -> minijinja::Value {
+        template::scope(&self.scope_json(context))
+    }
+
+    fn scope_json(&self, context: &RunContext) -> Value {
         let nodes: serde_json::Map<String, Value> = self
             .nodes
             .iter()
@@ -413,20 +529,16 @@ impl RunState {
                 (id.clone(), view)
             })
             .collect();
-        template::scope(&json!({
+        json!({
             "trigger": context.trigger,
             "nodes": nodes,
             "run": {"id": context.run_id, "started_at": context.started_at},
-        }))
+        })
     }
 
-    /// Starts a reached node: evaluates pure nodes, prepares action nodes for dispatch.
-    fn start(
-        &mut self,
-        node: &Node,
-        context: &RunContext,
-        templates: &Templates,
-    ) -> Option<Dispatch> {
+    /// Starts a reached node: evaluates pure nodes, prepares action and delay nodes for
+    /// dispatch.
+    fn start(&mut self, node: &Node, context: &RunContext, templates: &Templates) -> Vec<Dispatch> {
         let scope = self.scope(context);
         let now = context.now;
         let template_error = |field: &str, e: template::TemplateError| {
@@ -436,6 +548,17 @@ impl RunState {
             )
         };
         let evaluated: Result<(Value, Option<String>), NodeError> = match &node.kind {
+            NodeKind::Action {
+                input,
+                for_each: Some(for_each),
+                ..
+            } => return self.start_items(node, for_each, input, &scope, now, templates),
+            NodeKind::Delay { wait } => {
+                return self
+                    .start_delay(node, wait, &scope, now, templates)
+                    .into_iter()
+                    .collect();
+            }
             NodeKind::Action { input, .. } => {
                 let state = self.state_mut(&node.id);
                 state.changed = true;
@@ -445,19 +568,20 @@ impl RunState {
                     Ok(rendered) => {
                         state.status = NodeStatus::Queued;
                         state.input = Some(rendered.clone());
-                        Some(Dispatch {
+                        vec![Dispatch {
                             node_id: node.id.clone(),
+                            item_index: None,
                             attempt: 1,
                             input: rendered,
                             delay: Duration::ZERO,
                             timeout: node.timeout,
-                        })
+                        }]
                     }
                     Err(e) => {
                         state.started_at = Some(now);
                         state.finished_at = Some(now);
                         fail(node, state, template_error("input", e));
-                        None
+                        Vec::new()
                     }
                 };
             }
@@ -500,7 +624,227 @@ impl RunState {
             }
             Err(error) => fail(node, state, error),
         }
-        None
+        Vec::new()
+    }
+
+    /// Starts a delay node: dispatched to wait until its time, or done at once when that
+    /// time has passed.
+    fn start_delay(
+        &mut self,
+        node: &Node,
+        wait: &Wait,
+        scope: &minijinja::Value,
+        now: DateTime<Utc>,
+        templates: &Templates,
+    ) -> Option<Dispatch> {
+        let until = match wait {
+            Wait::For(duration) => chrono::Duration::from_std(*duration)
+                .ok()
+                .and_then(|duration| now.checked_add_signed(duration))
+                .ok_or_else(|| format!("field `duration`: {duration:?} is too long")),
+            Wait::Until(source) => {
+                match templates.render_value(&Value::String(source.clone()), scope) {
+                    Ok(Value::String(text)) => DateTime::parse_from_rfc3339(text.trim())
+                        .map(|at| at.with_timezone(&Utc))
+                        .map_err(|e| {
+                            format!("field `until`: `{text}` is not an RFC 3339 timestamp: {e}")
+                        }),
+                    Ok(other) => Err(format!(
+                        "field `until`: renders {}, not an RFC 3339 timestamp",
+                        json_kind(&other)
+                    )),
+                    Err(e) => Err(format!("field `until`: {e}")),
+                }
+            }
+        };
+        let state = self.state_mut(&node.id);
+        state.changed = true;
+        state.attempts = 1;
+        state.queued_at = Some(now);
+        let until = match until {
+            Ok(until) => until.max(now),
+            Err(message) => {
+                state.started_at = Some(now);
+                state.finished_at = Some(now);
+                let message = format!("node `{}`, {message}", node.id);
+                fail(node, state, NodeError::new(ErrorClass::Permanent, message));
+                return None;
+            }
+        };
+        let at = until.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        state.input = Some(json!({ "until": at }));
+        let delay = (until - now).to_std().unwrap_or_default();
+        if delay.is_zero() {
+            // A time already past: no wait, nothing to dispatch.
+            state.status = NodeStatus::Completed;
+            state.output = Some(json!({ "waited_until": at }));
+            state.started_at = Some(now);
+            state.finished_at = Some(now);
+            return None;
+        }
+        state.status = NodeStatus::Queued;
+        Some(Dispatch {
+            node_id: node.id.clone(),
+            item_index: None,
+            attempt: 1,
+            input: json!({ "until": at }),
+            delay,
+            timeout: node.timeout,
+        })
+    }
+
+    /// Starts a `for_each` node: renders its array and every item's input, then
+    /// dispatches the first window of items.
+    fn start_items(
+        &mut self,
+        node: &Node,
+        for_each: &ForEach,
+        input: &Value,
+        scope: &minijinja::Value,
+        now: DateTime<Utc>,
+        templates: &Templates,
+    ) -> Vec<Dispatch> {
+        let fail_now = |state: &mut NodeState, message: String| {
+            state.started_at = Some(now);
+            state.finished_at = Some(now);
+            let message = format!("node `{}`, field `for_each`: {message}", node.id);
+            fail(node, state, NodeError::new(ErrorClass::Permanent, message));
+        };
+        let rendered = templates.render_value(&Value::String(for_each.items.clone()), scope);
+        let state = self.state_mut(&node.id);
+        state.changed = true;
+        state.attempts = 1;
+        state.queued_at = Some(now);
+        let array = match rendered {
+            Ok(Value::Array(array)) if array.len() <= MAX_ITEMS => array,
+            Ok(Value::Array(array)) => {
+                let message = format!("{} items, over the limit of {MAX_ITEMS}", array.len());
+                fail_now(state, message);
+                return Vec::new();
+            }
+            Ok(other) => {
+                let message = format!("must render to an array, got {}", json_kind(&other));
+                fail_now(state, message);
+                return Vec::new();
+            }
+            Err(e) => {
+                fail_now(state, e.to_string());
+                return Vec::new();
+            }
+        };
+        let items = array
+            .iter()
+            .enumerate()
+            .map(|(index, item)| {
+                let scope = minijinja::value::merge_maps([
+                    minijinja::context! { item => template::scope(item), index => index },
+                    scope.clone(),
+                ]);
+                match templates.render_value(input, &scope) {
+                    Ok(rendered) => ItemState::pending(rendered),
+                    Err(e) => {
+                        let mut item = ItemState::pending(Value::Null);
+                        item.input = None;
+                        item.attempts = 1;
+                        item.started_at = Some(now);
+                        item.finished_at = Some(now);
+                        let message =
+                            format!("node `{}`, item {index}, field `input`: {e}", node.id);
+                        item.fail(node, NodeError::new(ErrorClass::Permanent, message));
+                        item
+                    }
+                }
+            })
+            .collect();
+        state.status = NodeStatus::Queued;
+        state.input = Some(Value::Array(array));
+        state.items = Some(items);
+        self.progress_items(node, now)
+    }
+
+    /// Moves a `for_each` node in flight on: fails it when an item failed for good
+    /// (unless `on_error: continue`), completes it when every item finished, or else
+    /// dispatches pending items while fewer than `max_concurrency` are in flight.
+    fn progress_items(&mut self, node: &Node, now: DateTime<Utc>) -> Vec<Dispatch> {
+        let NodeKind::Action {
+            for_each: Some(for_each),
+            ..
+        } = &node.kind
+        else {
+            return Vec::new();
+        };
+        let state = self.state_mut(&node.id);
+        let Some(items) = state.items.as_mut() else {
+            return Vec::new();
+        };
+        let latest = items.iter().filter_map(|item| item.finished_at).max();
+        let failed = (node.on_error != OnError::Continue)
+            .then(|| {
+                items
+                    .iter()
+                    .enumerate()
+                    .find(|(_, item)| item.status == NodeStatus::Failed)
+            })
+            .flatten()
+            .map(|(index, item)| {
+                let mut error = item
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| NodeError::new(ErrorClass::Permanent, "failed"));
+                error.message = format!("item {index}: {}", error.message);
+                error
+            });
+        if let Some(error) = failed {
+            // The node is over: its other items are not dispatched, or not waited for.
+            for item in items.iter_mut().filter(|item| !item.status.is_terminal()) {
+                item.status = NodeStatus::Cancelled;
+                item.finished_at = Some(now);
+                item.deadline_at = None;
+            }
+            state.finished_at = latest.or(Some(now));
+            fail(node, state, error);
+            return Vec::new();
+        }
+        if items.iter().all(|item| item.status.is_terminal()) {
+            let output = items
+                .iter()
+                .map(|item| item.output.clone().unwrap_or(Value::Null))
+                .collect();
+            state.status = NodeStatus::Completed;
+            state.output = Some(Value::Array(output));
+            state.error = None;
+            state.started_at = state.started_at.or(Some(now));
+            state.finished_at = latest.or(Some(now));
+            state.changed = true;
+            return Vec::new();
+        }
+        let in_flight = items.iter().filter(|item| item.is_in_flight()).count();
+        let free = usize::try_from(for_each.max_concurrency)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(in_flight);
+        let mut dispatch = Vec::new();
+        for (index, item) in items
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, item)| item.status == NodeStatus::Pending)
+            .take(free)
+        {
+            item.status = NodeStatus::Queued;
+            item.attempts = 1;
+            item.queued_at = Some(now);
+            dispatch.push(Dispatch {
+                node_id: node.id.clone(),
+                item_index: Some(u32::try_from(index).unwrap_or(u32::MAX)),
+                attempt: 1,
+                input: item.input.clone().unwrap_or(Value::Null),
+                delay: Duration::ZERO,
+                timeout: node.timeout,
+            });
+        }
+        if !dispatch.is_empty() {
+            state.changed = true;
+        }
+        dispatch
     }
 
     /// The first failed node that neither `on_error: continue` nor an error port handles.
@@ -516,6 +860,97 @@ impl RunState {
                     .unwrap_or_else(|| NodeError::new(ErrorClass::Permanent, "failed")),
             })
         })
+    }
+}
+
+/// Records one attempt's result for one item of a `for_each` node. Finishing the node
+/// (or dispatching the next items) is left to [`RunState::advance`].
+fn apply_item_result(
+    node: &Node,
+    state: &mut NodeState,
+    index: u32,
+    result: &NodeResult,
+    jitter: f64,
+) -> Applied {
+    let Some(item) = state
+        .items
+        .as_mut()
+        .and_then(|items| items.get_mut(usize::try_from(index).ok()?))
+    else {
+        return Applied::Ignored;
+    };
+    // As for a whole node: an attempt cancelled in flight (the node or the run ended)
+    // is still recorded when its result comes, as its side effect did happen.
+    let cancelled_in_flight = item.status == NodeStatus::Cancelled && item.queued_at.is_some();
+    if !(item.is_in_flight() || cancelled_in_flight) || item.attempts != result.attempt {
+        return Applied::Ignored;
+    }
+    // Only an item of a node still in flight is tried again.
+    let may_retry =
+        item.is_in_flight() && matches!(state.status, NodeStatus::Queued | NodeStatus::Running);
+    state.changed = true;
+    state.started_at = state
+        .started_at
+        .min(Some(result.started_at))
+        .or(Some(result.started_at));
+    item.started_at = Some(result.started_at);
+    item.finished_at = Some(result.finished_at);
+    item.deadline_at = None;
+    match &result.outcome {
+        Outcome::Success { output } => {
+            item.status = NodeStatus::Completed;
+            item.error = None;
+            match &node.kind {
+                NodeKind::Action { outputs, .. } if !outputs.is_empty() => {
+                    item.output = Some(map_outputs(outputs, output));
+                    item.raw_output = Some(output.clone());
+                }
+                _ => item.output = Some(output.clone()),
+            }
+            Applied::Recorded
+        }
+        Outcome::Failure { error } => {
+            if may_retry && error.class.is_retryable() && item.attempts < node.retry.max_attempts {
+                let retry_after = error.retry_after_ms.map(Duration::from_millis);
+                let delay = node.retry.backoff(item.attempts, jitter, retry_after);
+                item.attempts += 1;
+                item.status = NodeStatus::Queued;
+                item.error = Some(error.clone());
+                item.finished_at = None;
+                return Applied::Retry(Dispatch {
+                    node_id: node.id.clone(),
+                    item_index: Some(index),
+                    attempt: item.attempts,
+                    input: item.input.clone().unwrap_or(Value::Null),
+                    delay,
+                    timeout: node.timeout,
+                });
+            }
+            item.fail(node, error.clone());
+            Applied::Recorded
+        }
+    }
+}
+
+/// What is left of a delay node's wait at `now`, from the `until` of its input.
+fn remaining_wait(input: Option<&Value>, now: DateTime<Utc>) -> Duration {
+    input
+        .and_then(|input| input.get("until"))
+        .and_then(Value::as_str)
+        .and_then(|until| DateTime::parse_from_rfc3339(until).ok())
+        .and_then(|until| (until.with_timezone(&Utc) - now).to_std().ok())
+        .unwrap_or_default()
+}
+
+/// How a JSON value is named in errors.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -579,11 +1014,40 @@ mod tests {
             run_id: Uuid::nil(),
             workspace_id: Uuid::nil(),
             node_id: node.into(),
+            item_index: None,
             attempt,
             started_at: Utc::now(),
             finished_at: Utc::now(),
             outcome,
         }
+    }
+
+    fn item_result(node: &str, index: u32, attempt: u32, outcome: Outcome) -> NodeResult {
+        NodeResult {
+            item_index: Some(index),
+            ..result(node, attempt, outcome)
+        }
+    }
+
+    /// An http node that runs once per item of `trigger.body.items`.
+    fn each(id: &str, max_concurrency: u32) -> Value {
+        json!({"id": id, "type": "action", "connector": "http", "action": "request",
+               "for_each": "{{ trigger.body.items }}", "max_concurrency": max_concurrency,
+               "input": {"method": "POST", "url": "http://up.test/{{ index }}", "body": {"item": "{{ item }}"}}})
+    }
+
+    /// (item index, attempt) of each dispatch.
+    fn sent(step: &[Dispatch]) -> Vec<(Option<u32>, u32)> {
+        step.iter().map(|d| (d.item_index, d.attempt)).collect()
+    }
+
+    fn item_status(state: &RunState, id: &str) -> Vec<NodeStatus> {
+        state.nodes[id]
+            .items
+            .iter()
+            .flatten()
+            .map(|item| item.status)
+            .collect()
     }
 
     fn success(output: Value) -> Outcome {
@@ -911,5 +1375,329 @@ mod tests {
             error.message
         );
         assert_eq!(error.class, ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn for_each_keeps_at_most_max_concurrency_items_in_flight_and_outputs_in_item_order() {
+        let s = scenario(json!([
+            each("each", 2),
+            {"id": "join", "type": "transform", "after": ["each"], "output": {"all": "{{ nodes.each.output }}"}}
+        ]));
+        let templates = Templates::new();
+        let ctx = context(json!({"body": {"items": ["a", "b", "c", "d", "e"]}}));
+        let mut state = RunState::new(&s);
+        let step = state.advance(&s, &ctx, &templates);
+        assert_eq!(sent(&step.dispatch), [(Some(0), 1), (Some(1), 1)]);
+        assert_eq!(step.dispatch[1].input["url"], json!("http://up.test/1"));
+        assert_eq!(step.dispatch[1].input["body"], json!({"item": "b"}));
+        assert_eq!(status(&state, "each"), NodeStatus::Queued);
+        assert_eq!(
+            state.nodes["each"].input,
+            Some(json!(["a", "b", "c", "d", "e"]))
+        );
+
+        // Items finish out of order; each frees one slot for the next pending item.
+        let mut order = vec![1, 0, 3, 2, 4].into_iter();
+        let mut dispatched = vec![0, 1];
+        while let Some(index) = order.next() {
+            let done = item_result("each", index, 1, success(json!(format!("r{index}"))));
+            assert_eq!(state.apply_result(&s, &done, 1.0), Applied::Recorded);
+            let step = state.advance(&s, &ctx, &templates);
+            dispatched.extend(step.dispatch.iter().filter_map(|d| d.item_index));
+            let in_flight = state.nodes["each"]
+                .items
+                .iter()
+                .flatten()
+                .filter(|item| item.status == NodeStatus::Queued)
+                .count();
+            assert!(in_flight <= 2, "{in_flight} items in flight");
+            if order.len() > 0 {
+                assert_eq!(status(&state, "join"), NodeStatus::Pending, "fan-in waits");
+                assert_eq!(step.outcome, None);
+            } else {
+                assert_eq!(step.outcome, Some(RunOutcome::Completed));
+            }
+        }
+        assert_eq!(dispatched, [0, 1, 2, 3, 4], "in item order, each once");
+        let output = json!(["r0", "r1", "r2", "r3", "r4"]);
+        assert_eq!(state.nodes["each"].output, Some(output.clone()));
+        assert_eq!(status(&state, "each"), NodeStatus::Completed);
+        assert_eq!(state.nodes["join"].output, Some(json!({"all": output})));
+    }
+
+    #[test]
+    fn duplicate_stale_and_misaddressed_item_results_change_nothing() {
+        let s = scenario(json!([each("each", 10), http("plain", &[])]));
+        let templates = Templates::new();
+        let ctx = context(json!({"body": {"items": [1, 2], "n": 1}}));
+        let mut state = RunState::new(&s);
+        state.advance(&s, &ctx, &templates);
+        let first = item_result("each", 0, 1, success(json!("first")));
+        assert_eq!(state.apply_result(&s, &first, 1.0), Applied::Recorded);
+        let before = state.clone();
+        for ignored in [
+            item_result("each", 0, 1, success(json!("again"))),
+            item_result("each", 1, 2, success(json!("a later attempt"))),
+            item_result("each", 7, 1, success(json!("no such item"))),
+            result("each", 1, success(json!("no item index"))),
+            item_result("plain", 0, 1, success(json!("not a for_each node"))),
+        ] {
+            assert_eq!(state.apply_result(&s, &ignored, 1.0), Applied::Ignored);
+        }
+        assert_eq!(state, before);
+        state.apply_result(
+            &s,
+            &item_result("each", 1, 1, success(json!("second"))),
+            1.0,
+        );
+        state.advance(&s, &ctx, &templates);
+        assert_eq!(state.nodes["each"].output, Some(json!(["first", "second"])));
+    }
+
+    #[test]
+    fn a_failed_item_retries_on_its_own_then_fails_the_node() {
+        let s = scenario(json!([each("each", 2), http("after", &["each"])]));
+        let templates = Templates::new();
+        let ctx = context(json!({"body": {"items": ["a", "b", "c"], "n": 1}}));
+        let mut state = RunState::new(&s);
+        state.advance(&s, &ctx, &templates);
+
+        let Applied::Retry(retry) = state.apply_result(
+            &s,
+            &item_result("each", 1, 1, failure(ErrorClass::Retryable)),
+            1.0,
+        ) else {
+            panic!("a retryable item failure retries the item");
+        };
+        assert_eq!((retry.item_index, retry.attempt), (Some(1), 2));
+        assert_eq!(retry.input["body"], json!({"item": "b"}));
+        state.apply_result(&s, &item_result("each", 0, 1, success(json!(0))), 1.0);
+        let step = state.advance(&s, &ctx, &templates);
+        assert_eq!(
+            sent(&step.dispatch),
+            [(Some(2), 1)],
+            "the retrying item keeps its slot"
+        );
+
+        assert_eq!(
+            state.apply_result(
+                &s,
+                &item_result("each", 1, 2, failure(ErrorClass::Permanent)),
+                1.0
+            ),
+            Applied::Recorded
+        );
+        let step = state.advance(&s, &ctx, &templates);
+        let Some(RunOutcome::Failed { node, error }) = step.outcome else {
+            panic!("a failed item fails the node and the run: {step:?}");
+        };
+        assert_eq!(node, "each");
+        assert_eq!(error.message, "item 1: boom");
+        assert_eq!(status(&state, "each"), NodeStatus::Failed);
+        assert_eq!(
+            item_status(&state, "each"),
+            [
+                NodeStatus::Completed,
+                NodeStatus::Failed,
+                NodeStatus::Cancelled
+            ]
+        );
+        assert_eq!(status(&state, "after"), NodeStatus::Cancelled);
+
+        // The cancelled item's late result is recorded, and retries nothing.
+        assert_eq!(
+            state.apply_result(
+                &s,
+                &item_result("each", 2, 1, failure(ErrorClass::Retryable)),
+                1.0
+            ),
+            Applied::Recorded
+        );
+        assert_eq!(status(&state, "each"), NodeStatus::Failed);
+    }
+
+    #[test]
+    fn with_on_error_continue_a_failed_item_holds_its_error_and_the_node_completes() {
+        let mut node = each("each", 10);
+        node["on_error"] = json!("continue");
+        node["retry"] = json!({"max_attempts": 1});
+        node["outputs"] = json!({"id": "$.body.id"});
+        let s = scenario(json!([node]));
+        let templates = Templates::new();
+        let ctx = context(json!({"body": {"items": ["a", "b"]}}));
+        let mut state = RunState::new(&s);
+        state.advance(&s, &ctx, &templates);
+        state.apply_result(
+            &s,
+            &item_result("each", 1, 1, failure(ErrorClass::Retryable)),
+            1.0,
+        );
+        let raw = json!({"status": 200, "body": {"id": 7}});
+        state.apply_result(&s, &item_result("each", 0, 1, success(raw.clone())), 1.0);
+        let step = state.advance(&s, &ctx, &templates);
+        assert_eq!(step.outcome, Some(RunOutcome::Completed));
+        assert_eq!(status(&state, "each"), NodeStatus::Completed);
+        assert_eq!(
+            state.nodes["each"].output,
+            Some(json!([{"id": 7}, {"class": "retryable", "message": "boom"}]))
+        );
+        let items = state.nodes["each"].items.as_ref().expect("items");
+        assert_eq!(items[0].raw_output, Some(raw));
+        assert_eq!(items[1].status, NodeStatus::Failed);
+    }
+
+    #[test]
+    fn an_empty_array_completes_at_once_and_a_non_array_fails_naming_the_field() {
+        let s = scenario(json!([
+            each("each", 3),
+            {"id": "after", "type": "transform", "after": ["each"], "output": {"n": "{{ nodes.each.output | length }}"}}
+        ]));
+        let templates = Templates::new();
+        let mut state = RunState::new(&s);
+        let step = state.advance(&s, &context(json!({"body": {"items": []}})), &templates);
+        assert!(step.dispatch.is_empty());
+        assert_eq!(step.outcome, Some(RunOutcome::Completed));
+        assert_eq!(state.nodes["each"].output, Some(json!([])));
+        assert_eq!(state.nodes["after"].output, Some(json!({"n": 0})));
+
+        let mut state = RunState::new(&s);
+        let step = state.advance(
+            &s,
+            &context(json!({"body": {"items": {"a": 1}}})),
+            &templates,
+        );
+        let Some(RunOutcome::Failed { node, error }) = step.outcome else {
+            panic!("an object is not an array");
+        };
+        assert_eq!(node, "each");
+        assert_eq!(
+            error.message,
+            "node `each`, field `for_each`: must render to an array, got an object"
+        );
+        assert_eq!(error.class, ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn an_item_whose_input_does_not_render_fails_alone() {
+        let mut node = each("each", 10);
+        node["input"]["body"] = json!({"name": "name: {{ item.name }}"});
+        node["on_error"] = json!("continue");
+        let s = scenario(json!([node]));
+        let mut state = RunState::new(&s);
+        let ctx = context(json!({"body": {"items": [{"name": "x"}, {}]}}));
+        let step = state.advance(&s, &ctx, &Templates::new());
+        assert_eq!(sent(&step.dispatch), [(Some(0), 1)]);
+        let items = state.nodes["each"].items.as_ref().expect("items");
+        assert_eq!(items[1].status, NodeStatus::Failed);
+        let message = &items[1].error.as_ref().expect("an error").message;
+        assert!(
+            message.starts_with("node `each`, item 1, field `input`"),
+            "{message}"
+        );
+    }
+
+    fn delay(wait: Value) -> Value {
+        let mut node = json!({"id": "wait", "type": "delay", "after": ["a"]});
+        for (key, value) in wait.as_object().expect("an object") {
+            node[key] = value.clone();
+        }
+        node
+    }
+
+    #[test]
+    fn a_delay_is_dispatched_to_wait_its_duration_and_records_its_result() {
+        let s = scenario(json!([
+            http("a", &[]),
+            delay(json!({"duration": "90s"})),
+            http("b", &["wait"])
+        ]));
+        let templates = Templates::new();
+        let ctx = context(json!({"body": {"n": 1}}));
+        let mut state = RunState::new(&s);
+        state.advance(&s, &ctx, &templates);
+        state.apply_result(&s, &result("a", 1, success(json!(1))), 1.0);
+        let step = state.advance(&s, &ctx, &templates);
+        assert_eq!(step.dispatch.len(), 1);
+        let wait = &step.dispatch[0];
+        assert_eq!(
+            (wait.node_id.as_str(), wait.delay),
+            ("wait", Duration::from_secs(90))
+        );
+        let until =
+            (ctx.now + chrono::TimeDelta::seconds(90)).to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        assert_eq!(wait.input, json!({"until": until}));
+        assert_eq!(status(&state, "wait"), NodeStatus::Queued);
+        assert_eq!(status(&state, "b"), NodeStatus::Pending);
+
+        // Its task lost, it is tried again, still waiting until its time.
+        let mut lost = result("wait", 1, failure(ErrorClass::Timeout));
+        lost.finished_at = ctx.now + chrono::TimeDelta::seconds(30);
+        let Applied::Retry(retry) = state.apply_result(&s, &lost, 1.0) else {
+            panic!("a lost delay is retried");
+        };
+        assert_eq!(retry.delay, Duration::from_secs(60));
+
+        let done = json!({"waited_until": until});
+        state.apply_result(&s, &result("wait", 2, success(done.clone())), 1.0);
+        let step = state.advance(&s, &ctx, &templates);
+        assert_eq!(state.nodes["wait"].output, Some(done));
+        assert_eq!(
+            step.dispatch
+                .iter()
+                .map(|d| d.node_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+    }
+
+    #[test]
+    fn a_delay_until_a_past_time_completes_at_once_and_a_bad_time_fails() {
+        let s = scenario(json!([
+            http("a", &[]),
+            delay(json!({"until": "{{ trigger.body.at }}"})),
+            http("b", &["wait"])
+        ]));
+        let templates = Templates::new();
+        let run = |at: Value| {
+            let ctx = context(json!({"body": {"n": 1, "at": at}}));
+            let mut state = RunState::new(&s);
+            state.advance(&s, &ctx, &templates);
+            state.apply_result(&s, &result("a", 1, success(json!(1))), 1.0);
+            let step = state.advance(&s, &ctx, &templates);
+            (state, step, ctx.now)
+        };
+
+        let (state, step, now) = run(json!("2001-02-03T04:05:06Z"));
+        let now = now.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        assert_eq!(status(&state, "wait"), NodeStatus::Completed);
+        assert_eq!(
+            state.nodes["wait"].output,
+            Some(json!({"waited_until": now}))
+        );
+        assert_eq!(sent(&step.dispatch), [(None, 1)], "b runs at once");
+        assert_eq!(step.dispatch[0].node_id, "b");
+
+        let later = Utc::now() + chrono::TimeDelta::hours(2);
+        let (_, step, now) = run(json!(later.to_rfc3339()));
+        assert_eq!(step.dispatch[0].node_id, "wait");
+        let expected = (later - now).to_std().expect("in the future");
+        assert!(
+            step.dispatch[0].delay.abs_diff(expected) < Duration::from_millis(1),
+            "{:?}",
+            step.dispatch[0].delay
+        );
+
+        let (_, step, _) = run(json!("tomorrow"));
+        let Some(RunOutcome::Failed { node, error }) = step.outcome else {
+            panic!("not a timestamp");
+        };
+        assert_eq!(node, "wait");
+        assert!(
+            error
+                .message
+                .starts_with("node `wait`, field `until`: `tomorrow` is not an RFC 3339 timestamp"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -8,6 +8,12 @@ use uuid::Uuid;
 /// The message format version this build reads and writes.
 pub const VERSION: u8 = 1;
 
+/// The connector of the built-in pseudo-actions the scheduler dispatches for its own
+/// node types; user action nodes cannot name it.
+pub const BUILTIN_CONNECTOR: &str = "weft";
+/// The built-in action of a `delay` node: the worker completes it as soon as it is due.
+pub const DELAY_ACTION: &str = "delay";
+
 /// A message type carried on the broker.
 pub trait Message: Serialize + for<'de> Deserialize<'de> {
     /// The AMQP `type` property, so the dead-letter consumer knows what it holds.
@@ -66,6 +72,9 @@ pub struct NodeTask {
     pub run_id: Uuid,
     pub workspace_id: Uuid,
     pub node_id: String,
+    /// For a `for_each` node: which item this task is for (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_index: Option<u32>,
     pub attempt: u32,
     pub connector: String,
     pub action: String,
@@ -157,6 +166,9 @@ pub struct NodeResult {
     pub run_id: Uuid,
     pub workspace_id: Uuid,
     pub node_id: String,
+    /// For a `for_each` node: which item this result is for (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_index: Option<u32>,
     pub attempt: u32,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
@@ -203,6 +215,43 @@ mod tests {
         let err = decode::<RunRequested>(&encode(&future)).expect_err("version 9 refused");
         assert!(err.to_string().contains("version 9"), "{err}");
         assert!(decode::<NodeResult>(b"not json").is_err());
+    }
+
+    #[test]
+    fn item_indexes_are_optional_so_earlier_version_1_messages_still_decode() {
+        let result = NodeResult {
+            v: VERSION,
+            run_id: Uuid::now_v7(),
+            workspace_id: Uuid::now_v7(),
+            node_id: "a".into(),
+            item_index: None,
+            attempt: 1,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            outcome: Outcome::Success {
+                output: Value::Null,
+            },
+        };
+        let encoded = encode(&result);
+        assert!(
+            !String::from_utf8_lossy(&encoded).contains("item_index"),
+            "a result for a whole node is written as before"
+        );
+        assert_eq!(decode::<NodeResult>(&encoded).expect("decodes"), result);
+        let item = NodeResult {
+            item_index: Some(3),
+            ..result
+        };
+        assert_eq!(decode::<NodeResult>(&encode(&item)).expect("decodes"), item);
+
+        let old_task = serde_json::json!({
+            "v": 1, "run_id": Uuid::nil(), "workspace_id": Uuid::nil(), "node_id": "a",
+            "attempt": 2, "connector": "http", "action": "request", "input": {},
+            "timeout_ms": 1000, "ready_at": Utc::now()
+        });
+        let task: NodeTask =
+            decode(old_task.to_string().as_bytes()).expect("a task without item_index");
+        assert_eq!((task.item_index, task.attempt), (None, 2));
     }
 
     #[test]

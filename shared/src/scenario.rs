@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
+use crate::messages::BUILTIN_CONNECTOR;
 use crate::retry::RetryPolicy;
 use crate::schedule::Schedule;
 use crate::signature::{Scheme, SchemeOptions, SigningSecret};
@@ -23,6 +24,10 @@ pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest webhook signing secret accepted, in bytes.
 pub const MAX_SECRET_LEN: usize = 1024;
+/// Items of a `for_each` node in flight at once, unless `max_concurrency` says otherwise.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 10;
+/// The highest `max_concurrency` accepted.
+pub const MAX_CONCURRENCY: u32 = 1000;
 
 /// One problem found in a definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +162,10 @@ struct NodeSpec {
     timeout: Option<String>,
     #[serde(default)]
     on_error: OnError,
+    for_each: Option<String>,
+    max_concurrency: Option<u32>,
+    duration: Option<String>,
+    until: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -207,6 +216,24 @@ pub struct Edge {
 pub const ERROR_PORT: &str = "error";
 pub const DEFAULT_CASE: &str = "default";
 
+/// An action node's `for_each`: the node runs once per item of an array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForEach {
+    /// A template that renders to the array.
+    pub items: String,
+    /// Items in flight at once.
+    pub max_concurrency: u32,
+}
+
+/// How long a `delay` node waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// A fixed duration from the moment the node is reached.
+    For(Duration),
+    /// Until an instant: a template (or a literal) rendering an RFC 3339 timestamp.
+    Until(String),
+}
+
 #[derive(Debug, Clone)]
 pub enum NodeKind {
     Action {
@@ -215,6 +242,10 @@ pub enum NodeKind {
         connection: Option<String>,
         input: Value,
         outputs: Vec<(String, JsonPath)>,
+        for_each: Option<ForEach>,
+    },
+    Delay {
+        wait: Wait,
     },
     Transform {
         output: Value,
@@ -553,15 +584,24 @@ impl<'a> Parser<'a> {
             .unwrap_or(DEFAULT_NODE_TIMEOUT);
 
         let allowed: &[&str] = match spec.node_type.as_str() {
-            "action" => &["connector", "action", "connection", "input", "outputs"],
+            "action" => &[
+                "connector",
+                "action",
+                "connection",
+                "input",
+                "outputs",
+                "for_each",
+                "max_concurrency",
+            ],
             "transform" => &["output"],
             "condition" => &["if", "switch"],
+            "delay" => &["duration", "until"],
             other => {
                 self.problem(
                     node,
                     "type",
                     format!(
-                        "unknown node type `{other}` (expected action, transform or condition)"
+                        "unknown node type `{other}` (expected action, transform, condition or delay)"
                     ),
                 );
                 return None;
@@ -576,6 +616,10 @@ impl<'a> Parser<'a> {
             ("output", spec.output.is_some()),
             ("if", spec.condition.is_some()),
             ("switch", spec.switch.is_some()),
+            ("for_each", spec.for_each.is_some()),
+            ("max_concurrency", spec.max_concurrency.is_some()),
+            ("duration", spec.duration.is_some()),
+            ("until", spec.until.is_some()),
         ];
         for (field, is_present) in present {
             if is_present && !allowed.contains(&field) {
@@ -597,9 +641,16 @@ impl<'a> Parser<'a> {
                     );
                     return None;
                 };
-                if let Err(message) = self.catalog.check_action(&connector, &action) {
+                if connector == BUILTIN_CONNECTOR {
+                    self.problem(
+                        node,
+                        "connector",
+                        format!("`{BUILTIN_CONNECTOR}` is reserved for Weft's own node types"),
+                    );
+                } else if let Err(message) = self.catalog.check_action(&connector, &action) {
                     self.problem(node, "action", message);
                 }
+                let for_each = self.for_each(node, spec.for_each, spec.max_concurrency);
                 let outputs = spec
                     .outputs
                     .unwrap_or_default()
@@ -624,8 +675,36 @@ impl<'a> Parser<'a> {
                         .input
                         .unwrap_or_else(|| Value::Object(Default::default())),
                     outputs,
+                    for_each,
                 }
             }
+            "delay" => match (spec.duration, spec.until) {
+                (Some(duration), None) => NodeKind::Delay {
+                    wait: Wait::For(self.duration(node, "duration", Some(&duration))?),
+                },
+                (None, Some(until)) => {
+                    let is_template = crate::template::is_template(&until);
+                    if !is_template && chrono::DateTime::parse_from_rfc3339(&until).is_err() {
+                        self.problem(
+                            node,
+                            "until",
+                            format!("`{until}` is neither an RFC 3339 timestamp nor a template that renders one"),
+                        );
+                        return None;
+                    }
+                    NodeKind::Delay {
+                        wait: Wait::Until(until),
+                    }
+                }
+                _ => {
+                    self.problem(
+                        node,
+                        "duration",
+                        "delay nodes need exactly one of `duration` or `until`",
+                    );
+                    return None;
+                }
+            },
             "transform" => match spec.output {
                 Some(output) => NodeKind::Transform {
                     output: Value::Object(output),
@@ -672,6 +751,39 @@ impl<'a> Parser<'a> {
             retry,
             timeout,
             on_error: spec.on_error,
+        })
+    }
+
+    fn for_each(
+        &mut self,
+        node: Option<&str>,
+        items: Option<String>,
+        max_concurrency: Option<u32>,
+    ) -> Option<ForEach> {
+        let Some(items) = items else {
+            if max_concurrency.is_some() {
+                self.problem(node, "max_concurrency", "only for nodes with `for_each`");
+            }
+            return None;
+        };
+        if !crate::template::is_template(&items) {
+            self.problem(
+                node,
+                "for_each",
+                "must be a template that renders to an array, like `{{ trigger.body.items }}`",
+            );
+        }
+        let max_concurrency = max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY);
+        if !(1..=MAX_CONCURRENCY).contains(&max_concurrency) {
+            self.problem(
+                node,
+                "max_concurrency",
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            );
+        }
+        Some(ForEach {
+            items,
+            max_concurrency,
         })
     }
 
@@ -742,8 +854,21 @@ impl<'a> Parser<'a> {
         let ancestors = ancestors(scenario);
         for node in &scenario.nodes {
             let mut templates: Vec<(String, String, bool)> = Vec::new();
+            let mut has_items = false;
             match &node.kind {
-                NodeKind::Action { input, .. } => collect_templates(input, "input", &mut templates),
+                NodeKind::Action {
+                    input, for_each, ..
+                } => {
+                    collect_templates(input, "input", &mut templates);
+                    if let Some(for_each) = for_each {
+                        has_items = true;
+                        templates.push(("for_each".into(), for_each.items.clone(), false));
+                    }
+                }
+                NodeKind::Delay {
+                    wait: Wait::Until(until),
+                } => collect_templates(&Value::String(until.clone()), "until", &mut templates),
+                NodeKind::Delay { .. } => {}
                 NodeKind::Transform { output } => {
                     collect_templates(output, "output", &mut templates)
                 }
@@ -777,6 +902,21 @@ impl<'a> Parser<'a> {
                     let mut parts = variable.split('.');
                     match parts.next() {
                         Some("trigger" | "run") => {}
+                        Some(name @ ("item" | "index")) => {
+                            if !has_items {
+                                self.problem(
+                                    Some(&node.id),
+                                    &field,
+                                    format!("`{name}` is only defined in nodes with `for_each`"),
+                                );
+                            } else if !field.starts_with("input") {
+                                self.problem(
+                                    Some(&node.id),
+                                    &field,
+                                    format!("`{name}` is only defined in the node's `input`"),
+                                );
+                            }
+                        }
                         Some("nodes") => match parts.next() {
                             Some(other) if other == node.id => self.problem(
                                 Some(&node.id),
@@ -799,7 +939,7 @@ impl<'a> Parser<'a> {
                         Some(other) => self.problem(
                             Some(&node.id),
                             &field,
-                            format!("unknown variable `{other}` (templates can read trigger, nodes and run)"),
+                            format!("unknown variable `{other}` (templates can read trigger, nodes and run, and item and index under for_each)"),
                         ),
                         None => {}
                     }
@@ -1154,5 +1294,121 @@ mod tests {
             found,
             vec!["node `a`, field `action`: unknown connector `nope`"]
         );
+    }
+
+    #[test]
+    fn delay_nodes_take_exactly_one_of_duration_or_until() {
+        let scenario = parse(json!([
+            http("a", &[]),
+            {"id": "pause", "type": "delay", "after": ["a"], "duration": "10s"},
+            {"id": "later", "type": "delay", "after": ["pause"], "until": "{{ trigger.body.at }}"},
+            {"id": "fixed", "type": "delay", "until": "2030-01-01T00:00:00Z"}
+        ]))
+        .expect("valid");
+        assert!(matches!(
+            scenario.node("pause").map(|n| &n.kind),
+            Some(NodeKind::Delay { wait: Wait::For(d) }) if *d == Duration::from_secs(10)
+        ));
+        assert!(matches!(
+            scenario.node("later").map(|n| &n.kind),
+            Some(NodeKind::Delay { wait: Wait::Until(t) }) if t == "{{ trigger.body.at }}"
+        ));
+
+        for (node, expected) in [
+            (
+                json!({"id": "d", "type": "delay"}),
+                "node `d`, field `duration`: delay nodes need exactly one of `duration` or `until`",
+            ),
+            (
+                json!({"id": "d", "type": "delay", "duration": "1s", "until": "2030-01-01T00:00:00Z"}),
+                "node `d`, field `duration`: delay nodes need exactly one of `duration` or `until`",
+            ),
+            (
+                json!({"id": "d", "type": "delay", "duration": "soon"}),
+                "node `d`, field `duration`: `soon` is not a duration",
+            ),
+            (
+                json!({"id": "d", "type": "delay", "until": "next week"}),
+                "node `d`, field `until`: `next week` is neither an RFC 3339 timestamp nor a template",
+            ),
+            (
+                json!({"id": "d", "type": "delay", "until": "{{ nodes.ghost.output.at }}"}),
+                "node `d`, field `until`: reads `nodes.ghost`, but there is no node `ghost`",
+            ),
+            (
+                json!({"id": "d", "type": "delay", "duration": "1s", "input": {}}),
+                "node `d`, field `input`: not a field of delay nodes",
+            ),
+        ] {
+            let found = problems(json!([node]));
+            assert!(found[0].starts_with(expected), "{found:?}");
+        }
+    }
+
+    #[test]
+    fn for_each_is_a_template_on_action_nodes_and_item_is_only_in_their_input() {
+        let mut each = http("each", &[]);
+        each["for_each"] = json!("{{ trigger.body.items }}");
+        each["input"]["body"] = json!({"item": "{{ item }}", "index": "{{ index }}"});
+        let scenario = parse(json!([each.clone()])).expect("valid");
+        let Some(NodeKind::Action {
+            for_each: Some(for_each),
+            ..
+        }) = scenario.node("each").map(|n| &n.kind)
+        else {
+            panic!("a for_each node");
+        };
+        assert_eq!(
+            (for_each.items.as_str(), for_each.max_concurrency),
+            ("{{ trigger.body.items }}", DEFAULT_MAX_CONCURRENCY)
+        );
+
+        let mut plain = http("plain", &[]);
+        plain["input"]["body"] = json!({"item": "{{ item.name }}"});
+        let mut reads_item = each.clone();
+        reads_item["for_each"] = json!("{{ item }}");
+        let mut literal = each.clone();
+        literal["for_each"] = json!("items");
+        let mut too_many = each.clone();
+        too_many["max_concurrency"] = json!(0);
+        let mut alone = http("alone", &[]);
+        alone["max_concurrency"] = json!(5);
+        let transform = json!({"id": "t", "type": "transform", "for_each": "{{ trigger.body.items }}", "output": {}});
+        let mut reserved = http("r", &[]);
+        reserved["connector"] = json!("weft");
+        reserved["action"] = json!("delay");
+        for (node, expected) in [
+            (
+                plain,
+                "node `plain`, field `input.body.item`: `item` is only defined in nodes with `for_each`",
+            ),
+            (
+                reads_item,
+                "node `each`, field `for_each`: `item` is only defined in the node's `input`",
+            ),
+            (
+                literal,
+                "node `each`, field `for_each`: must be a template that renders to an array",
+            ),
+            (
+                too_many,
+                "node `each`, field `max_concurrency`: must be between 1 and 1000",
+            ),
+            (
+                alone,
+                "node `alone`, field `max_concurrency`: only for nodes with `for_each`",
+            ),
+            (
+                transform,
+                "node `t`, field `for_each`: not a field of transform nodes",
+            ),
+            (
+                reserved,
+                "node `r`, field `connector`: `weft` is reserved for Weft's own node types",
+            ),
+        ] {
+            let found = problems(json!([node]));
+            assert!(found[0].starts_with(expected), "{found:?}");
+        }
     }
 }

@@ -32,6 +32,8 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     pub body: Value,
     pub delay: Duration,
+    /// Answer with the echo of the request (as an unscripted path does) instead of `body`.
+    pub echo: bool,
 }
 
 impl Reply {
@@ -41,6 +43,15 @@ impl Reply {
             headers: Vec::new(),
             body,
             delay: Duration::ZERO,
+            echo: false,
+        }
+    }
+
+    /// A 200 echoing the request, like an unscripted path, so it can be delayed.
+    pub fn echo() -> Self {
+        Self {
+            echo: true,
+            ..Self::json(200, Value::Null)
         }
     }
 
@@ -135,12 +146,15 @@ async fn answer(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
             }
         })
     };
-    let reply = reply.unwrap_or_else(|| {
-        Reply::json(
-            200,
-            json!({"method": recorded.method, "path": recorded.path, "query": recorded.query, "body": parsed}),
-        )
-    });
+    let echo = json!({"method": recorded.method, "path": recorded.path, "query": recorded.query, "body": parsed});
+    let reply = match reply {
+        Some(reply) if reply.echo => Reply {
+            body: echo,
+            ..reply
+        },
+        Some(reply) => reply,
+        None => Reply::json(200, echo),
+    };
     tokio::time::sleep(reply.delay).await;
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/json"));

@@ -7,7 +7,10 @@ use std::time::Duration;
 use chrono::Utc;
 use lapin::message::Delivery;
 use tracing::Instrument;
-use weft_shared::messages::{self, ErrorClass, NodeError, NodeResult, NodeTask, Outcome, VERSION};
+use weft_shared::messages::{
+    self, BUILTIN_CONNECTOR, DELAY_ACTION, ErrorClass, NodeError, NodeResult, NodeTask, Outcome,
+    VERSION,
+};
 use weft_shared::queue::{Disposition, Publisher};
 use weft_shared::trace;
 
@@ -85,6 +88,7 @@ impl Executor {
             run_id: task.run_id,
             workspace_id: task.workspace_id,
             node_id: task.node_id.clone(),
+            item_index: task.item_index,
             attempt: task.attempt,
             started_at,
             finished_at,
@@ -111,6 +115,18 @@ impl Executor {
         let timeout = Duration::from_millis(task.timeout_ms.max(1));
         match (task.connector.as_str(), task.action.as_str()) {
             ("http", "request") => self.http.request(&task.input, timeout).await,
+            // A delay node's task: it is due (it waited in the delay tiers), so it is done.
+            (BUILTIN_CONNECTOR, DELAY_ACTION) => {
+                let until = task
+                    .input
+                    .get("until")
+                    .cloned()
+                    .unwrap_or_else(|| serde_json::Value::from(Utc::now().to_rfc3339()));
+                Exchange {
+                    status: None,
+                    result: Ok(serde_json::json!({ "waited_until": until })),
+                }
+            }
             (connector, action) => Exchange {
                 status: None,
                 result: Err(NodeError::new(
@@ -142,6 +158,10 @@ impl Executor {
             .node_duration
             .with_label_values(&[task.connector.as_str(), task.action.as_str(), outcome])
             .observe(took.as_secs_f64());
+        if task.connector == BUILTIN_CONNECTOR {
+            // Built-in pseudo-actions call nothing outside.
+            return;
+        }
         let status_class = match exchange.status {
             Some(status) => format!("{}xx", status / 100),
             None => "error".to_owned(),

@@ -127,6 +127,32 @@ pub struct NodeRunView {
     pub finished_at: Option<DateTime<Utc>>,
     /// From start to finish; null until both are known.
     pub duration_ms: Option<i64>,
+    /// For a `for_each` node that started: each item, in item order. Its `output` is
+    /// the array of the items' outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ItemView>>,
+}
+
+/// One item of a `for_each` node.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ItemView {
+    /// The item's position in the array, from 0.
+    #[serde(default)]
+    pub index: usize,
+    /// `pending` (waiting for a free slot), `queued`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    #[serde(default)]
+    pub attempts: i32,
+    #[schema(value_type = Option<Object>)]
+    pub input: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
 }
 
 /// The filters and paging of the run list, as they come in the query string.
@@ -172,7 +198,22 @@ impl NodeRunView {
     fn from_row(row: &Row) -> Result<Self, ApiError> {
         let started_at: Option<DateTime<Utc>> = row.try_get("started_at")?;
         let finished_at: Option<DateTime<Utc>> = row.try_get("finished_at")?;
+        let items = row
+            .try_get::<_, Option<Value>>("items")?
+            .and_then(|items| serde_json::from_value::<Vec<ItemView>>(items).ok())
+            .map(|items| {
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, item)| ItemView {
+                        index,
+                        duration_ms: duration_ms(item.started_at, item.finished_at),
+                        ..item
+                    })
+                    .collect()
+            });
         Ok(Self {
+            items,
             id: row.try_get("node_id")?,
             status: row.try_get("status")?,
             attempts: row.try_get("attempts")?,
@@ -328,7 +369,7 @@ async fn read(
         .ok_or(ApiError::NotFound("run"))?;
     let nodes = client
         .prepare_cached(
-            "SELECT node_id, status, attempts, input, output, error, started_at, finished_at
+            "SELECT node_id, status, attempts, input, output, error, started_at, finished_at, items
              FROM node_runs WHERE run_id = $1 AND workspace_id = $2 ORDER BY position",
         )
         .await?;
@@ -398,9 +439,15 @@ pub async fn cancel(
         .await?;
     tx.execute(&finish_run, &[&id, &workspace.id, &error])
         .await?;
+    // A for_each node's unfinished items are cancelled with it.
     let cancel_nodes = tx
         .prepare_cached(
-            "UPDATE node_runs SET status = 'cancelled', finished_at = now(), deadline_at = NULL
+            "UPDATE node_runs SET status = 'cancelled', finished_at = now(), deadline_at = NULL,
+                 items = (SELECT jsonb_agg(CASE WHEN item->>'status' IN ('pending', 'queued', 'running')
+                                                THEN (item - 'deadline_at') || jsonb_build_object(
+                                                    'status', 'cancelled', 'finished_at', now())
+                                                ELSE item END ORDER BY ordinal)
+                          FROM jsonb_array_elements(items) WITH ORDINALITY AS i (item, ordinal))
              WHERE run_id = $1 AND workspace_id = $2 AND status IN ('pending', 'queued', 'running')",
         )
         .await?;
@@ -570,9 +617,9 @@ async fn record_replay(
     let copy_nodes = tx
         .prepare_cached(
             "INSERT INTO node_runs (run_id, workspace_id, node_id, position, status, attempts, input, output,
-                                    raw_output, error, port, queued_at, started_at, finished_at)
+                                    raw_output, error, port, queued_at, started_at, finished_at, items)
              SELECT $1, n.workspace_id, n.node_id, p.position, n.status, n.attempts, n.input, n.output,
-                    n.raw_output, n.error, n.port, n.queued_at, n.started_at, n.finished_at
+                    n.raw_output, n.error, n.port, n.queued_at, n.started_at, n.finished_at, n.items
              FROM node_runs n JOIN UNNEST($4::text[], $5::int[]) AS p (node_id, position) USING (node_id)
              WHERE n.run_id = $2 AND n.workspace_id = $3",
         )

@@ -1,0 +1,448 @@
+//! for_each and delay nodes end to end, across gateway, scheduler and worker over the
+//! real broker and database.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use serde_json::{Value, json};
+use weft_shared::messages::{self, NodeTask};
+use weft_shared::queue;
+use weft_testkit::{Fleet, Recorded, Reply, Upstream, Workspace};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
+        .unwrap_or_else(|| panic!("run has no node {id}: {run}"))
+}
+
+fn http(id: &str, after: &[&str], url: String) -> Value {
+    json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after,
+           "input": {"method": "POST", "url": url}})
+}
+
+/// Starts a manual run with `body` as the trigger body; returns its id.
+async fn start(fleet: &Fleet, workspace: &Workspace, scenario: &str, body: Value) -> String {
+    let (status, answer) = fleet
+        .call(
+            workspace,
+            "POST",
+            &format!("/api/v1/scenarios/{scenario}/runs"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    answer["run_id"].as_str().expect("run_id").to_owned()
+}
+
+/// The most requests that were in flight at the upstream at once, given how long it
+/// took to answer each (the next item is only dispatched after a result came back).
+fn most_in_flight(requests: &[Recorded], answer_time: impl Fn(&Recorded) -> Duration) -> usize {
+    requests
+        .iter()
+        .map(|request| {
+            requests
+                .iter()
+                .filter(|other| {
+                    other.at <= request.at && request.at < other.at + answer_time(other)
+                })
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn for_each_keeps_max_concurrency_items_in_flight_and_outputs_them_in_item_order() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    // The first item answers last, so results come back out of item order.
+    let delays = [700, 200, 300, 200, 250].map(Duration::from_millis);
+    for (index, delay) in delays.iter().enumerate() {
+        upstream.script(&format!("/each/{index}"), vec![Reply::echo().after(*delay)]);
+    }
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "for each",
+        "trigger": {"type": "manual"},
+        "nodes": [
+            {"id": "each", "type": "action", "connector": "http", "action": "request",
+             "for_each": "{{ trigger.body.people }}", "max_concurrency": 2,
+             "input": {"method": "POST", "url": format!("{}/each/{{{{ index }}}}", upstream.url),
+                       "body": {"name": "{{ item.name }}", "index": "{{ index }}"}},
+             "outputs": {"name": "$.body.body.name", "index": "$.body.body.index"}},
+            {"id": "after", "type": "action", "connector": "http", "action": "request", "after": ["each"],
+             "input": {"method": "POST", "url": format!("{}/after", upstream.url),
+                       "body": {"all": "{{ nodes.each.output }}"}}}
+        ]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let names = ["ada", "bob", "cy", "dee", "eve"];
+    let people: Vec<Value> = names.iter().map(|name| json!({"name": name})).collect();
+    let run_id = start(&fleet, &workspace, &scenario, json!({"people": people})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+
+    assert_eq!(run["status"], "completed", "{run}");
+    let items = upstream
+        .received()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/each/"))
+        .collect::<Vec<_>>();
+    assert_eq!(items.len(), 5, "one request per item");
+    for request in &items {
+        let index: usize = request.path["/each/".len()..].parse().expect("an index");
+        assert_eq!(
+            request.body,
+            json!({"name": names[index], "index": index}),
+            "each request carries its item"
+        );
+    }
+    let answer_time = |r: &Recorded| {
+        let index: usize = r.path["/each/".len()..].parse().expect("an index");
+        delays[index]
+    };
+    assert_eq!(
+        most_in_flight(&items, answer_time),
+        2,
+        "never more than max_concurrency at once (and that many at first)"
+    );
+
+    let expected: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| json!({"name": name, "index": index}))
+        .collect();
+    let each = node(&run, "each");
+    assert_eq!(each["status"], "completed");
+    assert_eq!(each["output"], json!(expected), "in item order");
+    let details = each["items"].as_array().expect("per-item detail");
+    assert_eq!(details.len(), 5);
+    for (index, item) in details.iter().enumerate() {
+        assert_eq!(item["index"], index);
+        assert_eq!(item["status"], "completed", "{item}");
+        assert_eq!(item["attempts"], 1);
+        assert_eq!(item["output"], expected[index]);
+        assert_eq!(item["input"]["body"]["name"], names[index]);
+        assert!(item["duration_ms"].is_number(), "{item}");
+    }
+    let after = upstream.received_on("/after");
+    assert_eq!(after.len(), 1, "the successor runs once, after every item");
+    assert!(
+        after[0].at
+            >= items
+                .iter()
+                .map(|r| r.at + answer_time(r))
+                .max()
+                .expect("items"),
+        "fan-in waits for the last item"
+    );
+    assert_eq!(after[0].body, json!({"all": expected}));
+    fleet.stop().await;
+}
+
+/// A for_each over three items whose second is refused by the upstream.
+fn one_item_fails(upstream: &Upstream, on_error: &str) -> Value {
+    json!({
+        "name": format!("item failure, {on_error}"),
+        "trigger": {"type": "manual"},
+        "nodes": [
+            {"id": "each", "type": "action", "connector": "http", "action": "request",
+             "for_each": "{{ trigger.body.ids }}", "max_concurrency": 1, "on_error": on_error,
+             "input": {"method": "POST", "url": format!("{}/item/{{{{ item }}}}", upstream.url)},
+             "outputs": {"path": "$.body.path"}},
+            {"id": "after", "type": "action", "connector": "http", "action": "request", "after": ["each"],
+             "input": {"method": "POST", "url": format!("{}/after", upstream.url),
+                       "body": {"all": "{{ nodes.each.output }}"}}}
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_item_holds_its_error_under_continue_and_fails_the_node_otherwise() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script(
+        "/item/2",
+        vec![Reply::json(400, json!({"error": "bad id"}))],
+    );
+    let workspace = fleet.workspace().await;
+
+    let (scenario, _) = fleet
+        .active_scenario(&workspace, one_item_fails(&upstream, "continue"))
+        .await;
+    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2, 3]})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let each = node(&run, "each");
+    assert_eq!(each["status"], "completed");
+    let output = each["output"].as_array().expect("an array");
+    assert_eq!(output.len(), 3);
+    assert_eq!(output[0], json!({"path": "/item/1"}));
+    assert_eq!(output[2], json!({"path": "/item/3"}));
+    assert_eq!(
+        output[1]["class"], "permanent",
+        "the error object: {}",
+        output[1]
+    );
+    assert_eq!(output[1]["status"], 400);
+    assert_eq!(each["items"][1]["status"], "failed");
+    assert_eq!(each["items"][1]["error"]["status"], 400);
+    let after = upstream.received_on("/after");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].body["all"], each["output"]);
+
+    let (scenario, _) = fleet
+        .active_scenario(&workspace, one_item_fails(&upstream, "fail"))
+        .await;
+    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2, 3]})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error"]["node"], "each");
+    let message = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("node `each` failed: item 1: "),
+        "{message}"
+    );
+    let each = node(&run, "each");
+    assert_eq!(each["status"], "failed");
+    assert_eq!(each["error"]["status"], 400);
+    let statuses: Vec<&Value> = each["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| &item["status"])
+        .collect();
+    assert_eq!(statuses, ["completed", "failed", "cancelled"]);
+    assert_eq!(node(&run, "after")["status"], "cancelled");
+    assert_eq!(
+        upstream.received_on("/item/3").len(),
+        1,
+        "only from the first run: the failed node dispatched no more items"
+    );
+    assert_eq!(
+        upstream.received_on("/after").len(),
+        1,
+        "only the first run's"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_array_completes_the_node_at_once() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let (scenario, _) = fleet
+        .active_scenario(&workspace, one_item_fails(&upstream, "fail"))
+        .await;
+    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": []})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(node(&run, "each")["output"], json!([]));
+    assert_eq!(node(&run, "each")["items"], json!([]));
+    let after = upstream.received_on("/after");
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].body, json!({"all": []}));
+
+    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": "1,2"})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(
+        node(&run, "each")["error"]["message"],
+        "node `each`, field `for_each`: must render to an array, got a string"
+    );
+    assert!(upstream.received_on("/item/1").is_empty());
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delay_node_holds_the_next_call_back_through_the_tiers() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let definition = json!({
+        "name": "delay",
+        "trigger": {"type": "manual"},
+        "nodes": [
+            http("first", &[], url("/first")),
+            {"id": "wait", "type": "delay", "after": ["first"], "duration": "1500ms"},
+            http("second", &["wait"], url("/second"))
+        ]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    // A wait longer than its own timeout plus the deadline grace (2s in tests): its
+    // deadline counts from the end of the wait, so the sweeper leaves it alone.
+    let long = json!({
+        "name": "long delay",
+        "trigger": {"type": "manual"},
+        "nodes": [
+            {"id": "wait", "type": "delay", "duration": "3s", "timeout": "100ms"},
+            http("done", &["wait"], url("/done"))
+        ]
+    });
+    let (long, _) = fleet.active_scenario(&workspace, long).await;
+
+    let started = Instant::now();
+    let run_id = start(&fleet, &workspace, &scenario, json!({})).await;
+    let long_id = start(&fleet, &workspace, &long, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let first = upstream.received_on("/first");
+    let second = upstream.received_on("/second");
+    assert_eq!((first.len(), second.len()), (1, 1));
+    let gap = second[0].at - first[0].at;
+    assert!(gap >= Duration::from_millis(1500), "waited only {gap:?}");
+    assert!(gap < Duration::from_secs(5), "waited far too long: {gap:?}");
+    let wait = node(&run, "wait");
+    assert_eq!(wait["status"], "completed");
+    assert_eq!(wait["attempts"], 1);
+    let until = wait["input"]["until"].as_str().expect("until");
+    assert_eq!(wait["output"], json!({"waited_until": until}));
+    chrono::DateTime::parse_from_rfc3339(until).expect("RFC 3339");
+
+    let long = fleet.wait_for_run(&workspace, &long_id, RUN_TIMEOUT).await;
+    assert_eq!(long["status"], "completed", "{long}");
+    assert_eq!(node(&long, "wait")["attempts"], 1, "not expired: {long}");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(upstream.received_on("/done").len(), 1);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_item_whose_worker_never_answers_is_dispatched_again_after_its_deadline() {
+    let mut fleet = Fleet::with(1, 0).await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "lost item",
+        "trigger": {"type": "manual"},
+        "nodes": [
+            {"id": "each", "type": "action", "connector": "http", "action": "request",
+             "for_each": "{{ trigger.body.ids }}", "timeout": "500ms",
+             "retry": {"max_attempts": 3, "initial": "100ms"},
+             "input": {"method": "POST", "url": format!("{}/item/{{{{ item }}}}", upstream.url)}}
+        ]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+
+    // A worker that takes one task and then hangs: it never acks, never answers.
+    let topology = fleet.topology();
+    let hung = queue::connect(&weft_testkit::amqp_url(), "hung worker")
+        .await
+        .expect("broker reachable");
+    let channel = hung.create_channel().await.expect("channel");
+    topology.declare(&channel).await.expect("topology");
+    channel
+        .basic_qos(1, BasicQosOptions { global: false })
+        .await
+        .expect("qos");
+    let mut consumer = channel
+        .basic_consume(
+            topology.tasks().as_str().into(),
+            "hung".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2]})).await;
+    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("a task is delivered")
+        .expect("stream open")
+        .expect("delivery");
+    let task: NodeTask = messages::decode(&delivery.data).expect("a node task");
+    let lost = task.item_index.expect("an item's task") as usize;
+    assert_eq!(task.attempt, 1);
+
+    let worker = fleet.spawn_worker().await;
+    fleet.workers.push(worker);
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let items = node(&run, "each")["items"].clone();
+    assert_eq!(
+        items[lost]["attempts"], 2,
+        "retried after its deadline: {items}"
+    );
+    assert_eq!(
+        items[1 - lost]["attempts"],
+        1,
+        "the other item ran once: {items}"
+    );
+    assert_eq!(
+        upstream.received().len(),
+        2,
+        "each item reached the upstream once"
+    );
+    fleet.stop().await;
+    drop(delivery);
+    let _ = hung.close(200, "done".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_run_cancels_the_items_and_records_a_late_item_result() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script(
+        "/item/1",
+        vec![Reply::json(200, json!({"done": 1})).after(Duration::from_secs(1))],
+    );
+    let workspace = fleet.workspace().await;
+    let (scenario, _) = fleet
+        .active_scenario(&workspace, one_item_fails(&upstream, "fail"))
+        .await;
+    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2, 3]})).await;
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while upstream.received_on("/item/1").is_empty() {
+        assert!(Instant::now() < deadline, "the first item never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, cancelled) = fleet
+        .call(
+            &workspace,
+            "POST",
+            &format!("/api/v1/runs/{run_id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let each = node(&cancelled, "each");
+    assert_eq!(each["status"], "cancelled");
+    let statuses: Vec<&Value> = each["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| &item["status"])
+        .collect();
+    assert_eq!(statuses, ["cancelled", "cancelled", "cancelled"]);
+    assert!(each["items"][2]["finished_at"].is_string(), "{each}");
+
+    // The first item's request finishes after the cancel: recorded, nothing follows.
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let run = loop {
+        let (_, run) = fleet
+            .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
+            .await;
+        if node(&run, "each")["items"][0]["status"] == "completed" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "never recorded: {run}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["status"], "cancelled");
+    assert_eq!(node(&run, "each")["status"], "cancelled");
+    assert_eq!(
+        node(&run, "each")["items"][0]["output"],
+        json!({"path": null}),
+        "mapped by `outputs`: {run}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(upstream.received_on("/item/2").is_empty());
+    assert!(upstream.received_on("/after").is_empty());
+    fleet.stop().await;
+}
