@@ -575,3 +575,79 @@ async fn a_task_whose_worker_never_answers_is_dispatched_again_after_its_deadlin
     drop(delivery);
     let _ = hung.close(200, "done".into()).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_a_scenario_never_changes_a_running_run() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    upstream.script(
+        "/slow",
+        vec![Reply::json(200, json!({})).after(Duration::from_millis(800))],
+    );
+    let workspace = fleet.workspace().await;
+    let url = |path: &str| format!("{}{path}", upstream.url);
+    let version = |path: &str| {
+        json!({
+            "name": "pinned",
+            "trigger": {"type": "manual"},
+            "nodes": [http("first", &[], url("/slow")), http("second", &["first"], url(path))]
+        })
+    };
+    let (scenario, _) = fleet.active_scenario(&workspace, version("/old")).await;
+    let run_id = start(&fleet, &workspace, &scenario).await;
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while upstream.received_on("/slow").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the first node never called upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (status, body) = fleet
+        .call(
+            &workspace,
+            "PUT",
+            &format!("/api/v1/scenarios/{scenario}"),
+            Some(version("/new")),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(
+        (&run["status"], &run["version"]),
+        (&json!("completed"), &json!(1))
+    );
+    assert_eq!(
+        upstream.received_on("/old").len(),
+        1,
+        "the run kept its version"
+    );
+    assert!(upstream.received_on("/new").is_empty());
+
+    let (status, versions) = fleet
+        .call(
+            &workspace,
+            "GET",
+            &format!("/api/v1/scenarios/{scenario}/versions"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{versions}");
+    let listed: Vec<&Value> = versions["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|v| &v["version"])
+        .collect();
+    assert_eq!(listed, [&json!(2), &json!(1)], "newest first");
+    let next_run = start(&fleet, &workspace, &scenario).await;
+    let next = fleet.wait_for_run(&workspace, &next_run, RUN_TIMEOUT).await;
+    assert_eq!(next["version"], 2);
+    assert_eq!(
+        upstream.received_on("/new").len(),
+        1,
+        "new runs use the new version"
+    );
+    fleet.stop().await;
+}

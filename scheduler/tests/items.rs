@@ -446,3 +446,108 @@ async fn cancelling_a_run_cancels_the_items_and_records_a_late_item_result() {
     assert!(upstream.received_on("/after").is_empty());
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_for_each_over_100_items_never_has_more_than_10_in_flight() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    let answer_after = Duration::from_millis(40);
+    upstream.script("/many", vec![Reply::echo().after(answer_after)]);
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "a hundred items",
+        "trigger": {"type": "manual"},
+        "nodes": [{"id": "each", "type": "action", "connector": "http", "action": "request",
+                   "for_each": "{{ trigger.body.items }}", "max_concurrency": 10,
+                   "input": {"method": "POST", "url": format!("{}/many", upstream.url), "body": {"n": "{{ item }}"}},
+                   "outputs": {"n": "$.body.body.n"}}]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let items: Vec<u32> = (0..100).collect();
+    let run_id = start(&fleet, &workspace, &scenario, json!({"items": items})).await;
+    let run = fleet
+        .wait_for_run(&workspace, &run_id, Duration::from_secs(60))
+        .await;
+
+    assert_eq!(run["status"], "completed", "{run}");
+    let requests = upstream.received_on("/many");
+    assert_eq!(requests.len(), 100);
+    let peak = most_in_flight(&requests, |_| answer_after);
+    assert!(peak <= 10, "{peak} items in flight at once");
+    assert!(peak >= 2, "items do run concurrently ({peak})");
+    let expected: Vec<Value> = items.iter().map(|n| json!({"n": n})).collect();
+    assert_eq!(node(&run, "each")["output"], json!(expected));
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_delay_loses_nothing() {
+    let mut fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let definition = json!({
+        "name": "delay survives a crash",
+        "trigger": {"type": "manual"},
+        "nodes": [
+            http("before", &[], format!("{}/before", upstream.url)),
+            {"id": "wait", "type": "delay", "after": ["before"], "duration": "2s"},
+            http("after", &["wait"], format!("{}/after", upstream.url))
+        ]
+    });
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let run_id = start(&fleet, &workspace, &scenario, json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.received_on("/before").is_empty() {
+        assert!(Instant::now() < deadline, "the first call never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fleet.workers.pop().expect("the fleet's worker").kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replacement = fleet.spawn_worker().await;
+    fleet.workers.push(replacement);
+
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let (before, after) = (
+        upstream.received_on("/before"),
+        upstream.received_on("/after"),
+    );
+    assert_eq!(before.len(), 1);
+    assert!(!after.is_empty(), "the call after the delay was made");
+    assert!(
+        after[0].at - before[0].at >= Duration::from_secs(2),
+        "the delay was kept"
+    );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_500_node_chain_completes() {
+    let fleet = Fleet::start().await;
+    let upstream = Upstream::start().await;
+    let workspace = fleet.workspace().await;
+    let mut nodes: Vec<Value> = vec![json!({"id": "t0", "type": "transform", "output": {"n": 0}})];
+    for i in 1..499 {
+        nodes.push(
+            json!({"id": format!("t{i}"), "type": "transform", "after": [format!("t{}", i - 1)],
+                          "output": {"n": format!("{{{{ nodes.t{}.output.n + 1 }}}}", i - 1)}}),
+        );
+    }
+    nodes.push(json!({"id": "report", "type": "action", "connector": "http", "action": "request", "after": ["t498"],
+                      "input": {"method": "POST", "url": format!("{}/end", upstream.url), "body": {"n": "{{ nodes.t498.output.n }}"}}}));
+    assert_eq!(nodes.len(), 500);
+    let definition = json!({"name": "long chain", "trigger": {"type": "manual"}, "nodes": nodes});
+    let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
+    let run_id = start(&fleet, &workspace, &scenario, json!({})).await;
+    let run = fleet
+        .wait_for_run(&workspace, &run_id, Duration::from_secs(60))
+        .await;
+
+    assert_eq!(run["status"], "completed", "{run}");
+    let calls = upstream.received_on("/end");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].body, json!({"n": 498}));
+    assert_eq!(run["nodes"].as_array().map(Vec::len), Some(500));
+    fleet.stop().await;
+}
