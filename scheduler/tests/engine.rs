@@ -3,13 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use serde_json::{Value, json};
-use weft_shared::messages::{self, NodeTask};
-use weft_shared::queue;
-use weft_testkit::{Fleet, Reply, Upstream, Workspace};
+use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -530,33 +525,13 @@ async fn a_task_whose_worker_never_answers_is_dispatched_again_after_its_deadlin
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
 
     // A worker that takes the task and then hangs: it never acks, never answers.
-    let topology = fleet.topology();
-    let hung = queue::connect(&weft_testkit::amqp_url(), "hung worker")
-        .await
-        .expect("broker reachable");
-    let channel = hung.create_channel().await.expect("channel");
-    topology.declare(&channel).await.expect("topology");
-    channel
-        .basic_qos(1, BasicQosOptions { global: false })
-        .await
-        .expect("qos");
-    let mut consumer = channel
-        .basic_consume(
-            topology.tasks().as_str().into(),
-            "hung".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut hung = FakeWorker::start(&fleet.topology()).await;
     let started = Instant::now();
     let run_id = start(&fleet, &workspace, &scenario).await;
-    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+    let task = hung
+        .take(Duration::from_secs(10))
         .await
-        .expect("the task is delivered")
-        .expect("stream open")
-        .expect("delivery");
-    let task: NodeTask = messages::decode(&delivery.data).expect("a node task");
+        .expect("the task is delivered");
     assert_eq!((task.run_id.to_string(), task.attempt), (run_id.clone(), 1));
 
     // Its prefetch is full, so the next attempt goes to this live worker.
@@ -572,8 +547,7 @@ async fn a_task_whose_worker_never_answers_is_dispatched_again_after_its_deadlin
     );
     assert_eq!(upstream.received_on("/work").len(), 1);
     fleet.stop().await;
-    drop(delivery);
-    let _ = hung.close(200, "done".into()).await;
+    hung.crash().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,13 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use serde_json::{Value, json};
-use weft_shared::messages::{self, NodeTask};
-use weft_shared::queue;
-use weft_testkit::{Fleet, Recorded, Reply, Upstream, Workspace};
+use weft_testkit::{FakeWorker, Fleet, Recorded, Reply, Upstream, Workspace};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -331,32 +326,12 @@ async fn an_item_whose_worker_never_answers_is_dispatched_again_after_its_deadli
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
 
     // A worker that takes one task and then hangs: it never acks, never answers.
-    let topology = fleet.topology();
-    let hung = queue::connect(&weft_testkit::amqp_url(), "hung worker")
-        .await
-        .expect("broker reachable");
-    let channel = hung.create_channel().await.expect("channel");
-    topology.declare(&channel).await.expect("topology");
-    channel
-        .basic_qos(1, BasicQosOptions { global: false })
-        .await
-        .expect("qos");
-    let mut consumer = channel
-        .basic_consume(
-            topology.tasks().as_str().into(),
-            "hung".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut hung = FakeWorker::start(&fleet.topology()).await;
     let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2]})).await;
-    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+    let task = hung
+        .take(Duration::from_secs(10))
         .await
-        .expect("a task is delivered")
-        .expect("stream open")
-        .expect("delivery");
-    let task: NodeTask = messages::decode(&delivery.data).expect("a node task");
+        .expect("a task is delivered");
     let lost = task.item_index.expect("an item's task") as usize;
     assert_eq!(task.attempt, 1);
 
@@ -380,8 +355,7 @@ async fn an_item_whose_worker_never_answers_is_dispatched_again_after_its_deadli
         "each item reached the upstream once"
     );
     fleet.stop().await;
-    drop(delivery);
-    let _ = hung.close(200, "done".into()).await;
+    hung.crash().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

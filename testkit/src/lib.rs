@@ -7,6 +7,7 @@
 //! and `WEFT_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
 
 mod database;
+mod fake_worker;
 mod upstream;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use weft_shared::queue::{self, Topology};
 
 pub use database::TestDatabase;
+pub use fake_worker::FakeWorker;
 pub use upstream::{Recorded, Reply, Upstream};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";

@@ -3,13 +3,8 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
 use serde_json::json;
-use weft_shared::messages::{self, NodeTask};
-use weft_shared::queue;
-use weft_testkit::{Fleet, Upstream};
+use weft_testkit::{FakeWorker, Fleet, Upstream};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_left_unacked_by_a_dead_worker_is_redelivered_and_the_run_completes() {
@@ -25,38 +20,14 @@ async fn a_task_left_unacked_by_a_dead_worker_is_redelivered_and_the_run_complet
     let (_, hook) = fleet.active_scenario(&workspace, definition).await;
 
     // A "worker" that takes the task and dies before acknowledging it.
-    let topology = fleet.topology();
-    let doomed = queue::connect(&weft_testkit::amqp_url(), "doomed worker")
-        .await
-        .expect("broker reachable");
-    let channel = doomed.create_channel().await.expect("channel");
-    topology.declare(&channel).await.expect("topology");
-    channel
-        .basic_qos(1, BasicQosOptions { global: false })
-        .await
-        .expect("qos");
-    let mut consumer = channel
-        .basic_consume(
-            topology.tasks().as_str().into(),
-            "doomed".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut doomed = FakeWorker::start(&fleet.topology()).await;
     let run_id = fleet.fire(&hook, json!({})).await;
-    let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+    let task = doomed
+        .take(Duration::from_secs(10))
         .await
-        .expect("the task is delivered")
-        .expect("stream open")
-        .expect("delivery");
-    let task: NodeTask = messages::decode(&delivery.data).expect("a node task");
+        .expect("the task is delivered");
     assert_eq!(task.run_id.to_string(), run_id);
-    drop(delivery);
-    doomed
-        .close(320, "simulated crash".into())
-        .await
-        .expect("connection drops");
+    doomed.crash().await;
 
     let worker = fleet.spawn_worker().await;
     fleet.workers.push(worker);
@@ -88,35 +59,15 @@ async fn a_task_that_kills_every_worker_is_dead_lettered_and_its_node_fails_as_p
 
     // Every delivery "crashes" its worker, until the broker's delivery limit moves the
     // task to the dead-letter queue.
-    let topology = fleet.topology();
     let mut deliveries = 0;
     loop {
-        let connection = queue::connect(&weft_testkit::amqp_url(), "crashing worker")
-            .await
-            .expect("broker reachable");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .basic_qos(1, BasicQosOptions { global: false })
-            .await
-            .expect("qos");
-        let mut consumer = channel
-            .basic_consume(
-                topology.tasks().as_str().into(),
-                "crashing".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        let next = tokio::time::timeout(Duration::from_secs(2), consumer.next()).await;
-        connection
-            .close(320, "simulated crash".into())
-            .await
-            .expect("connection drops");
-        match next {
-            Ok(Some(Ok(_))) => deliveries += 1,
-            _ => break,
+        let mut crashing = FakeWorker::start(&fleet.topology()).await;
+        let taken = crashing.take(Duration::from_secs(2)).await;
+        crashing.crash().await;
+        if taken.is_none() {
+            break;
         }
+        deliveries += 1;
         assert!(
             deliveries <= 20,
             "the delivery limit never dead-lettered the task"
@@ -124,7 +75,7 @@ async fn a_task_that_kills_every_worker_is_dead_lettered_and_its_node_fails_as_p
     }
     assert_eq!(
         deliveries,
-        1 + queue::TASK_DELIVERY_LIMIT as usize,
+        1 + weft_shared::queue::TASK_DELIVERY_LIMIT as usize,
         "first delivery plus the limit's redeliveries"
     );
 

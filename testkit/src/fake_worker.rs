@@ -1,0 +1,68 @@
+//! A stand-in for a worker that takes tasks and never acknowledges them: a hung worker
+//! while it lives, a crashed one once it is closed (the broker then redelivers).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, Consumer};
+use weft_shared::messages::{self, NodeTask};
+use weft_shared::queue::{self, Topology};
+
+pub struct FakeWorker {
+    connection: Connection,
+    consumer: Consumer,
+    /// Deliveries taken and never settled.
+    held: Vec<Delivery>,
+}
+
+impl FakeWorker {
+    /// Consumes the namespace's task queue, one task at a time.
+    pub async fn start(topology: &Topology) -> Self {
+        let connection = queue::connect(&crate::amqp_url(), "fake worker")
+            .await
+            .expect("broker reachable");
+        let channel = connection.create_channel().await.expect("channel");
+        topology.declare(&channel).await.expect("topology");
+        channel
+            .basic_qos(1, BasicQosOptions { global: false })
+            .await
+            .expect("qos");
+        let consumer = channel
+            .basic_consume(
+                topology.tasks().as_str().into(),
+                "fake worker".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        Self {
+            connection,
+            consumer,
+            held: Vec::new(),
+        }
+    }
+
+    /// The next task, held unacknowledged; `None` when none comes within `within`.
+    pub async fn take(&mut self, within: Duration) -> Option<NodeTask> {
+        let delivery = tokio::time::timeout(within, self.consumer.next())
+            .await
+            .ok()??
+            .expect("delivery");
+        let task = messages::decode(&delivery.data).expect("a node task");
+        self.held.push(delivery);
+        Some(task)
+    }
+
+    /// Drops the connection like a crashed process: what it held goes back to the queue.
+    pub async fn crash(self) {
+        drop(self.held);
+        self.connection
+            .close(320, "simulated crash".into())
+            .await
+            .expect("connection drops");
+    }
+}
