@@ -4,35 +4,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace};
+use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace, http_node, node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
-        .unwrap_or_else(|| panic!("run has no node {id}: {run}"))
-}
-
-fn http(id: &str, after: &[&str], url: String) -> Value {
-    json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after,
-           "input": {"method": "POST", "url": url}})
-}
-
-/// Starts a manual run of a scenario; returns its id.
-async fn start(fleet: &Fleet, workspace: &Workspace, scenario: &str) -> String {
-    let (status, body) = fleet
-        .call(
-            workspace,
-            "POST",
-            &format!("/api/v1/scenarios/{scenario}/runs"),
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    body["run_id"].as_str().expect("run_id").to_owned()
-}
 
 /// Asks for a replay; returns the status and body of the answer.
 async fn replay(
@@ -88,17 +62,25 @@ async fn an_error_branch_handles_a_failure_and_the_run_completes() {
     );
     let workspace = fleet.workspace().await;
     let url = |path: &str| format!("{}{path}", upstream.url);
-    let mut charge = http("charge", &[], url("/charge"));
+    let mut charge = http_node(
+        "charge",
+        &[],
+        json!({"method": "POST", "url": url("/charge")}),
+    );
     charge["retry"] = json!({"max_attempts": 1});
-    let mut alert = http("alert", &["charge:error"], url("/alert"));
+    let mut alert = http_node(
+        "alert",
+        &["charge:error"],
+        json!({"method": "POST", "url": url("/alert")}),
+    );
     alert["input"]["body"] = json!({"class": "{{ nodes.charge.error.class }}", "status": "{{ nodes.charge.error.status }}"});
     let definition = json!({
         "name": "error branch",
         "trigger": {"type": "manual"},
-        "nodes": [charge, alert, http("ship", &["charge"], url("/ship"))]
+        "nodes": [charge, alert, http_node("ship", &["charge"], json!({"method": "POST", "url": url("/ship")}))]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
 
     assert_eq!(
@@ -127,9 +109,17 @@ async fn on_error_continue_passes_the_error_on_as_the_node_output() {
     );
     let workspace = fleet.workspace().await;
     let url = |path: &str| format!("{}{path}", upstream.url);
-    let mut lookup = http("lookup", &[], url("/lookup"));
+    let mut lookup = http_node(
+        "lookup",
+        &[],
+        json!({"method": "POST", "url": url("/lookup")}),
+    );
     lookup["on_error"] = json!("continue");
-    let mut next = http("next", &["lookup"], url("/next"));
+    let mut next = http_node(
+        "next",
+        &["lookup"],
+        json!({"method": "POST", "url": url("/next")}),
+    );
     next["input"]["body"] = json!({"looked_up": "{{ nodes.lookup.output }}"});
     let definition = json!({
         "name": "continue",
@@ -137,7 +127,7 @@ async fn on_error_continue_passes_the_error_on_as_the_node_output() {
         "nodes": [lookup, next]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
 
     assert_eq!(run["status"], "completed", "{run}");
@@ -173,10 +163,10 @@ async fn cancelling_a_running_run_dispatches_nothing_more_and_records_the_late_r
     let definition = json!({
         "name": "cancel",
         "trigger": {"type": "manual"},
-        "nodes": [http("slow", &[], url("/slow")), http("next", &["slow"], url("/next"))]
+        "nodes": [http_node("slow", &[], json!({"method": "POST", "url": url("/slow")})), http_node("next", &["slow"], json!({"method": "POST", "url": url("/next")}))]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let deadline = Instant::now() + RUN_TIMEOUT;
     while upstream.received_on("/slow").is_empty() {
         assert!(Instant::now() < deadline, "the slow node never started");
@@ -249,10 +239,10 @@ async fn a_run_cancelled_before_it_was_taken_up_never_starts() {
     let definition = json!({
         "name": "cancel queued",
         "trigger": {"type": "manual"},
-        "nodes": [http("call", &[], format!("{}/call", upstream.url))]
+        "nodes": [http_node("call", &[], json!({"method": "POST", "url": format!("{}/call", upstream.url)}))]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let (status, cancelled) = fleet
         .call(
             &workspace,
@@ -287,15 +277,19 @@ async fn a_replay_starts_at_the_failed_node_and_reuses_the_outputs_before_it() {
     );
     let workspace = fleet.workspace().await;
     let url = |path: &str| format!("{}{path}", upstream.url);
-    let mut third = http("third", &["second"], url("/third"));
+    let mut third = http_node(
+        "third",
+        &["second"],
+        json!({"method": "POST", "url": url("/third")}),
+    );
     third["input"]["body"] = json!({"n": "{{ nodes.first.output.body.n }}"});
     let definition = json!({
         "name": "replay",
         "trigger": {"type": "manual"},
-        "nodes": [http("first", &[], url("/first")), http("second", &["first"], url("/second")), third]
+        "nodes": [http_node("first", &[], json!({"method": "POST", "url": url("/first")})), http_node("second", &["first"], json!({"method": "POST", "url": url("/second")})), third]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let original_id = start(&fleet, &workspace, &scenario).await;
+    let original_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let original = fleet
         .wait_for_run(&workspace, &original_id, RUN_TIMEOUT)
         .await;
@@ -381,11 +375,11 @@ async fn a_replay_on_the_latest_version_runs_the_new_definition() {
         json!({
             "name": "versions",
             "trigger": {"type": "manual"},
-            "nodes": [http("first", &[], url("/first")), http("second", &["first"], url(path))]
+            "nodes": [http_node("first", &[], json!({"method": "POST", "url": url("/first")})), http_node("second", &["first"], json!({"method": "POST", "url": url(path)}))]
         })
     };
     let (scenario, _) = fleet.active_scenario(&workspace, version("/v1")).await;
-    let original_id = start(&fleet, &workspace, &scenario).await;
+    let original_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let original = fleet
         .wait_for_run(&workspace, &original_id, RUN_TIMEOUT)
         .await;
@@ -458,14 +452,18 @@ async fn a_node_whose_upstream_does_not_answer_in_time_fails_with_a_timeout() {
         vec![Reply::json(200, json!({})).after(Duration::from_secs(5))],
     );
     let workspace = fleet.workspace().await;
-    let mut hang = http("hang", &[], format!("{}/hang", upstream.url));
+    let mut hang = http_node(
+        "hang",
+        &[],
+        json!({"method": "POST", "url": format!("{}/hang", upstream.url)}),
+    );
     hang["timeout"] = json!("500ms");
     hang["retry"] = json!({"max_attempts": 1});
     let definition =
         json!({"name": "node timeout", "trigger": {"type": "manual"}, "nodes": [hang]});
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
     let started = Instant::now();
-    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
 
     assert_eq!(run["status"], "failed", "{run}");
@@ -493,11 +491,11 @@ async fn a_run_past_its_timeout_is_timed_out_and_its_unfinished_nodes_cancelled(
         "name": "run timeout",
         "trigger": {"type": "manual"},
         "settings": {"timeout": "1s"},
-        "nodes": [http("hang", &[], url("/hang")), http("next", &["hang"], url("/next"))]
+        "nodes": [http_node("hang", &[], json!({"method": "POST", "url": url("/hang")})), http_node("next", &["hang"], json!({"method": "POST", "url": url("/next")}))]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
     let started = Instant::now();
-    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
 
     assert_eq!(run["status"], "timed_out", "{run}");
@@ -518,7 +516,11 @@ async fn a_task_whose_worker_never_answers_is_dispatched_again_after_its_deadlin
     let mut fleet = Fleet::with(1, 0).await;
     let upstream = Upstream::start().await;
     let workspace = fleet.workspace().await;
-    let mut call = http("call", &[], format!("{}/work", upstream.url));
+    let mut call = http_node(
+        "call",
+        &[],
+        json!({"method": "POST", "url": format!("{}/work", upstream.url)}),
+    );
     call["timeout"] = json!("500ms");
     call["retry"] = json!({"max_attempts": 3, "initial": "100ms"});
     let definition = json!({"name": "lost task", "trigger": {"type": "manual"}, "nodes": [call]});
@@ -527,7 +529,7 @@ async fn a_task_whose_worker_never_answers_is_dispatched_again_after_its_deadlin
     // A worker that takes the task and then hangs: it never acks, never answers.
     let mut hung = FakeWorker::start(&fleet.topology()).await;
     let started = Instant::now();
-    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let task = hung
         .take(Duration::from_secs(10))
         .await
@@ -564,11 +566,11 @@ async fn editing_a_scenario_never_changes_a_running_run() {
         json!({
             "name": "pinned",
             "trigger": {"type": "manual"},
-            "nodes": [http("first", &[], url("/slow")), http("second", &["first"], url(path))]
+            "nodes": [http_node("first", &[], json!({"method": "POST", "url": url("/slow")})), http_node("second", &["first"], json!({"method": "POST", "url": url(path)}))]
         })
     };
     let (scenario, _) = fleet.active_scenario(&workspace, version("/old")).await;
-    let run_id = start(&fleet, &workspace, &scenario).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let deadline = Instant::now() + RUN_TIMEOUT;
     while upstream.received_on("/slow").is_empty() {
         assert!(
@@ -615,7 +617,7 @@ async fn editing_a_scenario_never_changes_a_running_run() {
         .map(|v| &v["version"])
         .collect();
     assert_eq!(listed, [&json!(2), &json!(1)], "newest first");
-    let next_run = start(&fleet, &workspace, &scenario).await;
+    let next_run = fleet.start_run(&workspace, &scenario, json!({})).await;
     let next = fleet.wait_for_run(&workspace, &next_run, RUN_TIMEOUT).await;
     assert_eq!(next["version"], 2);
     assert_eq!(

@@ -4,35 +4,9 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weft_testkit::{FakeWorker, Fleet, Recorded, Reply, Upstream, Workspace};
+use weft_testkit::{FakeWorker, Fleet, Recorded, Reply, Upstream, http_node, node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
-        .unwrap_or_else(|| panic!("run has no node {id}: {run}"))
-}
-
-fn http(id: &str, after: &[&str], url: String) -> Value {
-    json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after,
-           "input": {"method": "POST", "url": url}})
-}
-
-/// Starts a manual run with `body` as the trigger body; returns its id.
-async fn start(fleet: &Fleet, workspace: &Workspace, scenario: &str, body: Value) -> String {
-    let (status, answer) = fleet
-        .call(
-            workspace,
-            "POST",
-            &format!("/api/v1/scenarios/{scenario}/runs"),
-            Some(body),
-        )
-        .await;
-    assert_eq!(status, 202, "{answer}");
-    answer["run_id"].as_str().expect("run_id").to_owned()
-}
 
 /// The most requests that were in flight at the upstream at once, given how long it
 /// took to answer each (the next item is only dispatched after a result came back).
@@ -78,7 +52,9 @@ async fn for_each_keeps_max_concurrency_items_in_flight_and_outputs_them_in_item
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
     let names = ["ada", "bob", "cy", "dee", "eve"];
     let people: Vec<Value> = names.iter().map(|name| json!({"name": name})).collect();
-    let run_id = start(&fleet, &workspace, &scenario, json!({"people": people})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"people": people}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
 
     assert_eq!(run["status"], "completed", "{run}");
@@ -169,7 +145,9 @@ async fn a_failed_item_holds_its_error_under_continue_and_fails_the_node_otherwi
     let (scenario, _) = fleet
         .active_scenario(&workspace, one_item_fails(&upstream, "continue"))
         .await;
-    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2, 3]})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"ids": [1, 2, 3]}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     let each = node(&run, "each");
@@ -193,7 +171,9 @@ async fn a_failed_item_holds_its_error_under_continue_and_fails_the_node_otherwi
     let (scenario, _) = fleet
         .active_scenario(&workspace, one_item_fails(&upstream, "fail"))
         .await;
-    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2, 3]})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"ids": [1, 2, 3]}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(run["error"]["node"], "each");
@@ -234,7 +214,9 @@ async fn an_empty_array_completes_the_node_at_once() {
     let (scenario, _) = fleet
         .active_scenario(&workspace, one_item_fails(&upstream, "fail"))
         .await;
-    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": []})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"ids": []}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(node(&run, "each")["output"], json!([]));
@@ -243,7 +225,9 @@ async fn an_empty_array_completes_the_node_at_once() {
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].body, json!({"all": []}));
 
-    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": "1,2"})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"ids": "1,2"}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(
@@ -264,9 +248,9 @@ async fn a_delay_node_holds_the_next_call_back_through_the_tiers() {
         "name": "delay",
         "trigger": {"type": "manual"},
         "nodes": [
-            http("first", &[], url("/first")),
+            http_node("first", &[], json!({"method": "POST", "url": url("/first")})),
             {"id": "wait", "type": "delay", "after": ["first"], "duration": "1500ms"},
-            http("second", &["wait"], url("/second"))
+            http_node("second", &["wait"], json!({"method": "POST", "url": url("/second")}))
         ]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
@@ -277,14 +261,14 @@ async fn a_delay_node_holds_the_next_call_back_through_the_tiers() {
         "trigger": {"type": "manual"},
         "nodes": [
             {"id": "wait", "type": "delay", "duration": "3s", "timeout": "100ms"},
-            http("done", &["wait"], url("/done"))
+            http_node("done", &["wait"], json!({"method": "POST", "url": url("/done")}))
         ]
     });
     let (long, _) = fleet.active_scenario(&workspace, long).await;
 
     let started = Instant::now();
-    let run_id = start(&fleet, &workspace, &scenario, json!({})).await;
-    let long_id = start(&fleet, &workspace, &long, json!({})).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
+    let long_id = fleet.start_run(&workspace, &long, json!({})).await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     let first = upstream.received_on("/first");
@@ -327,7 +311,9 @@ async fn an_item_whose_worker_never_answers_is_dispatched_again_after_its_deadli
 
     // A worker that takes one task and then hangs: it never acks, never answers.
     let mut hung = FakeWorker::start(&fleet.topology()).await;
-    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2]})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"ids": [1, 2]}))
+        .await;
     let task = hung
         .take(Duration::from_secs(10))
         .await
@@ -370,7 +356,9 @@ async fn cancelling_a_run_cancels_the_items_and_records_a_late_item_result() {
     let (scenario, _) = fleet
         .active_scenario(&workspace, one_item_fails(&upstream, "fail"))
         .await;
-    let run_id = start(&fleet, &workspace, &scenario, json!({"ids": [1, 2, 3]})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"ids": [1, 2, 3]}))
+        .await;
     let deadline = Instant::now() + RUN_TIMEOUT;
     while upstream.received_on("/item/1").is_empty() {
         assert!(Instant::now() < deadline, "the first item never started");
@@ -438,7 +426,9 @@ async fn a_for_each_over_100_items_never_has_more_than_10_in_flight() {
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
     let items: Vec<u32> = (0..100).collect();
-    let run_id = start(&fleet, &workspace, &scenario, json!({"items": items})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"items": items}))
+        .await;
     let run = fleet
         .wait_for_run(&workspace, &run_id, Duration::from_secs(60))
         .await;
@@ -463,13 +453,13 @@ async fn a_worker_killed_mid_delay_loses_nothing() {
         "name": "delay survives a crash",
         "trigger": {"type": "manual"},
         "nodes": [
-            http("before", &[], format!("{}/before", upstream.url)),
+            http_node("before", &[], json!({"method": "POST", "url": format!("{}/before", upstream.url)})),
             {"id": "wait", "type": "delay", "after": ["before"], "duration": "2s"},
-            http("after", &["wait"], format!("{}/after", upstream.url))
+            http_node("after", &["wait"], json!({"method": "POST", "url": format!("{}/after", upstream.url)}))
         ]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = start(&fleet, &workspace, &scenario, json!({})).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while upstream.received_on("/before").is_empty() {
         assert!(Instant::now() < deadline, "the first call never came");
@@ -513,7 +503,7 @@ async fn a_500_node_chain_completes() {
     assert_eq!(nodes.len(), 500);
     let definition = json!({"name": "long chain", "trigger": {"type": "manual"}, "nodes": nodes});
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = start(&fleet, &workspace, &scenario, json!({})).await;
+    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
     let run = fleet
         .wait_for_run(&workspace, &run_id, Duration::from_secs(60))
         .await;

@@ -3,23 +3,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use weft_shared::messages::{NodeResult, Outcome, VERSION};
 use weft_shared::queue::Publisher;
-use weft_testkit::{Fleet, Reply, Upstream};
+use weft_testkit::{Fleet, Reply, Upstream, http_node, node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
-        .unwrap_or_else(|| panic!("run has no node {id}: {run}"))
-}
-
-fn http(id: &str, after: &[&str], input: Value) -> Value {
-    json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after, "input": input})
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_runs_transform_lookup_condition_and_notify() {
@@ -33,7 +22,7 @@ async fn a_webhook_runs_transform_lookup_condition_and_notify() {
         )],
     );
     let workspace = fleet.workspace().await;
-    let mut lookup = http(
+    let mut lookup = http_node(
         "lookup",
         &["prepare"],
         json!({"method": "GET", "url": format!("{}/people", upstream.url), "query": {"phone": "{{ nodes.prepare.output.phone }}"}}),
@@ -47,7 +36,7 @@ async fn a_webhook_runs_transform_lookup_condition_and_notify() {
             {"id": "prepare", "type": "transform", "output": {"phone": "{{ trigger.body.phone }}", "score": "{{ trigger.body.score * 2 }}"}},
             lookup,
             {"id": "is_known", "type": "condition", "after": ["lookup"], "if": "nodes.lookup.output.first_name is not none"},
-            http("notify", &["is_known:true"], json!({"method": "POST", "url": format!("{}/notify", upstream.url),
+            http_node("notify", &["is_known:true"], json!({"method": "POST", "url": format!("{}/notify", upstream.url),
                 "body": {"name": "{{ nodes.lookup.output.first_name }}", "age": "{{ nodes.lookup.output.age }}", "score": "{{ nodes.prepare.output.score }}"}}))
         ]
     });
@@ -114,28 +103,16 @@ async fn the_branch_not_taken_is_skipped_and_the_join_runs() {
         "trigger": {"type": "manual"},
         "nodes": [
             {"id": "big", "type": "condition", "if": "trigger.body.amount > 100"},
-            http("approve", &["big:true"], json!({"method": "POST", "url": url("/approve")})),
-            http("review", &["big:false"], json!({"method": "POST", "url": url("/review")})),
-            http("join", &["approve", "review"], json!({"method": "POST", "url": url("/join"), "body": {"approved": "{{ nodes.approve.status }}"}}))
+            http_node("approve", &["big:true"], json!({"method": "POST", "url": url("/approve")})),
+            http_node("review", &["big:false"], json!({"method": "POST", "url": url("/review")})),
+            http_node("join", &["approve", "review"], json!({"method": "POST", "url": url("/join"), "body": {"approved": "{{ nodes.approve.status }}"}}))
         ]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let (status, started) = fleet
-        .call(
-            &workspace,
-            "POST",
-            &format!("/api/v1/scenarios/{scenario}/runs"),
-            Some(json!({"amount": 500})),
-        )
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"amount": 500}))
         .await;
-    assert_eq!(status, 202, "{started}");
-    let run = fleet
-        .wait_for_run(
-            &workspace,
-            started["run_id"].as_str().expect("run_id"),
-            RUN_TIMEOUT,
-        )
-        .await;
+    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
 
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(node(&run, "approve")["status"], "completed");
@@ -177,7 +154,7 @@ async fn retryable_failures_retry_permanent_ones_do_not_and_retry_after_is_honou
             "name": name,
             "trigger": {"type": "webhook"},
             "settings": {"retry": {"max_attempts": 3, "initial": "100ms", "max": "1s"}},
-            "nodes": [http("call", &[], json!({"method": "GET", "url": format!("{}{path}", upstream.url)}))]
+            "nodes": [http_node("call", &[], json!({"method": "GET", "url": format!("{}{path}", upstream.url)}))]
         })
     };
 
@@ -237,8 +214,8 @@ async fn a_duplicate_result_changes_nothing() {
         "name": "dup",
         "trigger": {"type": "webhook"},
         "nodes": [
-            http("first", &[], json!({"url": format!("{}/first", upstream.url)})),
-            http("second", &["first"], json!({"url": format!("{}/second", upstream.url)}))
+            http_node("first", &[], json!({"url": format!("{}/first", upstream.url)})),
+            http_node("second", &["first"], json!({"url": format!("{}/second", upstream.url)}))
         ]
     });
     let (_, hook) = fleet.active_scenario(&workspace, definition).await;
@@ -304,9 +281,9 @@ async fn two_schedulers_dispatch_each_join_exactly_once() {
         "name": "fan-in",
         "trigger": {"type": "webhook"},
         "nodes": [
-            http("a", &[], json!({"url": format!("{}/a", upstream.url)})),
-            http("b", &[], json!({"url": format!("{}/b", upstream.url)})),
-            http("join", &["a", "b"], json!({"method": "POST", "url": format!("{}/join", upstream.url), "body": {"run": "{{ run.id }}"}}))
+            http_node("a", &[], json!({"url": format!("{}/a", upstream.url)})),
+            http_node("b", &[], json!({"url": format!("{}/b", upstream.url)})),
+            http_node("join", &["a", "b"], json!({"method": "POST", "url": format!("{}/join", upstream.url), "body": {"run": "{{ run.id }}"}}))
         ]
     });
     let (_, hook) = fleet.active_scenario(&workspace, definition).await;
@@ -347,7 +324,7 @@ async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
     let definition = json!({
         "name": "orphan",
         "trigger": {"type": "manual"},
-        "nodes": [http("call", &[], json!({"url": format!("{}/orphan", upstream.url)}))]
+        "nodes": [http_node("call", &[], json!({"url": format!("{}/orphan", upstream.url)}))]
     });
     let (scenario_id, _) = fleet.active_scenario(&workspace, definition).await;
 

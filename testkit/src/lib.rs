@@ -42,6 +42,19 @@ fn master_keys() -> String {
     )
 }
 
+/// The node `id` of a run as the API returns it.
+pub fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
+        .unwrap_or_else(|| panic!("run has no node {id}: {run}"))
+}
+
+/// An `http.request` action node.
+pub fn http_node(id: &str, after: &[&str], input: Value) -> Value {
+    json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after, "input": input})
+}
+
 /// One in-process service and how to stop it.
 pub struct Service {
     stop: CancellationToken,
@@ -336,6 +349,20 @@ impl Fleet {
         let body: Value = response.json().await.expect("JSON body");
         assert_eq!(status, 202, "webhook: {body}");
         body["run_id"].as_str().expect("run_id").to_owned()
+    }
+
+    /// Starts a manual run of `scenario` with `body` as its trigger body; returns its id.
+    pub async fn start_run(&self, workspace: &Workspace, scenario: &str, body: Value) -> String {
+        let (status, answer) = self
+            .call(
+                workspace,
+                "POST",
+                &format!("/api/v1/scenarios/{scenario}/runs"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 202, "manual run: {answer}");
+        answer["run_id"].as_str().expect("run_id").to_owned()
     }
 
     /// Polls a run until it reaches a final status, and returns it.
