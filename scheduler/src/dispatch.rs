@@ -63,6 +63,8 @@ impl Dispatcher {
             timeout_ms: u64::try_from(dispatch.timeout.as_millis()).unwrap_or(u64::MAX),
             ready_at: not_before.unwrap_or(now),
             not_before,
+            call: None,
+            reply_to: None,
         })
     }
 

@@ -345,6 +345,7 @@ impl Engine {
             started_at: now,
             finished_at: now,
             outcome: Outcome::Failure { error },
+            connection: None,
         })
         .await
     }

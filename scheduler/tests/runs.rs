@@ -241,6 +241,7 @@ async fn a_duplicate_result_changes_nothing() {
         outcome: Outcome::Success {
             output: json!("tampered"),
         },
+        connection: None,
     };
     for _ in 0..2 {
         publisher

@@ -1019,6 +1019,7 @@ mod tests {
             started_at: Utc::now(),
             finished_at: Utc::now(),
             outcome,
+            connection: None,
         }
     }
 

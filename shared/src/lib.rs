@@ -3,6 +3,7 @@
 //! Pure domain (no I/O, unit-tested on data):
 //! - [`scenario`]: the scenario definition, parsed and validated at save time.
 //! - [`template`]: sandboxed MiniJinja rendering of node inputs and conditions.
+//! - [`manifest`]: connector manifests: their format, schema and validation.
 //! - [`graph`]: evaluation of a run's graph: what is ready, skipped, dispatched, finished.
 //! - [`retry`]: retry policies, backoff with jitter, and the delay tiers.
 //! - [`messages`]: the versioned AMQP message types.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod graph;
+pub mod manifest;
 pub mod messages;
 pub mod queue;
 pub mod retry;

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::manifest::{Auth, Idempotency, RequestSpec, ResponseSpec};
+
 /// The message format version this build reads and writes.
 pub const VERSION: u8 = 1;
 
@@ -86,6 +88,46 @@ pub struct NodeTask {
     /// A delayed task is not executed before this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<DateTime<Utc>>,
+    /// For a manifest connector's action: what to call, from the version the run pinned.
+    /// `None` for the built-in `http.request` (its input is the request) and `weft.delay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Box<ActionCall>>,
+    /// Where the result goes instead of the results queue: the private reply queue of
+    /// the gateway that executes an action directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+/// A manifest action as a task carries it: the worker needs nothing else to call it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionCall {
+    /// A template over `config`; already the connection's `config.base_url` when it has one.
+    pub base_url: String,
+    pub auth: Auth,
+    pub request: RequestSpec,
+    #[serde(default)]
+    pub response: ResponseSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<SealedConnection>,
+}
+
+/// A connection on its way to a worker: its config in the clear, its credentials
+/// sealed with the key ring (AAD [`connection_aad`]), opened only inside the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealedConnection {
+    pub id: Uuid,
+    #[serde(default)]
+    pub config: Value,
+    /// The sealed JSON object of credential fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+}
+
+/// The AAD that binds a connection's credentials to their workspace and row.
+pub fn connection_aad(workspace_id: Uuid, connection_id: Uuid) -> String {
+    format!("weft:connection:{workspace_id}:{connection_id}")
 }
 
 impl Message for NodeTask {
@@ -107,11 +149,13 @@ pub enum ErrorClass {
     Timeout,
     /// The task could not be processed at all (undecodable, or over the delivery limit).
     Poison,
+    /// The upstream answered 429: wait per `Retry-After`; not counted as a failed attempt.
+    RateLimited,
 }
 
 impl ErrorClass {
     pub fn is_retryable(self) -> bool {
-        matches!(self, Self::Retryable | Self::Timeout)
+        matches!(self, Self::Retryable | Self::Timeout | Self::RateLimited)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +164,7 @@ impl ErrorClass {
             Self::Permanent => "permanent",
             Self::Timeout => "timeout",
             Self::Poison => "poison",
+            Self::RateLimited => "rate_limited",
         }
     }
 }
@@ -173,6 +218,21 @@ pub struct NodeResult {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub outcome: Outcome,
+    /// What the attempt learned about its connection: refreshed tokens, or that it broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionUpdate>,
+}
+
+/// A change to a connection found by a worker, stored by whoever records the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionUpdate {
+    pub id: Uuid,
+    /// Newly sealed credentials (an OAuth token refreshed or obtained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    /// The connection no longer works (a refresh was refused): its status becomes `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Message for NodeResult {
@@ -231,6 +291,7 @@ mod tests {
             outcome: Outcome::Success {
                 output: Value::Null,
             },
+            connection: None,
         };
         let encoded = encode(&result);
         assert!(

@@ -96,6 +96,7 @@ impl Executor {
                 Ok(output) => Outcome::Success { output },
                 Err(error) => Outcome::Failure { error },
             },
+            connection: None,
         };
         let topology = self.publisher.topology();
         match self
