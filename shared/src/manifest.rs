@@ -267,7 +267,7 @@ pub enum Trigger {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         description: Option<String>,
         interval: String,
-        request: RequestSpec,
+        request: Box<RequestSpec>,
         items: String,
         id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
