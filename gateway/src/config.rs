@@ -8,6 +8,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
 use weft_shared::crypto::KeyRing;
+use weft_shared::egress::EgressRule;
 
 // Value names are the variables' names, so clap's one-line errors name the variable.
 #[derive(clap::Parser, Debug, Clone)]
@@ -68,6 +69,39 @@ pub struct Config {
         default_value_t = 1048576
     )]
     pub api_max_body: usize,
+    /// The gateway's address as browsers and OAuth providers reach it, without a trailing
+    /// slash: OAuth redirect URIs are `<WEFT_PUBLIC_URL>/api/v1/oauth/callback`.
+    #[arg(
+        long,
+        env = "WEFT_PUBLIC_URL",
+        value_name = "WEFT_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_parser = parse_public_url
+    )]
+    pub public_url: String,
+    /// Networks (CIDR) or host names that OAuth token endpoints may be reached at although
+    /// they are private, comma-separated (e.g. `127.0.0.0/8` for local runs). The same
+    /// rule as the workers'.
+    #[arg(
+        long,
+        env = "WEFT_EGRESS_ALLOW",
+        value_name = "WEFT_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    pub egress_allow: Vec<EgressRule>,
+}
+
+/// An absolute http(s) URL with no query or fragment; a trailing slash is dropped.
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let trimmed = text.trim().trim_end_matches('/');
+    let scheme_ok = trimmed.starts_with("http://") || trimmed.starts_with("https://");
+    let host = trimmed.split_once("://").map_or("", |(_, rest)| rest);
+    if !scheme_ok || host.is_empty() || trimmed.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "`{text}` is not an http(s) URL like https://weft.example.com"
+        ));
+    }
+    Ok(trimmed.to_owned())
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -128,6 +162,42 @@ mod tests {
         let message = error.render().to_string();
         assert!(message.contains("WEFT_MASTER_KEYS"), "{message}");
         assert!(!message.contains("c2VjcmV0"), "{message}");
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_the_local_address_and_loses_its_trailing_slash() {
+        let key = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let config =
+            Config::try_parse_from(["weft-gateway", "--master-keys", key]).expect("valid");
+        assert_eq!(config.public_url, "http://127.0.0.1:8080");
+        assert!(config.egress_allow.is_empty());
+        let config = Config::try_parse_from([
+            "weft-gateway",
+            "--master-keys",
+            key,
+            "--public-url",
+            "https://weft.example.com/",
+            "--egress-allow",
+            "127.0.0.0/8,auth.internal",
+        ])
+        .expect("valid");
+        assert_eq!(config.public_url, "https://weft.example.com");
+        assert_eq!(config.egress_allow.len(), 2);
+        for bad in ["weft.example.com", "ftp://x", "https://", "https://x/?a=1"] {
+            let error = Config::try_parse_from([
+                "weft-gateway",
+                "--master-keys",
+                key,
+                "--public-url",
+                bad,
+            ])
+            .expect_err(bad);
+            assert!(
+                error.render().to_string().contains("WEFT_PUBLIC_URL"),
+                "{bad}: {}",
+                error.render()
+            );
+        }
     }
 
     #[test]

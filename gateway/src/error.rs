@@ -52,6 +52,12 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("the message broker is unavailable; nothing was started, try again later")]
     BrokerUnavailable,
+    /// A third party the gateway called for the request (an OAuth token endpoint) failed.
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
+    /// The work the request waits for (an action executed directly) did not finish in time.
+    #[error("{0}")]
+    Timeout(String),
     #[error("the database is unavailable; try again later")]
     DatabaseUnavailable(#[source] Source),
     /// A bug or an unexpected database error: logged, never shown to the client.
@@ -84,6 +90,8 @@ impl ApiError {
             Self::BrokerUnavailable | Self::DatabaseUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -91,7 +99,9 @@ impl ApiError {
     /// The stable, machine-readable code clients branch on.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
+            Self::BadRequest { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::BadGateway { code, .. } => code,
             Self::Unauthorized | Self::NotAdmin => "unauthorized",
             Self::AdminDisabled => "forbidden",
             Self::InvalidSignature => "invalid_signature",
@@ -102,6 +112,7 @@ impl ApiError {
             Self::Unprocessable(_) => "invalid_body",
             Self::BrokerUnavailable => "broker_unavailable",
             Self::DatabaseUnavailable(_) => "database_unavailable",
+            Self::Timeout(_) => "timeout",
             Self::Internal(_) => "internal",
         }
     }
@@ -220,6 +231,16 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(ApiError::BrokerUnavailable.code(), "broker_unavailable");
+        let (status, body) = rendered(ApiError::Timeout("no answer within 35s".into()));
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(body["error"]["code"], "timeout");
+        assert_eq!(body["error"]["message"], "no answer within 35s");
+        let error = ApiError::BadGateway {
+            code: "oauth_provider_unavailable",
+            message: "the token endpoint answered 503".into(),
+        };
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(error.code(), "oauth_provider_unavailable");
 
         let (status, body) = rendered(ApiError::Conflict {
             code: "run_finished",

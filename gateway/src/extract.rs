@@ -1,17 +1,23 @@
 //! Request extractors whose rejections are JSON errors. axum's own extractors answer
 //! malformed input in plain text; these wrap them so every error of the API has the same
-//! shape (see [`crate::error`]).
+//! shape (see [`crate::error`]). Also the limits on what a request may be: its head's
+//! size ([`limit_head`]), its body's size (the body limits of the config) and its JSON's
+//! nesting depth ([`check_depth`]).
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::error::Category;
+use weft_shared::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::state::AppState;
 
 /// A JSON request body: needs `Content-Type: application/json`; limited to the API body
@@ -56,8 +62,10 @@ async fn buffer(request: Request, state: &AppState) -> Result<(bool, Bytes), Api
     Ok((is_json, bytes))
 }
 
-/// Malformed JSON is a 400; well-formed JSON of the wrong shape a 422.
+/// Malformed JSON is a 400, and so is JSON nested deeper than [`MAX_JSON_DEPTH`];
+/// well-formed JSON of the wrong shape is a 422.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    check_depth(bytes)?;
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         Category::Data => {
             ApiError::Unprocessable(format!("the body does not have the expected shape: {e}"))
@@ -66,6 +74,60 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
         }
     })
+}
+
+/// Largest request head accepted: the request line and every header, in bytes. Real
+/// clients and webhook senders send a few kilobytes; the HTTP server's own buffer (about
+/// 400 KB, and at most 100 headers) is the outer bound, answered 431 without a body.
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Answers 431, with the JSON error every route uses, a request whose head is over
+/// [`MAX_HEAD_BYTES`].
+pub async fn limit_head(request: Request, next: Next) -> Response {
+    let size = head_size(&request);
+    if size <= MAX_HEAD_BYTES {
+        return next.run(request).await;
+    }
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "headers_too_large".to_owned(),
+            message: format!(
+                "the request line and headers are {size} bytes, over the limit of {MAX_HEAD_BYTES}"
+            ),
+            details: Value::Null,
+        },
+    };
+    (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Json(body)).into_response()
+}
+
+/// The size of a request's head as sent over HTTP/1.1: `METHOD URI HTTP/1.1\r\n`, then
+/// `name: value\r\n` per header.
+fn head_size(request: &Request) -> usize {
+    let line = request.method().as_str().len()
+        + request
+            .uri()
+            .path_and_query()
+            .map_or(1, |target| target.as_str().len())
+        + 12;
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// Refuses JSON text nested deeper than [`MAX_JSON_DEPTH`], naming the limit: the
+/// parser's own refusal, past 128 levels, would name only its recursion.
+pub fn check_depth(bytes: &[u8]) -> Result<(), ApiError> {
+    let depth = json_text_depth(bytes);
+    if depth > MAX_JSON_DEPTH {
+        return Err(ApiError::bad_request(
+            "json_too_deep",
+            format!("the body is {}", TooDeep { depth }),
+        ));
+    }
+    Ok(())
 }
 
 /// A body that could not be read: over the limit (413), or cut off by the client.
@@ -152,5 +214,20 @@ mod tests {
         }
         let error = parse::<Named>(br#"{"name": 5}"#).expect_err("data error");
         assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn json_nested_past_the_limit_is_400_naming_it() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(parse::<Value>(nested(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        for depth in [MAX_JSON_DEPTH + 1, 1_000] {
+            let error = parse::<Value>(nested(depth).as_bytes()).expect_err("too deep");
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(error.code(), "json_too_deep");
+            assert_eq!(
+                error.to_string(),
+                format!("the body is nested {depth} levels deep, over the limit of 64 levels of arrays and objects")
+            );
+        }
     }
 }

@@ -7,6 +7,8 @@
 //!   the API and the operations endpoints until shutdown.
 //! - `api`: the routes, one module per resource, and the OpenAPI document.
 //! - `enqueue`: records a run and publishes its `RunRequested`; the one way runs start.
+//! - `replies`: this process's reply queue, through which actions executed directly (and
+//!   connection tests) get their worker's result back.
 //! - `trigger`: what a run was started with, captured from a webhook request.
 //! - [`secrets`]: the secrets the gateway stores encrypted, and their key rotation.
 //! - `auth`: API keys and the admin token.
@@ -25,6 +27,7 @@ mod error;
 mod extract;
 mod metrics;
 mod paging;
+mod replies;
 pub mod secrets;
 pub mod server;
 mod spans;

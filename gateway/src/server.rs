@@ -6,17 +6,22 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::middleware::from_fn;
 use deadpool_postgres::Pool;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weft_shared::db::{self, DbError};
+use weft_shared::egress::{EgressPolicy, GuardedClient};
+use weft_shared::manifest::InputSchemas;
 use weft_shared::queue::{Publisher, Topology};
 use weft_shared::telemetry::{self, Readiness};
 
 use crate::api;
+use crate::extract;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::replies::Replies;
 use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +32,15 @@ pub enum StartError {
     Api(#[source] std::io::Error),
     #[error("serving /healthz, /readyz and /metrics")]
     Ops(#[source] std::io::Error),
+    #[error("building the HTTP client for OAuth token endpoints")]
+    Http(#[source] reqwest::Error),
 }
 
 pub struct Gateway {
     state: AppState,
     registry: Registry,
     shutdown_timeout: Duration,
+    amqp_url: String,
 }
 
 impl Gateway {
@@ -46,11 +54,9 @@ impl Gateway {
         if config.database.auto_migrate {
             db::migrate(&pool).await?;
         }
-        let publisher = Publisher::new(
-            &config.broker.amqp_url,
-            "weft-gateway",
-            Topology::new(config.broker.namespace.as_str()),
-        );
+        let topology = Topology::new(config.broker.namespace.as_str());
+        let replies = Replies::new(&topology);
+        let publisher = Publisher::new(&config.broker.amqp_url, "weft-gateway", topology);
         // Connecting now declares the topology and spares the first webhook the wait. A
         // broker that is down is not fatal: /readyz reports it and publishing retries.
         if !publisher.is_connected().await {
@@ -59,6 +65,11 @@ impl Gateway {
             );
         }
         let registry = telemetry::registry("gateway");
+        let oauth_http = GuardedClient::new(
+            EgressPolicy::new(config.egress_allow),
+            concat!("weft-gateway/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(StartError::Http)?;
         let state = AppState {
             pool,
             publisher,
@@ -67,16 +78,21 @@ impl Gateway {
             admin_token: config.admin_token.map(Arc::from),
             api_max_body: config.api_max_body,
             webhook_max_body: config.webhook_max_body,
+            replies,
+            input_schemas: Arc::new(InputSchemas::new()),
+            public_url: Arc::from(config.public_url),
+            oauth_http,
         };
         Ok(Gateway {
             state,
             registry,
             shutdown_timeout: config.process.shutdown_timeout,
+            amqp_url: config.broker.amqp_url,
         })
     }
 
-    /// Serves the REST API on `api` and /healthz,/readyz,/metrics on `ops` until
-    /// `shutdown` resolves; then closes the publisher.
+    /// Serves the REST API on `api` and /healthz,/readyz,/metrics on `ops`, and consumes
+    /// the reply queue, until `shutdown` resolves; then closes the publisher.
     ///
     /// In-flight requests get the configured shutdown timeout to finish (a webhook waiting
     /// for its broker confirm must be answered, or its sender will retry needlessly).
@@ -90,13 +106,20 @@ impl Gateway {
             state,
             registry,
             shutdown_timeout,
+            amqp_url,
         } = self;
         let stop = CancellationToken::new();
+        // Stopped only after the servers: requests draining at shutdown may be waiting for
+        // a reply.
+        let replies_stop = CancellationToken::new();
+        let replies = tokio::spawn(
+            Arc::clone(&state.replies).consume(amqp_url, replies_stop.clone()),
+        );
         let readiness = readiness(state.pool.clone(), Arc::clone(&state.publisher));
         let publisher = Arc::clone(&state.publisher);
 
         let api_server = async {
-            axum::serve(api, api::router(state))
+            axum::serve(api, api::router(state).layer(from_fn(extract::limit_head)))
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .await
                 .map_err(StartError::Api)
@@ -123,6 +146,10 @@ impl Gateway {
                 }
             }
         };
+        replies_stop.cancel();
+        if let Err(e) = replies.await {
+            tracing::warn!(error = %e, "the reply consumer ended abnormally");
+        }
         publisher.close().await;
         result
     }

@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use weft_shared::crypto::KeyRing;
+use weft_shared::egress::GuardedClient;
+use weft_shared::manifest::InputSchemas;
 use weft_shared::queue::Publisher;
 
 use crate::metrics::Metrics;
+use crate::replies::Replies;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,4 +24,12 @@ pub struct AppState {
     pub api_max_body: usize,
     /// Largest webhook body, in bytes.
     pub webhook_max_body: usize,
+    /// This process's reply queue: the results of actions executed directly come back here.
+    pub replies: Arc<Replies>,
+    /// Compiled `input_schema`s of the actions executed directly.
+    pub input_schemas: Arc<InputSchemas>,
+    /// `WEFT_PUBLIC_URL`, without a trailing slash.
+    pub public_url: Arc<str>,
+    /// Calls OAuth token endpoints, under the same egress policy as the workers.
+    pub oauth_http: GuardedClient,
 }

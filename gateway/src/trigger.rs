@@ -7,6 +7,7 @@
 use axum::http::{HeaderMap, Method};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use weft_shared::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth};
 
 use crate::extract::{is_json, media_type};
 
@@ -56,7 +57,14 @@ fn decode_body(media_type: Option<&str>, body: &[u8]) -> Result<Value, serde_jso
         return Ok(Value::Null);
     }
     match media_type {
-        Some(media) if is_json(media) => serde_json::from_slice(body),
+        Some(media) if is_json(media) => {
+            // Past the limit the body is refused as if it did not parse, naming the limit.
+            let depth = json_text_depth(body);
+            if depth > MAX_JSON_DEPTH {
+                return Err(serde::de::Error::custom(TooDeep { depth }));
+            }
+            serde_json::from_slice(body)
+        }
         Some("application/x-www-form-urlencoded") => Ok(Value::Object(decode_form(body))),
         _ => Ok(Value::String(String::from_utf8_lossy(body).into_owned())),
     }

@@ -1,5 +1,9 @@
 //! The mock upstream: answers every route with a small JSON body after a fixed latency,
 //! failing a configurable share of requests with 503.
+//!
+//! It counts what it served, and separately the calls to paths ending in `/last` (each
+//! profile's final call, see [`crate::profile`]); `GET /_loadtest/stats` answers both, so
+//! the driver follows completions and node steps live without querying the fleet.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::json;
 
@@ -26,9 +30,13 @@ pub struct MockArgs {
     error_rate: f64,
 }
 
+/// The route of the counters; not counted itself.
+pub const STATS_PATH: &str = "/_loadtest/stats";
+
 struct Mock {
     args: MockArgs,
     served: AtomicU64,
+    last: AtomicU64,
 }
 
 pub async fn serve(args: MockArgs) -> anyhow::Result<()> {
@@ -36,17 +44,34 @@ pub async fn serve(args: MockArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.addr))?;
     eprintln!("mock upstream on http://{}", args.addr);
-    let state = Arc::new(Mock {
-        args,
-        served: AtomicU64::new(0),
-    });
-    let app = Router::new().fallback(answer).with_state(state);
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app(args)).await?;
     Ok(())
 }
 
-async fn answer(State(mock): State<Arc<Mock>>, method: Method) -> impl IntoResponse {
+fn app(args: MockArgs) -> Router {
+    let state = Arc::new(Mock {
+        args,
+        served: AtomicU64::new(0),
+        last: AtomicU64::new(0),
+    });
+    Router::new()
+        .route(STATS_PATH, axum::routing::get(stats))
+        .fallback(answer)
+        .with_state(state)
+}
+
+async fn stats(State(mock): State<Arc<Mock>>) -> axum::Json<serde_json::Value> {
+    axum::Json(json!({
+        "served": mock.served.load(Ordering::Relaxed),
+        "last": mock.last.load(Ordering::Relaxed),
+    }))
+}
+
+async fn answer(State(mock): State<Arc<Mock>>, method: Method, uri: Uri) -> impl IntoResponse {
     let n = mock.served.fetch_add(1, Ordering::Relaxed);
+    if uri.path().ends_with("/last") {
+        mock.last.fetch_add(1, Ordering::Relaxed);
+    }
     if !mock.args.latency.is_zero() {
         tokio::time::sleep(mock.args.latency).await;
     }
@@ -65,4 +90,68 @@ async fn answer(State(mock): State<Arc<Mock>>, method: Method) -> impl IntoRespo
         json!({"ok": true})
     };
     (StatusCode::OK, axum::Json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn start(error_rate: f64) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("bound");
+        let args = MockArgs {
+            addr,
+            latency: Duration::ZERO,
+            error_rate,
+        };
+        tokio::spawn(async move { axum::serve(listener, app(args)).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn it_counts_every_call_and_the_final_ones_apart() {
+        let base = start(0.0).await;
+        let client = reqwest::Client::new();
+        for path in ["/people?phone=1", "/step/3", "/notify/last", "/join/last"] {
+            let response = client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(response.status(), 200, "{path}");
+        }
+        let person: serde_json::Value = client
+            .get(format!("{base}/people"))
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(person["identities"][0]["firstName"], "Ada");
+        let stats = crate::monitor::mock_stats(&client, &base)
+            .await
+            .expect("stats");
+        assert_eq!((stats.served, stats.last), (5, 2));
+    }
+
+    #[tokio::test]
+    async fn it_fails_the_configured_share_of_requests() {
+        let base = start(0.25).await;
+        let client = reqwest::Client::new();
+        let mut failed = 0;
+        for _ in 0..100 {
+            let response = client
+                .post(format!("{base}/x"))
+                .send()
+                .await
+                .expect("answered");
+            if response.status() == 503 {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 25);
+    }
 }

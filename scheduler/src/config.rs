@@ -57,6 +57,24 @@ pub struct Config {
         default_value_t = 1
     )]
     pub schedule_max_catch_up: u32,
+    /// How often poll triggers are checked for polls that came due. A poll is sent
+    /// within about this long of its time.
+    #[arg(long, env = "WEFT_POLL_CHECK_INTERVAL", value_name = "WEFT_POLL_CHECK_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_check_interval: Duration,
+    /// The longest a failing poll trigger waits between polls (each failure in a row
+    /// doubles its interval, up to this).
+    #[arg(long, env = "WEFT_POLL_MAX_BACKOFF", value_name = "WEFT_POLL_MAX_BACKOFF", default_value = "1h", value_parser = parse_duration)]
+    pub poll_max_backoff: Duration,
+    /// Item ids remembered per polling scenario (the newest). It must exceed the items one
+    /// poll lists, or items it lists start runs again.
+    #[arg(
+        long,
+        env = "WEFT_POLL_SEEN_LIMIT",
+        value_name = "WEFT_POLL_SEEN_LIMIT",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub poll_seen_limit: u32,
     /// How often queue depths and consumer counts are read from the broker.
     #[arg(long, env = "WEFT_QUEUE_METRICS_INTERVAL", value_name = "WEFT_QUEUE_METRICS_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     pub queue_metrics_interval: Duration,

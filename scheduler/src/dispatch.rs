@@ -6,7 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use weft_shared::graph::Dispatch;
-use weft_shared::messages::{BUILTIN_CONNECTOR, DELAY_ACTION, NodeTask, VERSION};
+use weft_shared::messages::{
+    BUILTIN_CONNECTOR, DELAY_ACTION, NodeResult, NodeTask, RunFinished, VERSION,
+};
 use weft_shared::queue::{Publisher, QueueError};
 use weft_shared::scenario::{NodeKind, Scenario};
 
@@ -14,6 +16,16 @@ use crate::store::Run;
 
 /// Attempts at publishing one task before the message that caused it is given back.
 const PUBLISH_ATTEMPTS: u32 = 3;
+
+/// What a handler publishes after its commit.
+#[derive(Default)]
+pub struct Next {
+    pub tasks: Vec<NodeTask>,
+    /// Attempts refused before dispatch, recorded as their failed results.
+    pub refused: Vec<NodeResult>,
+    /// The end of a run a gateway waits for, and its reply queue.
+    pub reply: Option<(String, RunFinished)>,
+}
 
 pub struct Dispatcher {
     publisher: Arc<Publisher>,
@@ -68,9 +80,24 @@ impl Dispatcher {
         })
     }
 
-    /// Publishes every task with confirms in flight together.
-    pub async fn send(&self, tasks: &[NodeTask]) -> Result<(), QueueError> {
-        try_join_all(tasks.iter().map(|task| self.send_one(task))).await?;
+    /// Publishes every task, and every attempt refused before dispatch as its failed
+    /// result, with confirms in flight together.
+    pub async fn send(&self, next: &Next) -> Result<(), QueueError> {
+        let results = self.publisher.topology().results();
+        let refused = try_join_all(
+            next.refused
+                .iter()
+                .map(|result| self.publisher.publish(&results, &results, result)),
+        );
+        let tasks = try_join_all(next.tasks.iter().map(|task| self.send_one(task)));
+        futures_util::future::try_join(refused, tasks).await?;
+        if let Some((queue, finished)) = &next.reply {
+            match self.publisher.publish("", queue, finished).await {
+                // The gateway that waited is gone; its sender got a 202 on its time-out.
+                Ok(()) | Err(QueueError::Unroutable(_)) => {}
+                Err(e) => tracing::warn!(error = %e, run_id = %finished.run_id, "could not send a run's end to the gateway waiting for it"),
+            }
+        }
         Ok(())
     }
 

@@ -12,14 +12,15 @@ use rand::Rng;
 use uuid::Uuid;
 use weft_shared::graph::{Applied, Dispatch, NodeStatus, RunContext, RunOutcome, RunState};
 use weft_shared::messages::{
-    ErrorClass, NodeError, NodeResult, NodeTask, Outcome, RunRequested, VERSION,
+    ErrorClass, NodeError, NodeResult, NodeTask, Outcome, RunFinished, RunRequested, VERSION,
 };
 use weft_shared::queue::QueueError;
 use weft_shared::scenario::{NodeKind, Scenario};
 use weft_shared::template::Templates;
 use weft_shared::trace;
 
-use crate::dispatch::Dispatcher;
+use crate::connectors::Connectors;
+use crate::dispatch::{Dispatcher, Next};
 use crate::metrics::Metrics;
 use crate::store::{self, DbError, DefinitionError, Definitions, Run, RunStatus};
 
@@ -47,6 +48,7 @@ impl From<deadpool_postgres::PoolError> for EngineError {
 pub struct Engine {
     pool: Pool,
     definitions: Definitions,
+    connectors: Connectors,
     templates: Templates,
     dispatcher: Dispatcher,
     metrics: Metrics,
@@ -64,6 +66,7 @@ impl Engine {
         Arc::new(Self {
             pool,
             definitions: Definitions::default(),
+            connectors: Connectors::default(),
             templates: Templates::new(),
             dispatcher,
             metrics,
@@ -111,23 +114,27 @@ impl Engine {
                 return Ok(());
             }
         };
-        store::start_run(&tx, &run, now, scenario.timeout).await?;
         let run = Run {
             started_at: Some(now),
+            connector_pins: self
+                .connectors
+                .pins(&tx, run.workspace_id, &scenario)
+                .await?,
             ..run
         };
+        store::start_run(&tx, &run, now, scenario.timeout).await?;
         let mut state = if run.replay_of.is_some() {
             // A replay starts from the node runs the gateway copied from the original.
             RunState::resume(&scenario, store::load_nodes(&tx, &run).await?)
         } else {
             RunState::new(&scenario)
         };
-        let tasks = self
+        let next = self
             .advance(&tx, &run, &scenario, &mut state, Vec::new(), now)
             .await?;
         tx.commit().await?;
-        tracing::debug!(run_id = %run.id, tasks = tasks.len(), "run started");
-        self.dispatcher.send(&tasks).await?;
+        tracing::debug!(run_id = %run.id, tasks = next.tasks.len(), "run started");
+        self.dispatcher.send(&next).await?;
         Ok(())
     }
 
@@ -141,20 +148,29 @@ impl Engine {
             return Ok(());
         };
         trace::record_scenario(run.scenario_id);
+        if let Some(update) = &result.connection {
+            store::update_connection(&tx, result.workspace_id, update).await?;
+        }
         let scenario = match self.definitions.get(&tx, &run).await {
             Ok(scenario) => scenario,
             Err(DefinitionError::Db(e)) => return Err(e.into()),
-            Err(_) => return Ok(()),
+            Err(_) => {
+                tx.commit().await?;
+                return Ok(());
+            }
         };
         let mut state = store::load_nodes(&tx, &run).await?;
         let jitter = rand::rng().random_range(0.5..=1.0);
         let now = Utc::now();
         let retry = match state.apply_result(&scenario, result, jitter) {
-            Applied::Ignored => return Ok(()),
+            Applied::Ignored => {
+                tx.commit().await?;
+                return Ok(());
+            }
             Applied::Recorded => None,
             Applied::Retry(dispatch) => Some(dispatch),
         };
-        let tasks = if run.status == RunStatus::Running {
+        let next = if run.status == RunStatus::Running {
             if let Some(dispatch) = &retry {
                 self.metrics
                     .node_retries
@@ -190,15 +206,16 @@ impl Engine {
                 }
             }
             store::save_nodes(&tx, &run, &scenario, &state, &HashMap::new()).await?;
-            Vec::new()
+            Next::default()
         };
         tx.commit().await?;
-        self.dispatcher.send(&tasks).await?;
+        self.dispatcher.send(&next).await?;
         Ok(())
     }
 
     /// Evaluates the graph, writes what changed, finishes the run when it is over, and
-    /// returns the tasks to publish after the commit.
+    /// returns the tasks to publish after the commit (and the attempts refused before
+    /// dispatch, to record as failures).
     async fn advance(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -207,7 +224,7 @@ impl Engine {
         state: &mut RunState,
         mut dispatch: Vec<Dispatch>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<NodeTask>, EngineError> {
+    ) -> Result<Next, EngineError> {
         let context = RunContext {
             run_id: run.id,
             trigger: run.trigger.clone(),
@@ -232,10 +249,30 @@ impl Engine {
             .iter()
             .filter_map(|d| Dispatcher::task(run, scenario, d, now))
             .collect();
+        let mut resolved = self
+            .connectors
+            .resolve(tx, run, scenario, tasks, now)
+            .await?;
+        if let (Some(outcome), Some(queue)) = (&step.outcome, &run.reply_to) {
+            let status = match outcome {
+                RunOutcome::Completed => "completed",
+                RunOutcome::Failed { .. } => "failed",
+            };
+            resolved.reply = Some((
+                queue.clone(),
+                RunFinished {
+                    v: VERSION,
+                    run_id: run.id,
+                    workspace_id: run.workspace_id,
+                    status: status.to_owned(),
+                    response: state.response(scenario, outcome),
+                },
+            ));
+        }
         // A task's deadline counts from when it is due: a retry's backoff or a delay
         // node's wait comes before its own timeout and the grace.
         let mut deadlines = HashMap::new();
-        for task in &tasks {
+        for task in &resolved.tasks {
             let due = task.not_before.unwrap_or(now).max(now);
             let budget = chrono::Duration::milliseconds(
                 i64::try_from(task.timeout_ms).unwrap_or(i64::MAX / 2),
@@ -255,7 +292,7 @@ impl Engine {
             }
         }
         store::save_nodes(tx, run, scenario, state, &deadlines).await?;
-        Ok(tasks)
+        Ok(resolved)
     }
 
     fn finished(&self, run: &Run, status: &str, now: DateTime<Utc>) {

@@ -4,6 +4,8 @@ use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
 use weft_shared::scenario::TriggerKind;
 use weft_shared::telemetry::{SLOW_BUCKETS, counter, gauge_vec, histogram};
 
+use crate::polls::PollOutcome;
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -14,6 +16,7 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub queue_messages: IntGaugeVec,
     pub queue_consumers: IntGaugeVec,
+    pub polls: IntCounterVec,
 }
 
 impl Metrics {
@@ -64,13 +67,22 @@ impl Metrics {
                 "Consumers attached to a queue",
                 &["queue"],
             ),
+            polls: counter(
+                &registry,
+                "weft_polls_total",
+                "Polls of poll triggers, by outcome: baseline (recorded, nothing started), success or failure",
+                &["outcome"],
+            ),
             registry,
         };
-        // The scheduler starts schedule runs only; the series exists from the start so
-        // that `rate()` and alerts work before the first tick.
-        metrics
-            .runs_started
-            .with_label_values(&[TriggerKind::Schedule.as_str()]);
+        // The scheduler starts schedule and poll runs only; the series exist from the start
+        // so that `rate()` and alerts work before the first tick.
+        for trigger in [TriggerKind::Schedule, TriggerKind::Poll] {
+            metrics.runs_started.with_label_values(&[trigger.as_str()]);
+        }
+        for outcome in PollOutcome::ALL {
+            metrics.polls.with_label_values(&[outcome.as_str()]);
+        }
         metrics
     }
 }

@@ -148,10 +148,11 @@ macro_rules! scheduled_columns {
 /// A scenario id and version number.
 type ScenarioVersion = (Uuid, i32);
 
-/// A run recorded for a tick, to announce after the commit.
-struct Fired {
-    run_id: Uuid,
-    workspace_id: Uuid,
+/// A run recorded by a trigger (a schedule tick, a polled item), to announce after the
+/// commit.
+pub(crate) struct Fired {
+    pub(crate) run_id: Uuid,
+    pub(crate) workspace_id: Uuid,
 }
 
 pub struct Schedules {
@@ -216,7 +217,7 @@ impl Schedules {
             });
             if is_due {
                 let fired = self.fire(found.scenario_id, found.workspace_id).await?;
-                self.announce(fired).await;
+                announce(&self.publisher, &self.metrics, TriggerKind::Schedule, fired).await;
             }
         }
         Ok(())
@@ -315,36 +316,6 @@ impl Schedules {
         Ok(fired)
     }
 
-    /// Publishes `RunRequested` for runs just recorded. A run the broker does not take
-    /// stays queued, and the sweeper publishes it again.
-    async fn announce(&self, fired: Vec<Fired>) {
-        let runs = self.publisher.topology().runs();
-        for Fired {
-            run_id,
-            workspace_id,
-        } in fired
-        {
-            let request = RunRequested {
-                v: VERSION,
-                run_id,
-                workspace_id,
-            };
-            match self.publisher.publish(&runs, &runs, &request).await {
-                Ok(()) => {
-                    self.metrics
-                        .runs_started
-                        .with_label_values(&[TriggerKind::Schedule.as_str()])
-                        .inc();
-                    tracing::info!(%run_id, "scheduled run enqueued");
-                }
-                Err(e) => tracing::warn!(
-                    %run_id, error = %e,
-                    "scheduled run recorded but not enqueued; the sweeper will publish it again"
-                ),
-            }
-        }
-    }
-
     /// The parsed schedule of a scenario version, parsed on first sight.
     fn schedule(&self, found: &Scheduled) -> Option<Arc<Schedule>> {
         let mut parsed = self.parsed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -378,6 +349,41 @@ impl Schedules {
             .map(|found| (found.scenario_id, found.version))
             .collect();
         parsed.retain(|key, _| current.contains(key));
+    }
+}
+
+/// Publishes `RunRequested` for runs a trigger just recorded. A run the broker does not
+/// take stays queued, and the sweeper publishes it again.
+pub(crate) async fn announce(
+    publisher: &Publisher,
+    metrics: &Metrics,
+    trigger: TriggerKind,
+    fired: Vec<Fired>,
+) {
+    let runs = publisher.topology().runs();
+    for Fired {
+        run_id,
+        workspace_id,
+    } in fired
+    {
+        let request = RunRequested {
+            v: VERSION,
+            run_id,
+            workspace_id,
+        };
+        match publisher.publish(&runs, &runs, &request).await {
+            Ok(()) => {
+                metrics
+                    .runs_started
+                    .with_label_values(&[trigger.as_str()])
+                    .inc();
+                tracing::info!(%run_id, trigger = trigger.as_str(), "triggered run enqueued");
+            }
+            Err(e) => tracing::warn!(
+                %run_id, trigger = trigger.as_str(), error = %e,
+                "triggered run recorded but not enqueued; the sweeper will publish it again"
+            ),
+        }
     }
 }
 

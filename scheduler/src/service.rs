@@ -1,5 +1,6 @@
-//! Wires the scheduler together: pool, publisher, consumers of runs, results and dead
-//! letters, the sweeper, schedule triggers, queue metrics and the operations server.
+//! Wires the scheduler together: pool, publisher, consumers of runs, results, poll
+//! answers and dead letters, the sweeper, schedule and poll triggers, queue metrics and
+//! the operations server.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::dead_letters;
 use crate::dispatch::Dispatcher;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::polls::{PollSettings, Polls};
 use crate::schedules::Schedules;
 use crate::sweeper::Sweeper;
 
@@ -169,6 +171,46 @@ impl Scheduler {
                 async move {
                     if let Err(e) = schedules.pass().await {
                         tracing::warn!(error = %e, "schedule pass failed; trying again next interval");
+                    }
+                }
+            },
+        ));
+
+        let polls = Arc::new(Polls::new(
+            self.pool.clone(),
+            self.publisher.clone(),
+            self.metrics.clone(),
+            PollSettings {
+                max_backoff: self.config.poll_max_backoff,
+                seen_limit: self.config.poll_seen_limit,
+                lost_after: self.config.node_deadline_grace,
+            },
+        ));
+        let answers = polls.clone();
+        tasks.spawn(queue::consume(
+            spec(topology.polls(), "polls"),
+            move |delivery| {
+                let polls = answers.clone();
+                async move {
+                    match messages::decode::<NodeResult>(&delivery.data) {
+                        Ok(result) => settle(polls.handle(&result).await),
+                        Err(e) => {
+                            tracing::error!(error = %e, "undecodable poll answer: dead-lettering it");
+                            Disposition::Reject
+                        }
+                    }
+                }
+            },
+            token.clone(),
+        ));
+        tasks.spawn(every(
+            self.config.poll_check_interval,
+            token.clone(),
+            move || {
+                let polls = polls.clone();
+                async move {
+                    if let Err(e) = polls.pass().await {
+                        tracing::warn!(error = %e, "poll pass failed; trying again next interval");
                     }
                 }
             },

@@ -9,8 +9,8 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 use uuid::Uuid;
 use weft_shared::graph::{ItemState, NodeState, NodeStatus, RunState};
-use weft_shared::messages::NodeError;
-use weft_shared::scenario::{BuiltinCatalog, Invalid, Scenario};
+use weft_shared::messages::{ConnectionUpdate, NodeError};
+use weft_shared::scenario::{Catalog, Invalid, Scenario};
 
 pub use weft_shared::db::DbError;
 
@@ -61,6 +61,10 @@ pub struct Run {
     pub started_at: Option<DateTime<Utc>>,
     /// The run this one replays: it starts from the node runs recorded with it.
     pub replay_of: Option<Uuid>,
+    /// Workspace connector key → the manifest version id the run started with.
+    pub connector_pins: Value,
+    /// The reply queue of the gateway waiting for this run's end, if one is.
+    pub reply_to: Option<String>,
 }
 
 /// Locks a run row (DESIGN invariant 4: results of one run are serialized).
@@ -71,7 +75,7 @@ pub async fn lock_run(
 ) -> Result<Option<Run>, DbError> {
     let statement = tx
         .prepare_cached(
-            "SELECT scenario_id, version, status, trigger, created_at, started_at, replay_of \
+            "SELECT scenario_id, version, status, trigger, created_at, started_at, replay_of, connector_pins, reply_to \
              FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
         )
         .await?;
@@ -86,6 +90,8 @@ pub async fn lock_run(
         created_at: row.get(4),
         started_at: row.get(5),
         replay_of: row.get(6),
+        connector_pins: row.get(7),
+        reply_to: row.get(8),
     }))
 }
 
@@ -98,12 +104,21 @@ pub async fn start_run(
     let deadline = now + chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
     let statement = tx
         .prepare_cached(
-            "UPDATE runs SET status = 'running', started_at = $3, deadline_at = $4 \
+            "UPDATE runs SET status = 'running', started_at = $3, deadline_at = $4, connector_pins = $5 \
              WHERE id = $1 AND workspace_id = $2",
         )
         .await?;
-    tx.execute(&statement, &[&run.id, &run.workspace_id, &now, &deadline])
-        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &run.id,
+            &run.workspace_id,
+            &now,
+            &deadline,
+            &run.connector_pins,
+        ],
+    )
+    .await?;
     Ok(())
 }
 
@@ -144,7 +159,7 @@ pub fn run_error(node: &str, error: &NodeError) -> Value {
 pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbError> {
     let statement = tx
         .prepare_cached(
-            "SELECT node_id, status, attempts, input, output, raw_output, error, port, queued_at, started_at, finished_at, items \
+            "SELECT node_id, status, attempts, input, output, raw_output, error, port, queued_at, started_at, finished_at, items, rate_limited \
              FROM node_runs WHERE run_id = $1 AND workspace_id = $2",
         )
         .await?;
@@ -156,6 +171,7 @@ pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbE
         let node = NodeState {
             status: NodeStatus::parse(row.get(1)).unwrap_or(NodeStatus::Failed),
             attempts: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
+            rate_limited: u32::try_from(row.get::<_, i32>(12)).unwrap_or(0),
             input: row.get(3),
             output: row.get(4),
             raw_output: row.get(5),
@@ -184,6 +200,7 @@ pub fn parse_items(items: Value) -> Vec<ItemState> {
             serde_json::from_value(item).unwrap_or_else(|e| ItemState {
                 status: NodeStatus::Failed,
                 attempts: 0,
+                rate_limited: 0,
                 input: None,
                 output: None,
                 raw_output: None,
@@ -219,6 +236,7 @@ pub async fn save_nodes(
     let mut positions = Vec::with_capacity(changed.len());
     let mut statuses = Vec::with_capacity(changed.len());
     let mut attempts = Vec::with_capacity(changed.len());
+    let mut rate_limited = Vec::with_capacity(changed.len());
     let mut inputs = Vec::with_capacity(changed.len());
     let mut outputs = Vec::with_capacity(changed.len());
     let mut raw_outputs = Vec::with_capacity(changed.len());
@@ -235,6 +253,7 @@ pub async fn save_nodes(
         positions.push(i32::try_from(position).unwrap_or(i32::MAX));
         statuses.push(node.status.as_str());
         attempts.push(i32::try_from(node.attempts).unwrap_or(i32::MAX));
+        rate_limited.push(i32::try_from(node.rate_limited).unwrap_or(i32::MAX));
         inputs.push(node.input.clone());
         outputs.push(node.output.clone());
         raw_outputs.push(node.raw_output.clone());
@@ -266,15 +285,16 @@ pub async fn save_nodes(
     let statement = tx
         .prepare_cached(
             "INSERT INTO node_runs (run_id, workspace_id, node_id, position, status, attempts, input, output, raw_output, \
-                                    error, port, queued_at, started_at, finished_at, deadline_at, items) \
+                                    error, port, queued_at, started_at, finished_at, deadline_at, items, rate_limited) \
              SELECT $1, $2, * FROM UNNEST($3::text[], $4::int[], $5::text[], $6::int[], $7::jsonb[], $8::jsonb[], \
                                           $9::jsonb[], $10::jsonb[], $11::text[], $12::timestamptz[], \
-                                          $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::jsonb[]) \
+                                          $13::timestamptz[], $14::timestamptz[], $15::timestamptz[], $16::jsonb[], \
+                                          $17::int[]) \
              ON CONFLICT (run_id, node_id) DO UPDATE SET \
                  status = EXCLUDED.status, attempts = EXCLUDED.attempts, input = EXCLUDED.input, \
                  output = EXCLUDED.output, raw_output = EXCLUDED.raw_output, error = EXCLUDED.error, \
                  port = EXCLUDED.port, queued_at = EXCLUDED.queued_at, started_at = EXCLUDED.started_at, \
-                 finished_at = EXCLUDED.finished_at, items = EXCLUDED.items, \
+                 finished_at = EXCLUDED.finished_at, items = EXCLUDED.items, rate_limited = EXCLUDED.rate_limited, \
                  deadline_at = COALESCE(EXCLUDED.deadline_at, CASE WHEN EXCLUDED.status IN ('queued', 'running') \
                                                                     THEN node_runs.deadline_at END)",
         )
@@ -298,10 +318,21 @@ pub async fn save_nodes(
             &finished,
             &deadline,
             &items,
+            &rate_limited,
         ],
     )
     .await?;
     Ok(())
+}
+
+/// The gateway checked every action against the workspace's connectors when the version
+/// was saved; whether one is still usable is decided at dispatch, per run.
+struct CheckedAtSave;
+
+impl Catalog for CheckedAtSave {
+    fn check_action(&self, _connector: &str, _action: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Immutable scenario versions, parsed once per process.
@@ -348,7 +379,7 @@ impl Definitions {
             .map_err(DbError::from)?
             .ok_or(DefinitionError::Missing)?;
         let definition: Value = row.get(0);
-        let scenario = Arc::new(Scenario::parse(&definition, &BuiltinCatalog)?);
+        let scenario = Arc::new(Scenario::parse(&definition, &CheckedAtSave)?);
         let mut cache = self.lock();
         if cache.len() >= DEFINITION_CACHE_SIZE {
             cache.clear();
@@ -362,4 +393,32 @@ impl Definitions {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Stores what a worker learned about a connection: refreshed tokens make it `active`
+/// again, a refused refresh puts it in `error` with the provider's message.
+pub async fn update_connection(
+    tx: &Transaction<'_>,
+    workspace_id: Uuid,
+    update: &ConnectionUpdate,
+) -> Result<(), DbError> {
+    let statement = tx
+        .prepare_cached(
+            "UPDATE connections SET credentials = COALESCE($3, credentials), \
+                 status = CASE WHEN $4::text IS NULL THEN 'active' ELSE 'error' END, \
+                 last_error = $4, updated_at = now() \
+             WHERE id = $1 AND workspace_id = $2",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &update.id,
+            &workspace_id,
+            &update.credentials,
+            &update.error,
+        ],
+    )
+    .await?;
+    Ok(())
 }

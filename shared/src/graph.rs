@@ -74,6 +74,8 @@ impl NodeStatus {
 pub struct NodeState {
     pub status: NodeStatus,
     pub attempts: u32,
+    /// Attempts the upstream answered 429: they do not count against `max_attempts`.
+    pub rate_limited: u32,
     pub input: Option<Value>,
     pub output: Option<Value>,
     pub raw_output: Option<Value>,
@@ -103,6 +105,9 @@ pub struct ItemState {
     pub status: NodeStatus,
     #[serde(default)]
     pub attempts: u32,
+    /// Attempts the upstream answered 429: they do not count against `max_attempts`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rate_limited: u32,
     /// The node's `input`, rendered with this `item` and `index`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<Value>,
@@ -131,6 +136,7 @@ impl ItemState {
         Self {
             status: NodeStatus::Pending,
             attempts: 0,
+            rate_limited: 0,
             input: Some(input),
             output: None,
             raw_output: None,
@@ -161,6 +167,7 @@ impl NodeState {
         Self {
             status: NodeStatus::Pending,
             attempts: 0,
+            rate_limited: 0,
             input: None,
             output: None,
             raw_output: None,
@@ -263,6 +270,38 @@ pub struct RunState {
 }
 
 impl RunState {
+    /// The answer of a webhook that responds on completion, once the run is over: the
+    /// output of a completed `respond` node, or else the output of the node that finished
+    /// last, as a 200; a failed run answers 500 with the failing node's error.
+    pub fn response(&self, scenario: &Scenario, outcome: &RunOutcome) -> Value {
+        if let RunOutcome::Failed { node, error } = outcome {
+            return json!({
+                "status": 500,
+                "headers": {},
+                "body": {"error": {"node": node, "class": error.class, "message": error.message}},
+            });
+        }
+        let responded = scenario.nodes.iter().find_map(|node| {
+            let NodeKind::Respond { .. } = node.kind else {
+                return None;
+            };
+            let state = self.nodes.get(&node.id)?;
+            (state.status == NodeStatus::Completed)
+                .then(|| state.output.clone())
+                .flatten()
+        });
+        if let Some(output) = responded {
+            return output;
+        }
+        let last = self
+            .nodes
+            .values()
+            .filter(|state| state.status == NodeStatus::Completed)
+            .max_by_key(|state| state.finished_at)
+            .and_then(|state| state.output.clone());
+        json!({"status": 200, "headers": {}, "body": last})
+    }
+
     /// A run that has not started: every node pending.
     pub fn new(scenario: &Scenario) -> Self {
         Self {
@@ -402,14 +441,21 @@ impl RunState {
                 Applied::Recorded
             }
             Outcome::Failure { error } => {
-                if error.class.is_retryable() && state.attempts < node.retry.max_attempts {
+                if may_retry(error, state.attempts, state.rate_limited, node) {
                     let retry_after = error.retry_after_ms.map(Duration::from_millis);
-                    let mut delay = node.retry.backoff(state.attempts, jitter, retry_after);
+                    let mut delay = node.retry.backoff(
+                        state.attempts.saturating_sub(state.rate_limited),
+                        jitter,
+                        retry_after,
+                    );
                     if let NodeKind::Delay { .. } = node.kind {
                         // A delay retried (its task was lost) still waits until its time.
                         delay = delay.max(remaining_wait(state.input.as_ref(), result.finished_at));
                     }
                     state.attempts += 1;
+                    if error.class == ErrorClass::RateLimited {
+                        state.rate_limited += 1;
+                    }
                     state.status = NodeStatus::Queued;
                     state.error = Some(error.clone());
                     state.finished_at = None;
@@ -585,7 +631,7 @@ impl RunState {
                     }
                 };
             }
-            NodeKind::Transform { output } => templates
+            NodeKind::Transform { output } | NodeKind::Respond { output } => templates
                 .render_value(output, &scope)
                 .map(|rendered| (rendered, None))
                 .map_err(|e| template_error("output", e)),
@@ -886,7 +932,7 @@ fn apply_item_result(
         return Applied::Ignored;
     }
     // Only an item of a node still in flight is tried again.
-    let may_retry =
+    let may_retry_item =
         item.is_in_flight() && matches!(state.status, NodeStatus::Queued | NodeStatus::Running);
     state.changed = true;
     state.started_at = state
@@ -910,10 +956,17 @@ fn apply_item_result(
             Applied::Recorded
         }
         Outcome::Failure { error } => {
-            if may_retry && error.class.is_retryable() && item.attempts < node.retry.max_attempts {
+            if may_retry_item && may_retry(error, item.attempts, item.rate_limited, node) {
                 let retry_after = error.retry_after_ms.map(Duration::from_millis);
-                let delay = node.retry.backoff(item.attempts, jitter, retry_after);
+                let delay = node.retry.backoff(
+                    item.attempts.saturating_sub(item.rate_limited),
+                    jitter,
+                    retry_after,
+                );
                 item.attempts += 1;
+                if error.class == ErrorClass::RateLimited {
+                    item.rate_limited += 1;
+                }
                 item.status = NodeStatus::Queued;
                 item.error = Some(error.clone());
                 item.finished_at = None;
@@ -930,6 +983,19 @@ fn apply_item_result(
             Applied::Recorded
         }
     }
+}
+
+/// Whether a failed attempt is tried again: a 429 always is (it waits per `Retry-After`
+/// and is bounded by the run's timeout); other retryable failures while the attempts not
+/// answered 429 stay under `max_attempts`.
+fn may_retry(error: &NodeError, attempts: u32, rate_limited: u32, node: &Node) -> bool {
+    error.class == ErrorClass::RateLimited
+        || (error.class.is_retryable()
+            && attempts.saturating_sub(rate_limited) < node.retry.max_attempts)
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What is left of a delay node's wait at `now`, from the `until` of its input.
@@ -1197,6 +1263,44 @@ mod tests {
     }
 
     #[test]
+    fn answers_429_wait_per_retry_after_without_using_up_attempts() {
+        let mut a = http("a", &[]);
+        a["retry"] = json!({"max_attempts": 2});
+        let s = scenario(json!([a]));
+        let mut state = RunState::new(&s);
+        state.advance(&s, &context(json!({"body": {"n": 1}})), &Templates::new());
+        let mut slow_down = NodeError::new(ErrorClass::RateLimited, "429");
+        slow_down.retry_after_ms = Some(3_000);
+        for attempt in 1..=4 {
+            let rate_limited = result(
+                "a",
+                attempt,
+                Outcome::Failure {
+                    error: slow_down.clone(),
+                },
+            );
+            let Applied::Retry(retry) = state.apply_result(&s, &rate_limited, 1.0) else {
+                panic!("a 429 on attempt {attempt} is tried again");
+            };
+            assert_eq!(retry.delay, Duration::from_secs(3));
+        }
+        assert_eq!(state.nodes["a"].rate_limited, 4);
+        assert!(
+            matches!(
+                state.apply_result(&s, &result("a", 5, failure(ErrorClass::Retryable)), 1.0),
+                Applied::Retry(_)
+            ),
+            "the first real failure is attempt 1 of 2"
+        );
+        assert_eq!(
+            state.apply_result(&s, &result("a", 6, failure(ErrorClass::Retryable)), 1.0),
+            Applied::Recorded,
+            "the second real failure uses up max_attempts"
+        );
+        assert_eq!(status(&state, "a"), NodeStatus::Failed);
+    }
+
+    #[test]
     fn error_ports_and_continue_handle_failures() {
         let mut a = http("a", &[]);
         a["retry"] = json!({"max_attempts": 1});
@@ -1270,6 +1374,50 @@ mod tests {
         );
         assert_eq!(state.nodes["a"], done);
         assert_eq!(state.nodes["b"], NodeState::pending());
+    }
+
+    #[test]
+    fn a_webhook_response_comes_from_the_respond_node_or_else_the_last_node() {
+        let s = scenario(json!([
+            {"id": "a", "type": "transform", "output": {"n": "{{ trigger.body.n }}"}},
+            {"id": "reply", "type": "respond", "after": ["a"], "status": 201,
+             "headers": {"x-n": "{{ nodes.a.output.n }}"}, "body": {"got": "{{ nodes.a.output.n }}"}},
+            {"id": "z", "type": "transform", "after": ["reply"], "output": {"late": true}}
+        ]));
+        let mut state = RunState::new(&s);
+        let step = state.advance(&s, &context(json!({"body": {"n": 7}})), &Templates::new());
+        let outcome = step.outcome.expect("inline nodes finish the run");
+        assert_eq!(
+            state.response(&s, &outcome),
+            json!({"status": 201, "headers": {"x-n": 7}, "body": {"got": 7}})
+        );
+
+        let without = scenario(json!([
+            {"id": "a", "type": "transform", "output": {"first": true}},
+            {"id": "b", "type": "transform", "after": ["a"], "output": {"last": "{{ trigger.body.n }}"}}
+        ]));
+        let mut state = RunState::new(&without);
+        let outcome = state
+            .advance(
+                &without,
+                &context(json!({"body": {"n": 2}})),
+                &Templates::new(),
+            )
+            .outcome
+            .expect("finished");
+        assert_eq!(
+            state.response(&without, &outcome),
+            json!({"status": 200, "headers": {}, "body": {"last": 2}})
+        );
+        let failed = RunOutcome::Failed {
+            node: "b".into(),
+            error: NodeError::new(ErrorClass::Permanent, "no"),
+        };
+        assert_eq!(state.response(&without, &failed)["status"], 500);
+        assert_eq!(
+            state.response(&without, &failed)["body"]["error"]["node"],
+            "b"
+        );
     }
 
     /// A finished run where each node has the given status, finishing in the order given.
@@ -1700,5 +1848,128 @@ mod tests {
             "{}",
             error.message
         );
+    }
+}
+
+/// `outputs` mappings over arbitrary paths and results: a path either parses or is
+/// refused, and a parsed path maps any result without panicking.
+#[cfg(test)]
+mod output_mapping {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::json_value;
+
+    /// Paths made of the pieces of RFC 9535, in any order.
+    fn path_text() -> impl Strategy<Value = String> {
+        const PIECES: &[&str] = &[
+            "$",
+            "$",
+            ".",
+            "..",
+            "*",
+            "[",
+            "]",
+            "[*]",
+            "[0]",
+            "[-1]",
+            "[1:]",
+            "[::-1]",
+            "[::0]",
+            "[-9223372036854775808]",
+            "[9007199254740992]",
+            "['a']",
+            "[\"b\"]",
+            "a",
+            "b",
+            "body",
+            "?",
+            "@",
+            "@.a",
+            "==",
+            "!=",
+            "<",
+            "&&",
+            "||",
+            "!",
+            "(",
+            ")",
+            ",",
+            ":",
+            "length(@)",
+            "count(@.*)",
+            "match(@, 'a.*')",
+            "search(@, '[')",
+            "value(@..a)",
+            "'",
+            "\\u0000",
+            " ",
+            "1",
+            "true",
+            "null",
+        ];
+        prop::collection::vec(prop::sample::select(PIECES), 0..16)
+            .prop_map(|pieces| pieces.concat())
+    }
+
+    /// A position inside `value`, as the path to it and the value found there.
+    fn positions(value: &Value) -> Vec<(String, Value)> {
+        let mut found = Vec::new();
+        let mut pending = vec![("$".to_owned(), value)];
+        while let Some((path, value)) = pending.pop() {
+            match value {
+                Value::Array(items) => pending.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (format!("{path}[{i}]"), item)),
+                ),
+                Value::Object(fields) => pending.extend(
+                    fields
+                        .iter()
+                        .map(|(key, item)| (format!("{path}[{}]", quoted(key)), item)),
+                ),
+                _ => {}
+            }
+            found.push((path, value.clone()));
+        }
+        found
+    }
+
+    /// A name selector for `key` (RFC 9535 §2.3.1.1): single-quoted, escaped.
+    fn quoted(key: &str) -> String {
+        let mut out = String::from("'");
+        for c in key.chars() {
+            match c {
+                '\'' => out.push_str("\\'"),
+                '\\' => out.push_str("\\\\"),
+                c if c < ' ' => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_path_parses_or_is_refused_and_maps_any_result(text in path_text(), raw in json_value()) {
+            if let Ok(path) = JsonPath::parse(&text) {
+                let mapped = map_outputs(&[("x".to_owned(), path)], &raw);
+                prop_assert!(mapped.get("x").is_some(), "every mapping has its field");
+            }
+        }
+
+        /// A path to a position, however odd its keys, maps to exactly the value there.
+        #[test]
+        fn a_path_to_a_position_maps_to_its_value(raw in json_value(), pick in any::<prop::sample::Index>()) {
+            let all = positions(&raw);
+            let (text, expected) = pick.get(&all).clone();
+            let path = JsonPath::parse(&text).map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;
+            prop_assert_eq!(map_outputs(&[("x".to_owned(), path)], &raw), json!({"x": expected}));
+        }
     }
 }

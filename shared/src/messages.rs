@@ -242,6 +242,26 @@ impl Message for NodeResult {
     }
 }
 
+/// Scheduler → the gateway holding a webhook that responds on completion: the run is
+/// over. Sent to that gateway's private reply queue (the run's `reply_to`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFinished {
+    pub v: u8,
+    pub run_id: Uuid,
+    pub workspace_id: Uuid,
+    /// `completed` or `failed`.
+    pub status: String,
+    /// The webhook's answer: `{status, headers, body}`.
+    pub response: Value,
+}
+
+impl Message for RunFinished {
+    const TYPE: &'static str = "RunFinished";
+    fn version(&self) -> u8 {
+        self.v
+    }
+}
+
 /// The longest upstream body kept in an error.
 pub const MAX_ERROR_BODY: usize = 2048;
 

@@ -89,6 +89,11 @@ impl Topology {
     pub fn results(&self) -> String {
         format!("{}.results", self.namespace)
     }
+    /// NodeResult of poll triggers' requests: workers → scheduler. Workers publish them
+    /// through the default exchange (the tasks name this queue as their `reply_to`).
+    pub fn polls(&self) -> String {
+        format!("{}.polls", self.namespace)
+    }
     /// Poison messages.
     pub fn dead(&self) -> String {
         format!("{}.dead", self.namespace)
@@ -114,7 +119,13 @@ impl Topology {
 
     /// Every queue of the namespace.
     pub fn queues(&self) -> Vec<String> {
-        let mut queues = vec![self.runs(), self.tasks(), self.results(), self.dead()];
+        let mut queues = vec![
+            self.runs(),
+            self.tasks(),
+            self.results(),
+            self.polls(),
+            self.dead(),
+        ];
         queues.extend(TIERS.iter().map(|(tier, _)| self.retry(tier)));
         queues
     }
@@ -193,6 +204,14 @@ impl Topology {
                 .queue_declare(self.retry(tier).as_str().into(), durable, args)
                 .await?;
         }
+        // No exchange of its own: only the default exchange routes to it, by its name.
+        channel
+            .queue_declare(
+                self.polls().as_str().into(),
+                durable,
+                quorum(Some(CONTROL_DELIVERY_LIMIT)),
+            )
+            .await?;
         Ok(())
     }
 

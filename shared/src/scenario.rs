@@ -7,9 +7,11 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use serde_json_path::JsonPath;
+use uuid::Uuid;
 
+use crate::limits::check_json_depth;
 use crate::messages::BUILTIN_CONNECTOR;
 use crate::retry::RetryPolicy;
 use crate::schedule::Schedule;
@@ -101,6 +103,21 @@ enum TriggerSpec {
     Webhook {
         #[serde(default)]
         signature: Option<SignatureSpec>,
+        /// `immediately` (202 with the run id, the default) or `on_completion`.
+        #[serde(default)]
+        respond: Option<String>,
+        /// How long an `on_completion` webhook waits for its run, like `"30s"`.
+        #[serde(default)]
+        respond_timeout: Option<String>,
+        /// HTTP methods accepted (default: any).
+        #[serde(default)]
+        methods: Option<Vec<String>>,
+        /// Media types accepted, like `application/json` (default: any).
+        #[serde(default)]
+        content_types: Option<Vec<String>>,
+        /// Largest body accepted, in bytes (default and ceiling: the gateway's limit).
+        #[serde(default)]
+        max_body_bytes: Option<usize>,
     },
     Schedule {
         /// Optional here so that a missing pattern is reported on `trigger.cron`.
@@ -108,6 +125,17 @@ enum TriggerSpec {
         cron: Option<String>,
         #[serde(default)]
         timezone: Option<String>,
+    },
+    /// Optional here so that missing fields are reported by name.
+    Poll {
+        #[serde(default)]
+        connector: Option<String>,
+        #[serde(default)]
+        trigger: Option<String>,
+        #[serde(default)]
+        connection: Option<String>,
+        #[serde(default)]
+        interval: Option<String>,
     },
     Manual {},
 }
@@ -155,6 +183,9 @@ struct NodeSpec {
     input: Option<Value>,
     outputs: Option<BTreeMap<String, String>>,
     output: Option<serde_json::Map<String, Value>>,
+    status: Option<Value>,
+    headers: Option<Value>,
+    body: Option<Value>,
     #[serde(rename = "if")]
     condition: Option<String>,
     switch: Option<Vec<CaseSpec>>,
@@ -193,6 +224,7 @@ pub enum OnError {
 pub enum TriggerKind {
     Webhook,
     Schedule,
+    Poll,
     Manual,
 }
 
@@ -201,6 +233,7 @@ impl TriggerKind {
         match self {
             Self::Webhook => "webhook",
             Self::Schedule => "schedule",
+            Self::Poll => "poll",
             Self::Manual => "manual",
         }
     }
@@ -250,6 +283,11 @@ pub enum NodeKind {
     Transform {
         output: Value,
     },
+    /// Evaluated like a transform: its output `{status, headers, body}` is the answer of
+    /// a webhook that responds on completion.
+    Respond {
+        output: Value,
+    },
     If {
         condition: String,
     },
@@ -292,6 +330,71 @@ pub struct WebhookSignature {
     pub secret: Option<SigningSecret>,
 }
 
+/// How long an `on_completion` webhook waits for its run unless it says otherwise.
+pub const DEFAULT_RESPOND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest an `on_completion` webhook may wait: senders time out long before.
+pub const MAX_RESPOND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What a webhook trigger accepts and how it answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookOptions {
+    /// Set when the webhook answers with the run's result: how long it waits for it.
+    pub respond_on_completion: Option<Duration>,
+    /// Upper-case methods accepted; empty accepts any.
+    pub methods: Vec<String>,
+    /// Lower-case media types accepted (without parameters); empty accepts any.
+    pub content_types: Vec<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+/// The shortest poll interval accepted. Every poll is a request to a third-party API, but
+/// tests poll a local server and need to see several polls quickly.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A poll trigger: the connector's trigger of kind `poll`, called through `connection`
+/// every `interval` (the manifest's own when unset). Whether the connector has that
+/// trigger is known where the workspace's connectors are: the gateway's catalog, and the
+/// scheduler when it polls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollTrigger {
+    pub connector: String,
+    pub trigger: String,
+    pub connection: Option<Uuid>,
+    pub interval: Option<Duration>,
+}
+
+impl PollTrigger {
+    /// Reads the `trigger` object of a stored definition, checked like a definition being
+    /// saved.
+    pub fn parse(trigger: &Value) -> Result<Self, Invalid> {
+        let spec: TriggerSpec = serde_json::from_value(trigger.clone()).map_err(|e| {
+            Invalid(vec![Problem {
+                node: None,
+                field: "trigger".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        let TriggerSpec::Poll {
+            connector,
+            trigger,
+            connection,
+            interval,
+        } = spec
+        else {
+            return Err(Invalid(vec![Problem {
+                node: None,
+                field: "trigger.type".into(),
+                message: "not a poll trigger".into(),
+            }]));
+        };
+        let mut parser = Parser::new(&BuiltinCatalog);
+        match parser.poll(connector, trigger, connection, interval.as_deref()) {
+            Some(poll) if parser.problems.is_empty() => Ok(poll),
+            _ => Err(Invalid(parser.problems)),
+        }
+    }
+}
+
 /// A validated scenario definition.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -300,8 +403,12 @@ pub struct Scenario {
     pub trigger: TriggerKind,
     /// For a webhook trigger that requires signed deliveries.
     pub signature: Option<WebhookSignature>,
+    /// For a webhook trigger: what it accepts and how it answers.
+    pub webhook: WebhookOptions,
     /// For a schedule trigger: when it ticks.
     pub schedule: Option<Schedule>,
+    /// For a poll trigger: what is polled, and how often.
+    pub poll: Option<PollTrigger>,
     pub timeout: Duration,
     pub nodes: Vec<Node>,
     index: HashMap<String, usize>,
@@ -320,6 +427,13 @@ impl Scenario {
 
     /// Parses and validates a definition against the connectors that exist.
     pub fn parse(definition: &Value, catalog: &dyn Catalog) -> Result<Self, Invalid> {
+        check_json_depth(definition).map_err(|too_deep| {
+            Invalid(vec![Problem {
+                node: None,
+                field: "definition".into(),
+                message: too_deep.to_string(),
+            }])
+        })?;
         let spec: DefinitionSpec = serde_json::from_value(definition.clone()).map_err(|e| {
             Invalid(vec![Problem {
                 node: None,
@@ -401,17 +515,44 @@ impl<'a> Parser<'a> {
             self.problem(None, "nodes", "a scenario needs at least one node");
         }
 
+        let mut webhook = WebhookOptions::default();
+        let mut poll = None;
         let (trigger, signature, schedule) = match spec.trigger {
-            TriggerSpec::Webhook { signature } => (
-                TriggerKind::Webhook,
-                signature.and_then(|spec| self.signature(spec)),
-                None,
-            ),
+            TriggerSpec::Webhook {
+                signature,
+                respond,
+                respond_timeout,
+                methods,
+                content_types,
+                max_body_bytes,
+            } => {
+                webhook = self.webhook_options(
+                    respond.as_deref(),
+                    respond_timeout.as_deref(),
+                    methods.unwrap_or_default(),
+                    content_types.unwrap_or_default(),
+                    max_body_bytes,
+                );
+                (
+                    TriggerKind::Webhook,
+                    signature.and_then(|spec| self.signature(spec)),
+                    None,
+                )
+            }
             TriggerSpec::Schedule { cron, timezone } => (
                 TriggerKind::Schedule,
                 None,
                 self.schedule(cron.as_deref(), timezone.as_deref()),
             ),
+            TriggerSpec::Poll {
+                connector,
+                trigger,
+                connection,
+                interval,
+            } => {
+                poll = self.poll(connector, trigger, connection, interval.as_deref());
+                (TriggerKind::Poll, None, None)
+            }
             TriggerSpec::Manual {} => (TriggerKind::Manual, None, None),
         };
         let mut scenario = Scenario {
@@ -419,7 +560,9 @@ impl<'a> Parser<'a> {
             description: spec.description,
             trigger,
             signature,
+            webhook,
             schedule,
+            poll,
             timeout,
             nodes,
             index,
@@ -436,6 +579,91 @@ impl<'a> Parser<'a> {
             Ok(scenario)
         } else {
             Err(Invalid(self.problems))
+        }
+    }
+
+    fn webhook_options(
+        &mut self,
+        respond: Option<&str>,
+        respond_timeout: Option<&str>,
+        methods: Vec<String>,
+        content_types: Vec<String>,
+        max_body_bytes: Option<usize>,
+    ) -> WebhookOptions {
+        let wait = self
+            .duration(None, "trigger.respond_timeout", respond_timeout)
+            .unwrap_or(DEFAULT_RESPOND_TIMEOUT);
+        if wait > MAX_RESPOND_TIMEOUT {
+            self.problem(
+                None,
+                "trigger.respond_timeout",
+                format!(
+                    "at most {} (senders give up long before)",
+                    humantime::format_duration(MAX_RESPOND_TIMEOUT)
+                ),
+            );
+        }
+        let respond_on_completion = match respond {
+            None | Some("immediately") => {
+                if respond_timeout.is_some() {
+                    self.problem(
+                        None,
+                        "trigger.respond_timeout",
+                        "only used with `respond: on_completion`",
+                    );
+                }
+                None
+            }
+            Some("on_completion") => Some(wait),
+            Some(other) => {
+                self.problem(
+                    None,
+                    "trigger.respond",
+                    format!("`{other}` is not `immediately` or `on_completion`"),
+                );
+                None
+            }
+        };
+        let methods = methods
+            .into_iter()
+            .filter_map(|method| {
+                let upper = method.to_ascii_uppercase();
+                let valid = !upper.is_empty() && upper.bytes().all(|b| b.is_ascii_uppercase());
+                if !valid {
+                    self.problem(
+                        None,
+                        "trigger.methods",
+                        format!("`{method}` is not an HTTP method"),
+                    );
+                }
+                valid.then_some(upper)
+            })
+            .collect();
+        let content_types = content_types
+            .into_iter()
+            .filter_map(|media_type| {
+                let lower = media_type.trim().to_ascii_lowercase();
+                let valid = lower.split_once('/').is_some_and(|(kind, sub)| {
+                    !kind.is_empty() && !sub.is_empty() && !lower.contains([';', ' '])
+                });
+                if !valid {
+                    self.problem(
+                        None,
+                        "trigger.content_types",
+                        format!("`{media_type}` is not a media type like `application/json`"),
+                    );
+                }
+                valid.then_some(lower)
+            })
+            .collect();
+        if max_body_bytes == Some(0) {
+            self.problem(None, "trigger.max_body_bytes", "must be at least 1");
+        }
+        WebhookOptions {
+            respond_on_completion,
+            methods,
+            content_types,
+            max_body_bytes,
         }
     }
 
@@ -491,6 +719,72 @@ impl<'a> Parser<'a> {
                 }
             })
             .ok()
+    }
+
+    fn poll(
+        &mut self,
+        connector: Option<String>,
+        trigger: Option<String>,
+        connection: Option<String>,
+        interval: Option<&str>,
+    ) -> Option<PollTrigger> {
+        let mut required = |field: &str, value: Option<String>, what: &str| match value {
+            Some(value) if !value.trim().is_empty() => Some(value),
+            _ => {
+                self.problem(
+                    None,
+                    &format!("trigger.{field}"),
+                    format!("required: {what}"),
+                );
+                None
+            }
+        };
+        let connector = required(
+            "connector",
+            connector,
+            "the key of the connector that is polled",
+        );
+        let trigger = required(
+            "trigger",
+            trigger,
+            "the key of the connector's poll trigger",
+        );
+        let connection = match connection {
+            None => None,
+            Some(text) => match Uuid::parse_str(&text) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    self.problem(
+                        None,
+                        "trigger.connection",
+                        format!("`{text}` is not a connection id"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let interval = match self.duration(None, "trigger.interval", interval) {
+            Some(interval) if interval < MIN_POLL_INTERVAL => {
+                self.problem(
+                    None,
+                    "trigger.interval",
+                    format!(
+                        "at least {} (every poll calls the connector's API)",
+                        humantime::format_duration(MIN_POLL_INTERVAL)
+                    ),
+                );
+                return None;
+            }
+            Some(interval) => Some(interval),
+            None if interval.is_some() => return None,
+            None => None,
+        };
+        Some(PollTrigger {
+            connector: connector?,
+            trigger: trigger?,
+            connection,
+            interval,
+        })
     }
 
     fn duration(
@@ -594,6 +888,7 @@ impl<'a> Parser<'a> {
                 "max_concurrency",
             ],
             "transform" => &["output"],
+            "respond" => &["status", "headers", "body"],
             "condition" => &["if", "switch"],
             "delay" => &["duration", "until"],
             other => {
@@ -601,7 +896,7 @@ impl<'a> Parser<'a> {
                     node,
                     "type",
                     format!(
-                        "unknown node type `{other}` (expected action, transform, condition or delay)"
+                        "unknown node type `{other}` (expected action, transform, condition, delay or respond)"
                     ),
                 );
                 return None;
@@ -614,6 +909,9 @@ impl<'a> Parser<'a> {
             ("input", spec.input.is_some()),
             ("outputs", spec.outputs.is_some()),
             ("output", spec.output.is_some()),
+            ("status", spec.status.is_some()),
+            ("headers", spec.headers.is_some()),
+            ("body", spec.body.is_some()),
             ("if", spec.condition.is_some()),
             ("switch", spec.switch.is_some()),
             ("for_each", spec.for_each.is_some()),
@@ -704,6 +1002,13 @@ impl<'a> Parser<'a> {
                     );
                     return None;
                 }
+            },
+            "respond" => NodeKind::Respond {
+                output: json!({
+                    "status": spec.status.unwrap_or_else(|| json!(200)),
+                    "headers": spec.headers.unwrap_or_else(|| json!({})),
+                    "body": spec.body.unwrap_or(Value::Null),
+                }),
             },
             "transform" => match spec.output {
                 Some(output) => NodeKind::Transform {
@@ -869,7 +1174,7 @@ impl<'a> Parser<'a> {
                     wait: Wait::Until(until),
                 } => collect_templates(&Value::String(until.clone()), "until", &mut templates),
                 NodeKind::Delay { .. } => {}
-                NodeKind::Transform { output } => {
+                NodeKind::Transform { output } | NodeKind::Respond { output } => {
                     collect_templates(output, "output", &mut templates)
                 }
                 NodeKind::If { condition } => {
@@ -1195,6 +1500,91 @@ mod tests {
     }
 
     #[test]
+    fn webhook_options_are_parsed_and_their_problems_named() {
+        let options = with_trigger(json!({
+            "type": "webhook", "respond": "on_completion", "respond_timeout": "5s",
+            "methods": ["post", "PUT"], "content_types": ["Application/JSON"],
+            "max_body_bytes": 1024
+        }))
+        .expect("valid")
+        .webhook;
+        assert_eq!(
+            options,
+            WebhookOptions {
+                respond_on_completion: Some(Duration::from_secs(5)),
+                methods: vec!["POST".into(), "PUT".into()],
+                content_types: vec!["application/json".into()],
+                max_body_bytes: Some(1024),
+            }
+        );
+        let default_wait = with_trigger(json!({"type": "webhook", "respond": "on_completion"}))
+            .expect("valid")
+            .webhook;
+        assert_eq!(
+            default_wait.respond_on_completion,
+            Some(DEFAULT_RESPOND_TIMEOUT)
+        );
+        let messages = |trigger: Value| -> Vec<String> {
+            with_trigger(trigger)
+                .expect_err("invalid")
+                .0
+                .iter()
+                .map(Problem::to_string)
+                .collect()
+        };
+        let problems = messages(json!({
+            "type": "webhook", "respond": "later", "methods": ["GE T"],
+            "content_types": ["json"], "max_body_bytes": 0
+        }));
+        for field in [
+            "trigger.respond",
+            "trigger.methods",
+            "trigger.content_types",
+            "trigger.max_body_bytes",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(&format!("`{field}`"))),
+                "{field} in {problems:?}"
+            );
+        }
+        let too_long = messages(
+            json!({"type": "webhook", "respond": "on_completion", "respond_timeout": "10m"}),
+        );
+        assert!(too_long[0].contains("at most 5m"), "{too_long:?}");
+    }
+
+    #[test]
+    fn respond_nodes_render_status_headers_and_body_like_a_transform() {
+        let scenario = Scenario::parse(
+            &json!({"name": "t", "trigger": {"type": "webhook"}, "nodes": [
+                {"id": "reply", "type": "respond", "status": 201, "body": {"id": "{{ trigger.body.id }}"}}
+            ]}),
+            &BuiltinCatalog,
+        )
+        .expect("valid");
+        let Some(NodeKind::Respond { output }) = scenario.node("reply").map(|n| &n.kind) else {
+            panic!("a respond node");
+        };
+        assert_eq!(
+            *output,
+            json!({"status": 201, "headers": {}, "body": {"id": "{{ trigger.body.id }}"}})
+        );
+        let wrong_field = Scenario::parse(
+            &json!({"name": "t", "trigger": {"type": "webhook"}, "nodes": [
+                {"id": "reply", "type": "respond", "output": {}}
+            ]}),
+            &BuiltinCatalog,
+        )
+        .expect_err("respond nodes have no output field");
+        assert!(
+            wrong_field
+                .to_string()
+                .contains("not a field of respond nodes"),
+            "{wrong_field}"
+        );
+    }
+
+    #[test]
     fn webhook_signature_problems_name_their_field() {
         let problems = |trigger: Value| -> Vec<String> {
             with_trigger(trigger)
@@ -1278,6 +1668,84 @@ mod tests {
             "{found:?}"
         );
         assert_eq!(TriggerKind::Schedule.as_str(), "schedule");
+    }
+
+    #[test]
+    fn poll_triggers_are_parsed_and_their_problems_named() {
+        let connection = Uuid::now_v7();
+        let trigger = json!({"type": "poll", "connector": "github", "trigger": "new_issue",
+                             "connection": connection.to_string(), "interval": "90s"});
+        let scenario = with_trigger(trigger.clone()).expect("valid");
+        let expected = PollTrigger {
+            connector: "github".into(),
+            trigger: "new_issue".into(),
+            connection: Some(connection),
+            interval: Some(Duration::from_secs(90)),
+        };
+        assert_eq!(scenario.trigger, TriggerKind::Poll);
+        assert_eq!(scenario.poll.as_ref(), Some(&expected));
+        assert_eq!(PollTrigger::parse(&trigger), Ok(expected));
+        assert_eq!(TriggerKind::Poll.as_str(), "poll");
+
+        let defaults = with_trigger(json!({"type": "poll", "connector": "acme", "trigger": "new"}))
+            .expect("valid: no connection, the manifest's interval");
+        assert_eq!(
+            defaults.poll,
+            Some(PollTrigger {
+                connector: "acme".into(),
+                trigger: "new".into(),
+                connection: None,
+                interval: None,
+            })
+        );
+
+        let problems = |trigger: Value| -> Vec<String> {
+            with_trigger(trigger)
+                .expect_err("invalid")
+                .0
+                .iter()
+                .map(Problem::to_string)
+                .collect()
+        };
+        assert_eq!(
+            problems(json!({"type": "poll", "connector": " "})),
+            [
+                "field `trigger.connector`: required: the key of the connector that is polled",
+                "field `trigger.trigger`: required: the key of the connector's poll trigger",
+            ]
+        );
+        assert_eq!(
+            problems(
+                json!({"type": "poll", "connector": "a", "trigger": "b", "connection": "mine"})
+            ),
+            ["field `trigger.connection`: `mine` is not a connection id"]
+        );
+        assert_eq!(
+            problems(
+                json!({"type": "poll", "connector": "a", "trigger": "b", "interval": "500ms"})
+            ),
+            ["field `trigger.interval`: at least 1s (every poll calls the connector's API)"]
+        );
+        let found = problems(
+            json!({"type": "poll", "connector": "a", "trigger": "b", "interval": "often"}),
+        );
+        assert!(
+            found.len() == 1 && found[0].contains("`often` is not a duration"),
+            "{found:?}"
+        );
+        let found = problems(
+            json!({"type": "poll", "connector": "a", "trigger": "b", "cron": "* * * * *"}),
+        );
+        assert!(found[0].contains("unknown field `cron`"), "{found:?}");
+
+        let not_poll = PollTrigger::parse(&json!({"type": "manual"})).expect_err("manual");
+        assert_eq!(
+            not_poll.to_string(),
+            "field `trigger.type`: not a poll trigger"
+        );
+        let stored_bad = PollTrigger::parse(&json!({"type": "poll", "connector": "a"}))
+            .expect_err("no trigger key");
+        assert_eq!(stored_bad.0[0].field, "trigger.trigger");
     }
 
     #[test]
@@ -1409,6 +1877,376 @@ mod tests {
         ] {
             let found = problems(json!([node]));
             assert!(found[0].starts_with(expected), "{found:?}");
+        }
+    }
+}
+
+/// Limits of a definition, and properties over arbitrary and mutated definitions: any
+/// JSON yields a scenario or problems that say what is wrong, never a panic.
+#[cfg(test)]
+mod hardening {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::limits::MAX_JSON_DEPTH;
+    use crate::template::MAX_TEMPLATE_BYTES;
+    use crate::testing::{json_value, key};
+
+    fn http(id: &str, after: &[&str]) -> Value {
+        json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after,
+               "input": {"method": "GET", "url": "http://example.test/"}})
+    }
+
+    fn definition(nodes: Value) -> Value {
+        json!({"name": "t", "trigger": {"type": "manual"}, "nodes": nodes})
+    }
+
+    fn problems(definition: &Value) -> Vec<String> {
+        Scenario::parse(definition, &BuiltinCatalog)
+            .expect_err("must be invalid")
+            .0
+            .iter()
+            .map(Problem::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_number_of_nodes_is_limited() {
+        let chain = |n: usize| -> Value {
+            (0..n)
+                .map(|i| {
+                    let after = if i == 0 {
+                        vec![]
+                    } else {
+                        vec![format!("n{}", i - 1)]
+                    };
+                    let after: Vec<&str> = after.iter().map(String::as_str).collect();
+                    http(&format!("n{i}"), &after)
+                })
+                .collect()
+        };
+        let scenario = Scenario::parse(&definition(chain(MAX_NODES)), &BuiltinCatalog)
+            .expect("the limit itself is allowed");
+        assert_eq!(scenario.nodes.len(), MAX_NODES);
+        assert_eq!(
+            problems(&definition(chain(MAX_NODES + 1))),
+            vec!["field `nodes`: 501 nodes, over the limit of 500"]
+        );
+    }
+
+    #[test]
+    fn a_template_over_its_size_limit_is_named_with_its_field() {
+        let mut node = http("a", &[]);
+        node["input"]["body"] = json!(format!(
+            "{{{{ trigger.body }}}}{}",
+            "x".repeat(MAX_TEMPLATE_BYTES)
+        ));
+        let found = problems(&definition(json!([node])));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("node `a`, field `input.body`: template does not parse: template is 65554 bytes, over the limit of 65536"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_definition_nested_too_deep_is_refused_naming_the_limit() {
+        let deep = |depth: usize| (0..depth).fold(json!("leaf"), |inner, _| json!([inner]));
+        let mut node = http("a", &[]);
+        // The node's input sits 4 levels down: `{nodes: [{input: {body: …}}]}`.
+        node["input"]["body"] = deep(MAX_JSON_DEPTH - 4);
+        assert!(Scenario::parse(&definition(json!([node.clone()])), &BuiltinCatalog).is_ok());
+        node["input"]["body"] = deep(MAX_JSON_DEPTH - 3);
+        assert_eq!(
+            problems(&definition(json!([node]))),
+            vec![
+                "field `definition`: nested 65 levels deep, over the limit of 64 levels of arrays and objects"
+            ]
+        );
+    }
+
+    /// Valid definitions using every kind of node, trigger and edge.
+    fn valid_definitions() -> Vec<Value> {
+        let mut each = http("each", &["lookup"]);
+        each["for_each"] = json!("{{ nodes.lookup.output.items }}");
+        each["input"]["body"] = json!({"item": "{{ item }}", "at": "{{ index }}"});
+        each["on_error"] = json!("continue");
+        let mut lookup = http("lookup", &[]);
+        lookup["outputs"] = json!({"items": "$.body.items[*]", "first": "$.body.items[0].name"});
+        lookup["retry"] = json!({"max_attempts": 3, "initial": "1s", "max": "10s"});
+        lookup["timeout"] = json!("5s");
+        vec![
+            json!({
+                "name": "every kind",
+                "description": "d",
+                "trigger": {"type": "webhook", "signature": {"scheme": "github", "secret": "s"}},
+                "settings": {"timeout": "1m", "retry": {"max_attempts": 2}},
+                "nodes": [
+                    lookup,
+                    {"id": "known", "type": "condition", "after": ["lookup"], "if": "nodes.lookup.output.first is not none"},
+                    {"id": "route", "type": "condition", "after": ["known:true"],
+                     "switch": [{"name": "big", "if": "trigger.body.n > 10"}]},
+                    {"id": "shape", "type": "transform", "after": ["route:big"], "output": {"n": "{{ trigger.body.n }}"}},
+                    {"id": "wait", "type": "delay", "after": ["route:default"], "duration": "1s"},
+                    {"id": "later", "type": "delay", "after": ["wait"], "until": "{{ trigger.body.at }}"},
+                    each,
+                    http("recover", &["lookup:error"]),
+                ]
+            }),
+            json!({
+                "name": "scheduled", "trigger": {"type": "schedule", "cron": "*/5 * * * *", "timezone": "Europe/Paris"},
+                "nodes": [http("a", &[]), http("b", &["a"]), http("c", &["a", "b"])]
+            }),
+            json!({
+                "name": "generic", "trigger": {"type": "webhook", "signature": {"scheme": "hmac-sha256", "secret": "k", "header": "X-Sig", "encoding": "base64", "prefix": "v1="}},
+                "nodes": [{"id": "t", "type": "transform", "output": {"all": "{{ trigger }}"}}]
+            }),
+        ]
+    }
+
+    /// Values that mean something at the places a mutation may put them.
+    fn meaningful() -> impl Strategy<Value = Value> {
+        const WORDS: &[&str] = &[
+            "a",
+            "lookup",
+            "known",
+            "route",
+            "each",
+            "ghost",
+            "lookup:error",
+            "known:true",
+            "known:maybe",
+            "route:default",
+            "each:error",
+            "action",
+            "transform",
+            "condition",
+            "delay",
+            "webhook",
+            "schedule",
+            "manual",
+            "http",
+            "request",
+            "weft",
+            "delay",
+            "continue",
+            "fail",
+            "github",
+            "stripe",
+            "slack",
+            "hmac-sha256",
+            "hex",
+            "base64",
+            "0s",
+            "1s",
+            "soon",
+            "99999999999999999999s",
+            "* * * * *",
+            "61 * * * *",
+            "Mars/Olympus",
+            "{{ nodes.lookup.output }}",
+            "{{ nodes.each.output }}",
+            "{{ item }}",
+            "{{ index }}",
+            "{{ run.id }}",
+            "{{ trigger.body.x ",
+            "{% for %}",
+            "nodes.known.output is none",
+            "$..*",
+            "$.body[",
+            "$[?@.a == 1]",
+            "",
+            "2030-01-01T00:00:00Z",
+        ];
+        prop_oneof![
+            3 => prop::sample::select(WORDS).prop_map(Value::from),
+            1 => prop::collection::vec(prop::sample::select(WORDS).prop_map(Value::from), 0..4)
+                .prop_map(Value::Array),
+            1 => json_value(),
+            1 => (0u32..2000).prop_map(Value::from),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Replace(prop::sample::Index, Value),
+        Remove(prop::sample::Index),
+        Insert(prop::sample::Index, String, Value),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        const FIELDS: &[&str] = &[
+            "id",
+            "type",
+            "after",
+            "connector",
+            "action",
+            "input",
+            "outputs",
+            "output",
+            "if",
+            "switch",
+            "retry",
+            "timeout",
+            "on_error",
+            "for_each",
+            "max_concurrency",
+            "duration",
+            "until",
+            "signature",
+            "secret",
+            "header",
+            "cron",
+            "name",
+            "nodes",
+        ];
+        prop_oneof![
+            (any::<prop::sample::Index>(), meaningful())
+                .prop_map(|(at, v)| Mutation::Replace(at, v)),
+            any::<prop::sample::Index>().prop_map(Mutation::Remove),
+            (
+                any::<prop::sample::Index>(),
+                prop_oneof![prop::sample::select(FIELDS).prop_map(str::to_owned), key()],
+                meaningful()
+            )
+                .prop_map(|(at, k, v)| Mutation::Insert(at, k, v)),
+        ]
+    }
+
+    /// Every position in a value, as JSON pointers, the root first.
+    fn pointers(value: &Value) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut pending = vec![(String::new(), value)];
+        while let Some((pointer, value)) = pending.pop() {
+            match value {
+                Value::Array(items) => pending.extend(
+                    items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, item)| (format!("{pointer}/{i}"), item)),
+                ),
+                Value::Object(fields) => pending.extend(fields.iter().map(|(k, item)| {
+                    let escaped = k.replace('~', "~0").replace('/', "~1");
+                    (format!("{pointer}/{escaped}"), item)
+                })),
+                _ => {}
+            }
+            found.push(pointer);
+        }
+        found
+    }
+
+    fn apply(definition: &mut Value, mutation: Mutation) {
+        let all = pointers(definition);
+        match mutation {
+            Mutation::Replace(at, value) => {
+                if let Some(target) = definition.pointer_mut(at.get(&all).as_str()) {
+                    *target = value;
+                }
+            }
+            Mutation::Remove(at) => {
+                let pointer = at.get(&all).as_str();
+                let Some((parent, last)) = pointer.rsplit_once('/') else {
+                    return;
+                };
+                let last = last.replace("~1", "/").replace("~0", "~");
+                match definition.pointer_mut(parent) {
+                    Some(Value::Object(fields)) => {
+                        fields.remove(&last);
+                    }
+                    Some(Value::Array(items)) => {
+                        if let Ok(i) = last.parse::<usize>()
+                            && i < items.len()
+                        {
+                            items.remove(i);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Mutation::Insert(at, key, value) => match definition.pointer_mut(at.get(&all).as_str())
+            {
+                Some(Value::Object(fields)) => {
+                    fields.insert(key, value);
+                }
+                Some(Value::Array(items)) => items.push(value),
+                _ => {}
+            },
+        }
+    }
+
+    fn check(definition: &Value) -> Result<(), TestCaseError> {
+        match Scenario::parse(definition, &BuiltinCatalog) {
+            Ok(scenario) => {
+                // A valid scenario is a DAG whose edges all resolve, and it stays valid.
+                let order = topological_order(&scenario);
+                prop_assert!(order.is_ok(), "a valid scenario has no cycle");
+                prop_assert_eq!(order.map(|o| o.len()).ok(), Some(scenario.nodes.len()));
+                for node in &scenario.nodes {
+                    for edge in &node.after {
+                        prop_assert!(scenario.node(&edge.from).is_some());
+                    }
+                }
+                prop_assert!(Scenario::parse(definition, &BuiltinCatalog).is_ok());
+            }
+            Err(Invalid(problems)) => {
+                prop_assert!(
+                    !problems.is_empty(),
+                    "an invalid definition names a problem"
+                );
+                for problem in &problems {
+                    prop_assert!(
+                        !problem.field.is_empty() && !problem.message.is_empty(),
+                        "{:?}",
+                        problem
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_json_yields_a_scenario_or_named_problems(definition in json_value()) {
+            check(&definition)?;
+        }
+
+        #[test]
+        fn definition_shaped_json_yields_a_scenario_or_named_problems(
+            name in meaningful(),
+            trigger in meaningful(),
+            nodes in prop::collection::vec(
+                prop::collection::btree_map(
+                    prop::sample::select(&["id", "type", "after", "connector", "action", "input", "outputs",
+                        "output", "if", "switch", "for_each", "duration", "until", "on_error", "retry"][..]),
+                    meaningful(),
+                    0..8,
+                ),
+                0..6,
+            ),
+        ) {
+            let nodes: Vec<Value> = nodes
+                .into_iter()
+                .map(|fields| Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+                .collect();
+            check(&json!({"name": name, "trigger": trigger, "nodes": nodes}))?;
+        }
+
+        #[test]
+        fn mutated_valid_definitions_yield_a_scenario_or_named_problems(
+            base in prop::sample::select(valid_definitions()),
+            mutations in prop::collection::vec(mutation(), 1..4),
+        ) {
+            prop_assert!(Scenario::parse(&base, &BuiltinCatalog).is_ok(), "the base is valid");
+            let mut definition = base;
+            for mutation in mutations {
+                apply(&mut definition, mutation);
+            }
+            check(&definition)?;
         }
     }
 }

@@ -787,3 +787,178 @@ mod tests {
         assert_eq!(secret.as_bytes(), b"hunter2");
     }
 }
+
+/// Whatever a sender puts in its headers, verification answers with a verdict; and a
+/// correct signature, for any secret, body and time, is the only one accepted.
+#[cfg(test)]
+mod properties {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NAMES: [&str; 5] = [
+        GITHUB_SIGNATURE,
+        STRIPE_SIGNATURE,
+        SLACK_SIGNATURE,
+        SLACK_TIMESTAMP,
+        "x-sig",
+    ];
+
+    fn schemes() -> Vec<Scheme> {
+        let generic = |encoding: &str, prefix: Option<&str>| {
+            Scheme::new(
+                "hmac-sha256",
+                SchemeOptions {
+                    header: Some("x-sig"),
+                    encoding: Some(encoding),
+                    prefix,
+                },
+            )
+            .expect("valid options")
+        };
+        vec![
+            Scheme::Github,
+            Scheme::Stripe,
+            Scheme::Slack,
+            generic("hex", None),
+            generic("base64", Some("sha256=")),
+        ]
+    }
+
+    /// Header text shaped like the schemes' own (`t=…,v1=…`, `sha256=…`), or any bytes a
+    /// header value may hold.
+    fn header_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            "((t|v0|v1|sha256)=|,| |=|-|[0-9a-fA-F]{0,70}|9{10,25}|[A-Za-z0-9+/=]{0,50})*"
+                .prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..120),
+        ]
+    }
+
+    /// The headers of a correctly signed delivery of `body` at `timestamp`.
+    fn signed(scheme: &Scheme, secret: &[u8], body: &[u8], timestamp: i64) -> HeaderMap {
+        let digest = |parts: &[&[u8]]| mac(secret, parts).finalize().into_bytes().to_vec();
+        let t = timestamp.to_string();
+        let pairs: Vec<(&str, String)> = match scheme {
+            Scheme::Github => vec![(
+                GITHUB_SIGNATURE,
+                format!("sha256={}", hex::encode(digest(&[body]))),
+            )],
+            Scheme::Stripe => vec![(
+                STRIPE_SIGNATURE,
+                format!(
+                    "t={t},v1={}",
+                    hex::encode(digest(&[t.as_bytes(), b".", body]))
+                ),
+            )],
+            Scheme::Slack => vec![
+                (SLACK_TIMESTAMP, t.clone()),
+                (
+                    SLACK_SIGNATURE,
+                    format!(
+                        "v0={}",
+                        hex::encode(digest(&[b"v0:", t.as_bytes(), b":", body]))
+                    ),
+                ),
+            ],
+            Scheme::HmacSha256(generic) => {
+                let signature = match generic.encoding {
+                    Encoding::Hex => hex::encode(digest(&[body])),
+                    Encoding::Base64 => STANDARD.encode(digest(&[body])),
+                };
+                vec![("x-sig", format!("{}{signature}", generic.prefix))]
+            }
+        };
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_str(&value).expect("signatures are ASCII"),
+            );
+        }
+        headers
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_headers_are_refused_without_panicking(
+            values in prop::collection::vec(header_value(), NAMES.len()),
+            secret in prop::collection::vec(any::<u8>(), 0..80),
+            body in prop::collection::vec(any::<u8>(), 0..200),
+            now in any::<i64>(),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in NAMES.iter().zip(values) {
+                if let Ok(value) = HeaderValue::from_bytes(&value) {
+                    headers.insert(HeaderName::from_static(name), value);
+                }
+            }
+            for scheme in schemes() {
+                prop_assert!(scheme.verify(&secret, &headers, &body, now).is_err());
+                let _ = scheme.delivery_id(&headers, &serde_json::Value::Null);
+            }
+        }
+
+        #[test]
+        fn a_correct_signature_is_accepted_and_any_change_refused(
+            secret in prop::collection::vec(any::<u8>(), 0..80),
+            body in prop::collection::vec(any::<u8>(), 0..200),
+            timestamp in 0i64..4_000_000_000,
+            skew in -(TOLERANCE_SECS as i64)..=(TOLERANCE_SECS as i64),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            for scheme in schemes() {
+                let headers = signed(&scheme, &secret, &body, timestamp);
+                prop_assert_eq!(scheme.verify(&secret, &headers, &body, timestamp + skew), Ok(()));
+                if !body.is_empty() {
+                    let mut forged = body.clone();
+                    forged[flip.index(body.len())] ^= 1;
+                    prop_assert_eq!(
+                        scheme.verify(&secret, &headers, &forged, timestamp),
+                        Err(SignatureError::Mismatch)
+                    );
+                }
+                // Not a 0 byte: HMAC pads keys with zeros, so `k` and `k\0` sign alike.
+                let mut other = secret.clone();
+                other.push(1);
+                prop_assert_eq!(
+                    scheme.verify(&other, &headers, &body, timestamp),
+                    Err(SignatureError::Mismatch)
+                );
+                if matches!(scheme, Scheme::Stripe | Scheme::Slack) {
+                    let late = timestamp + TOLERANCE_SECS as i64 + 1 + skew.abs();
+                    prop_assert_eq!(
+                        scheme.verify(&secret, &headers, &body, late),
+                        Err(SignatureError::Stale)
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn scheme_options_are_accepted_or_refused_with_named_problems(
+            name in prop_oneof![prop::sample::select(&SCHEME_NAMES[..]).prop_map(str::to_owned), any::<String>()],
+            header in prop::option::of(any::<String>()),
+            encoding in prop::option::of(prop_oneof![Just("hex".to_owned()), Just("base64".to_owned()), any::<String>()]),
+            prefix in prop::option::of(any::<String>()),
+        ) {
+            let options = SchemeOptions {
+                header: header.as_deref(),
+                encoding: encoding.as_deref(),
+                prefix: prefix.as_deref(),
+            };
+            match Scheme::new(&name, options) {
+                Ok(scheme) => prop_assert_eq!(scheme.name(), name.as_str()),
+                Err(problems) => {
+                    prop_assert!(!problems.is_empty());
+                    for problem in problems {
+                        prop_assert!(!problem.message.is_empty());
+                    }
+                }
+            }
+        }
+    }
+}

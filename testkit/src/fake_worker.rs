@@ -1,11 +1,12 @@
 //! A stand-in for a worker that takes tasks and never acknowledges them: a hung worker
-//! while it lives, a crashed one once it is closed (the broker then redelivers).
+//! while it lives, a crashed one once it is closed (the broker then redelivers). A test
+//! that plays the worker itself acknowledges what it took with [`FakeWorker::done`].
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, Consumer};
 use weft_shared::messages::{self, NodeTask};
@@ -55,6 +56,19 @@ impl FakeWorker {
         let task = messages::decode(&delivery.data).expect("a node task");
         self.held.push(delivery);
         Some(task)
+    }
+
+    /// Acknowledges every task taken so far, as a worker does once it sent their results;
+    /// the next ones can then be taken.
+    pub async fn done(&mut self) {
+        for delivery in self.held.drain(..) {
+            let acked = delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack reaches the broker");
+            assert!(acked, "the channel of a held task is still open");
+        }
     }
 
     /// Drops the connection like a crashed process: what it held goes back to the queue.

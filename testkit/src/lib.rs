@@ -175,6 +175,11 @@ impl Fleet {
             ADMIN_TOKEN,
             "--webhook-max-body",
             "65536",
+            // OAuth providers stood in for by local servers send users back here.
+            "--public-url",
+            &api_url,
+            "--egress-allow",
+            "127.0.0.0/8",
         ])
         .expect("gateway test configuration parses");
         let gateway = weft_gateway::Gateway::new(config)
@@ -388,6 +393,46 @@ impl Fleet {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Creates a connection through the API (`{connector, name, config, credentials}`);
+    /// returns it as the API shows it.
+    pub async fn connection(&self, workspace: &Workspace, body: Value) -> Value {
+        let (status, created) = self
+            .call(workspace, "POST", "/api/v1/connections", Some(body))
+            .await;
+        assert_eq!(status, 201, "connection creation: {created}");
+        created
+    }
+
+    /// Registers a connector manifest in the workspace through the API.
+    pub async fn register_connector(&self, workspace: &Workspace, manifest: Value) -> Value {
+        let (status, created) = self
+            .call(workspace, "POST", "/api/v1/connectors", Some(manifest))
+            .await;
+        assert_eq!(status, 201, "connector registration: {created}");
+        created
+    }
+
+    /// The fleet's database as `pg_dump` writes it (schema and data, plain SQL): to check
+    /// that a secret is stored nowhere in clear.
+    pub async fn pg_dump(&self) -> String {
+        let url = self.db.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new("pg_dump")
+                .arg("--dbname")
+                .arg(&url)
+                .output()
+                .expect("pg_dump runs (install the PostgreSQL client tools)");
+            assert!(
+                output.status.success(),
+                "pg_dump failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+        .await
+        .expect("pg_dump task")
     }
 
     /// A direct database client, for assertions the API does not expose.

@@ -1,5 +1,5 @@
-//! A stand-in for a third-party API: answers scripted replies per path (or echoes the
-//! request) and records every request it receives.
+//! A stand-in for a third-party API: answers scripted replies per path, or replies made
+//! from the request, or echoes the request; and records every request it receives.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -66,10 +66,15 @@ impl Reply {
     }
 }
 
+/// Makes the reply to a request.
+type Responder = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
 #[derive(Default)]
 struct Script {
     /// Replies per path, used in order; the last one repeats.
     replies: HashMap<String, VecDeque<Reply>>,
+    /// Replies per path made from each request (before scripted replies).
+    responders: HashMap<String, Responder>,
     received: Vec<Recorded>,
 }
 
@@ -102,6 +107,13 @@ impl Upstream {
     /// Replies to `path` with these, in order; the last one repeats.
     pub fn script(&self, path: &str, replies: Vec<Reply>) {
         self.lock().replies.insert(path.to_owned(), replies.into());
+    }
+
+    /// Replies to `path` with what `respond` makes of each request (its query, say).
+    pub fn respond(&self, path: &str, respond: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
+        self.lock()
+            .responders
+            .insert(path.to_owned(), Arc::new(respond));
     }
 
     /// Every request received so far.
@@ -138,13 +150,21 @@ async fn answer(State(script): State<Arc<Mutex<Script>>>, request: Request) -> R
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         script.received.push(recorded.clone());
-        script.replies.get_mut(&recorded.path).and_then(|queue| {
-            if queue.len() > 1 {
-                queue.pop_front()
-            } else {
-                queue.front().cloned()
+        let responder = script.responders.get(&recorded.path).cloned();
+        match responder {
+            Some(respond) => {
+                // Made outside the lock: the responder may take locks of its own.
+                drop(script);
+                Some(respond(&recorded))
             }
-        })
+            None => script.replies.get_mut(&recorded.path).and_then(|queue| {
+                if queue.len() > 1 {
+                    queue.pop_front()
+                } else {
+                    queue.front().cloned()
+                }
+            }),
+        }
     };
     let echo = json!({"method": recorded.method, "path": recorded.path, "query": recorded.query, "body": parsed});
     let reply = match reply {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use weft_shared::config::{BrokerArgs, ProcessArgs};
 use weft_shared::crypto::KeyRing;
 
-use crate::egress::EgressRule;
+use weft_shared::egress::EgressRule;
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(

@@ -7,18 +7,16 @@ use std::time::Duration;
 use chrono::Utc;
 use lapin::message::Delivery;
 use tracing::Instrument;
-use weft_shared::messages::{
-    self, BUILTIN_CONNECTOR, DELAY_ACTION, ErrorClass, NodeError, NodeResult, NodeTask, Outcome,
-    VERSION,
-};
-use weft_shared::queue::{Disposition, Publisher};
+use weft_shared::messages::{self, BUILTIN_CONNECTOR, NodeResult, NodeTask};
+use weft_shared::queue::{Disposition, Publisher, QueueError};
+use weft_shared::retry::TIERS;
 use weft_shared::trace;
 
-use crate::http::{Exchange, HttpEngine};
+use crate::engine::{Engine, Execution};
 use crate::metrics::Metrics;
 
 pub struct Executor {
-    pub http: HttpEngine,
+    pub engine: Engine,
     pub publisher: Arc<Publisher>,
     pub metrics: Metrics,
 }
@@ -55,10 +53,17 @@ impl Executor {
 
     async fn run(&self, task: NodeTask) -> Disposition {
         let now = Utc::now();
-        if task.not_before.is_some_and(|at| at > now) {
-            return self.wait_longer(&task).await;
+        if let Some(at) = task.not_before
+            && let Ok(early) = (at - now).to_std()
+        {
+            // Shorter than the shortest delay tier: another hop through the broker would
+            // overshoot by more than the wait itself.
+            if early >= TIERS[0].1 {
+                return self.wait_longer(&task).await;
+            }
+            tokio::time::sleep(early).await;
         }
-        let waited = (now - task.ready_at).to_std().unwrap_or_default();
+        let waited = (Utc::now() - task.ready_at).to_std().unwrap_or_default();
         self.metrics
             .dispatch_latency
             .with_label_values::<&str>(&[])
@@ -72,69 +77,54 @@ impl Executor {
             weft.connector = %task.connector,
             weft.action = %task.action,
         );
-        let exchange = self.execute(&task).instrument(span).await;
+        let execution = self.engine.execute(&task).instrument(span).await;
         let finished_at = Utc::now();
-        if let Err(error) = &exchange.result {
+        if let Err(error) = &execution.result {
             tracing::info!(connector = %task.connector, class = error.class.as_str(), status = error.status, message = %error.message, "node attempt failed");
+        }
+        if let Some(update) = &execution.connection
+            && let Some(error) = &update.error
+        {
+            tracing::warn!(connection_id = %update.id, error = %error, "connection no longer works");
         }
         self.observe(
             &task,
-            &exchange,
+            &execution,
             (finished_at - started_at).to_std().unwrap_or_default(),
         );
-
-        let result = NodeResult {
-            v: VERSION,
-            run_id: task.run_id,
-            workspace_id: task.workspace_id,
-            node_id: task.node_id.clone(),
-            item_index: task.item_index,
-            attempt: task.attempt,
-            started_at,
-            finished_at,
-            outcome: match exchange.result {
-                Ok(output) => Outcome::Success { output },
-                Err(error) => Outcome::Failure { error },
-            },
-            connection: None,
-        };
-        let topology = self.publisher.topology();
-        match self
-            .publisher
-            .publish(&topology.results(), &topology.results(), &result)
-            .await
-        {
-            Ok(()) => Disposition::Ack,
-            Err(e) => {
-                tracing::warn!(run_id = %task.run_id, node_id = %task.node_id, error = %e, "could not publish a result; the task will run again");
-                Disposition::Retry
-            }
-        }
+        let result = execution.into_result(&task, started_at, finished_at);
+        self.deliver(&task, &result).await
     }
 
-    async fn execute(&self, task: &NodeTask) -> Exchange {
-        let timeout = Duration::from_millis(task.timeout_ms.max(1));
-        match (task.connector.as_str(), task.action.as_str()) {
-            ("http", "request") => self.http.request(&task.input, timeout).await,
-            // A delay node's task: it is due (it waited in the delay tiers), so it is done.
-            (BUILTIN_CONNECTOR, DELAY_ACTION) => {
-                let until = task
-                    .input
-                    .get("until")
-                    .cloned()
-                    .unwrap_or_else(|| serde_json::Value::from(Utc::now().to_rfc3339()));
-                Exchange {
-                    status: None,
-                    result: Ok(serde_json::json!({ "waited_until": until })),
+    /// Publishes the result to the results queue, or to the reply queue of the gateway
+    /// that asked for it.
+    async fn deliver(&self, task: &NodeTask, result: &NodeResult) -> Disposition {
+        let topology = self.publisher.topology();
+        let Some(reply_to) = &task.reply_to else {
+            return match self
+                .publisher
+                .publish(&topology.results(), &topology.results(), result)
+                .await
+            {
+                Ok(()) => Disposition::Ack,
+                Err(e) => {
+                    tracing::warn!(run_id = %task.run_id, node_id = %task.node_id, error = %e, "could not publish a result; the task will run again");
+                    Disposition::Retry
                 }
+            };
+        };
+        match self.publisher.publish("", reply_to, result).await {
+            Ok(()) => Disposition::Ack,
+            // The gateway that waited for it is gone, and its reply queue with it: nobody
+            // will ever read this result, so running the task again would be pointless.
+            Err(QueueError::Unroutable(_)) => {
+                tracing::warn!(run_id = %task.run_id, reply_to = %reply_to, "the reply queue of a direct execution is gone; dropping its result");
+                Disposition::Ack
             }
-            (connector, action) => Exchange {
-                status: None,
-                result: Err(NodeError::new(
-                    ErrorClass::Permanent,
-                    format!("this worker cannot execute `{connector}.{action}`"),
-                )),
-            },
+            Err(e) => {
+                tracing::warn!(run_id = %task.run_id, reply_to = %reply_to, error = %e, "could not publish a direct execution's result; the task will run again");
+                Disposition::Retry
+            }
         }
     }
 
@@ -150,8 +140,8 @@ impl Executor {
         }
     }
 
-    fn observe(&self, task: &NodeTask, exchange: &Exchange, took: Duration) {
-        let outcome = match &exchange.result {
+    fn observe(&self, task: &NodeTask, execution: &Execution, took: Duration) {
+        let outcome = match &execution.result {
             Ok(_) => "success",
             Err(error) => error.class.as_str(),
         };
@@ -163,7 +153,7 @@ impl Executor {
             // Built-in pseudo-actions call nothing outside.
             return;
         }
-        let status_class = match exchange.status {
+        let status_class = match execution.status {
             Some(status) => format!("{}xx", status / 100),
             None => "error".to_owned(),
         };

@@ -1,5 +1,6 @@
 //! Classification of an upstream answer (DESIGN §5): success; retryable (network error,
-//! timeout, 5xx, 429, 408, honouring `Retry-After`); permanent (other 4xx).
+//! timeout, 5xx, 408); rate limited (429: wait per `Retry-After`, not a failed attempt);
+//! permanent (other 4xx).
 
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ pub fn classify(
 ) -> Option<NodeError> {
     let class = match status {
         200..=399 => return None,
-        408 | 429 | 500..=599 => ErrorClass::Retryable,
+        429 => ErrorClass::RateLimited,
+        408 | 500..=599 => ErrorClass::Retryable,
         _ => ErrorClass::Permanent,
     };
     let reason = reqwest::StatusCode::from_u16(status)
@@ -33,7 +35,7 @@ pub fn classify(
         status: Some(status),
         body: (!body.is_empty()).then(|| truncate_body(body)),
         retry_after_ms: retry_after
-            .filter(|_| class == ErrorClass::Retryable)
+            .filter(|_| class.is_retryable())
             .and_then(|value| parse_retry_after(value, now))
             .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
     })
@@ -69,8 +71,12 @@ mod tests {
             (ErrorClass::Retryable, Some(503), Some("down"))
         );
         assert_eq!(
-            classify(429, Some("1"), "", now).and_then(|e| e.retry_after_ms),
-            Some(1000)
+            classify(429, Some("1"), "", now).map(|e| (e.class, e.retry_after_ms)),
+            Some((ErrorClass::RateLimited, Some(1000)))
+        );
+        assert_eq!(
+            classify(503, Some("2"), "", now).map(|e| (e.class, e.retry_after_ms)),
+            Some((ErrorClass::Retryable, Some(2000)))
         );
         assert_eq!(
             classify(400, Some("5"), "bad", now).map(|e| (e.class, e.retry_after_ms)),

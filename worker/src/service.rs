@@ -1,4 +1,4 @@
-//! Wires the worker together: the HTTP engine, the result publisher, the task consumer
+//! Wires the worker together: the connector engine, the result publisher, the task consumer
 //! and the operations server.
 
 use std::future::Future;
@@ -9,10 +9,11 @@ use tokio_util::sync::CancellationToken;
 use weft_shared::queue::{self, ConsumerSpec, Publisher, Topology};
 use weft_shared::telemetry::{self, Readiness};
 
+use weft_shared::egress::EgressPolicy;
+
 use crate::config::Config;
-use crate::egress::EgressPolicy;
+use crate::engine::Engine;
 use crate::execute::Executor;
-use crate::http::HttpEngine;
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,11 @@ impl Worker {
         let publisher = Publisher::new(&config.broker.amqp_url, "weft-worker publisher", topology);
         let policy = EgressPolicy::new(config.egress_allow.clone());
         let executor = Arc::new(Executor {
-            http: HttpEngine::new(policy, config.max_response_bytes)?,
+            engine: Engine::new(
+                policy,
+                config.master_keys.clone(),
+                config.max_response_bytes,
+            )?,
             publisher,
             metrics: Metrics::new(),
         });

@@ -4,7 +4,10 @@
 //! `utoipa_axum::routes!`, so a route cannot exist without being documented.
 
 mod admin;
+mod connections;
+mod connectors;
 mod hooks;
+mod oauth;
 mod runs;
 mod scenarios;
 
@@ -29,7 +32,7 @@ use crate::state::AppState;
 #[openapi(
     info(
         title = "Weft API",
-        description = "Scenarios, runs and webhooks of a Weft workspace. Authenticate with `Authorization: Bearer <api key>`."
+        description = "Connectors, connections, scenarios, runs and webhooks of a Weft workspace. Authenticate with `Authorization: Bearer <api key>`."
     ),
     // Registered with `any` below rather than through `routes!`, which takes a fixed
     // list of methods.
@@ -37,6 +40,9 @@ use crate::state::AppState;
     modifiers(&SecuritySchemes),
     tags(
         (name = "admin", description = "Workspaces; needs the admin token"),
+        (name = "connectors", description = "The connector catalog: built-ins and the workspace's own manifests; running one action directly"),
+        (name = "connections", description = "Accounts of a connector: credentials go in, never come out"),
+        (name = "oauth", description = "The OAuth2 authorization-code flow of a connection"),
         (name = "scenarios", description = "Scenario definitions, versions and activation"),
         (name = "runs", description = "Starting and inspecting runs"),
         (name = "webhooks", description = "Webhook triggers; the token in the path is the credential"),
@@ -67,6 +73,22 @@ impl Modify for SecuritySchemes {
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(admin::create_workspace))
+        .routes(routes!(connectors::list, connectors::create))
+        .routes(routes!(
+            connectors::get,
+            connectors::update,
+            connectors::delete
+        ))
+        .routes(routes!(connectors::execute))
+        .routes(routes!(connections::list, connections::create))
+        .routes(routes!(
+            connections::get,
+            connections::update,
+            connections::delete
+        ))
+        .routes(routes!(connections::test))
+        .routes(routes!(oauth::start))
+        .routes(routes!(oauth::callback))
         .routes(routes!(scenarios::create, scenarios::list))
         .routes(routes!(
             scenarios::get,
@@ -153,6 +175,20 @@ mod tests {
         );
         let expected = [
             ("/api/v1/admin/workspaces", "post"),
+            ("/api/v1/connectors", "get"),
+            ("/api/v1/connectors", "post"),
+            ("/api/v1/connectors/{key}", "get"),
+            ("/api/v1/connectors/{key}", "put"),
+            ("/api/v1/connectors/{key}", "delete"),
+            ("/api/v1/connectors/{key}/actions/{action}/execute", "post"),
+            ("/api/v1/connections", "get"),
+            ("/api/v1/connections", "post"),
+            ("/api/v1/connections/{id}", "get"),
+            ("/api/v1/connections/{id}", "patch"),
+            ("/api/v1/connections/{id}", "delete"),
+            ("/api/v1/connections/{id}/test", "post"),
+            ("/api/v1/oauth/{connector}/start", "get"),
+            ("/api/v1/oauth/callback", "get"),
             ("/api/v1/scenarios", "post"),
             ("/api/v1/scenarios", "get"),
             ("/api/v1/scenarios/{id}", "get"),
@@ -187,5 +223,10 @@ mod tests {
         let get_run = &document["paths"]["/api/v1/runs/{id}"]["get"];
         assert_eq!(get_run["security"][0]["api_key"], serde_json::json!([]));
         assert!(get_run["responses"]["404"].is_object());
+        let callback = &document["paths"]["/api/v1/oauth/callback"]["get"];
+        assert!(
+            callback.get("security").is_none(),
+            "the callback has no API key: its state is the credential"
+        );
     }
 }

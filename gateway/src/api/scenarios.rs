@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_postgres::Row;
@@ -20,10 +20,9 @@ use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use weft_shared::crypto::KeyRing;
-use weft_shared::scenario::{
-    BuiltinCatalog, Invalid, Problem, Scenario, TriggerKind, WebhookSignature,
-};
+use weft_shared::scenario::{Invalid, Problem, Scenario, TriggerKind, WebhookSignature};
 
+use crate::api::connectors::WorkspaceCatalog;
 use crate::auth::Workspace;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -128,9 +127,24 @@ impl ScenarioView {
     }
 }
 
-/// Validates a definition (DESIGN §4); a 400 lists every problem found.
-fn validate(definition: &Value) -> Result<Scenario, ApiError> {
-    Scenario::parse(definition, &BuiltinCatalog).map_err(invalid_scenario)
+/// Validates a definition (DESIGN §4) against the connectors and connections of the
+/// workspace; a 400 lists every problem found.
+async fn validate(
+    client: &impl GenericClient,
+    workspace: Workspace,
+    definition: &Value,
+) -> Result<Scenario, ApiError> {
+    let catalog = WorkspaceCatalog::load(client, workspace, definition).await?;
+    check(definition, &catalog)
+}
+
+fn check(definition: &Value, catalog: &WorkspaceCatalog) -> Result<Scenario, ApiError> {
+    let scenario = Scenario::parse(definition, catalog).map_err(invalid_scenario)?;
+    let problems = catalog.check_references(&scenario);
+    if !problems.is_empty() {
+        return Err(invalid_scenario(Invalid(problems)));
+    }
+    Ok(scenario)
 }
 
 fn invalid_scenario(invalid: Invalid) -> ApiError {
@@ -178,7 +192,7 @@ async fn sync_webhook_token(
                 )
                 .await?;
         }
-        TriggerKind::Schedule | TriggerKind::Manual => {
+        TriggerKind::Schedule | TriggerKind::Poll | TriggerKind::Manual => {
             transaction
                 .execute(
                     "DELETE FROM webhook_tokens WHERE scenario_id = $1 AND workspace_id = $2",
@@ -273,10 +287,10 @@ pub async fn create(
     workspace: Workspace,
     ApiJson(definition): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<ScenarioView>), ApiError> {
-    let scenario = validate(&definition)?;
+    let mut client = state.pool.get().await?;
+    let scenario = validate(&client, workspace, &definition).await?;
     let id = Uuid::now_v7();
 
-    let mut client = state.pool.get().await?;
     let transaction = client.transaction().await?;
     transaction
         .execute(
@@ -420,9 +434,9 @@ pub async fn update(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(definition): ApiJson<Value>,
 ) -> Result<Json<ScenarioView>, ApiError> {
-    let scenario = validate(&definition)?;
-
     let mut client = state.pool.get().await?;
+    let scenario = validate(&client, workspace, &definition).await?;
+
     let transaction = client.transaction().await?;
     // The row lock serializes concurrent saves, so each gets its own version number.
     let current: i32 = transaction
@@ -650,8 +664,11 @@ mod tests {
 
     #[test]
     fn invalid_definitions_list_their_problems() {
-        let error = validate(&json!({"name": "", "trigger": {"type": "webhook"}, "nodes": []}))
-            .expect_err("invalid");
+        let error = check(
+            &json!({"name": "", "trigger": {"type": "webhook"}, "nodes": []}),
+            &WorkspaceCatalog::default(),
+        )
+        .expect_err("invalid");
         let ApiError::BadRequest { code, details, .. } = &error else {
             panic!("expected a 400, got {error:?}");
         };
@@ -661,6 +678,21 @@ mod tests {
             problems.iter().any(|p| p["field"] == "name"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn nodes_of_authenticated_connectors_without_a_connection_are_refused() {
+        let slack = weft_shared::manifest::builtin("slack").expect("slack ships");
+        let definition = json!({
+            "name": "n", "trigger": {"type": "manual"},
+            "nodes": [{"id": "post", "type": "action", "connector": "slack", "action": slack.actions[0].key}]
+        });
+        let error = check(&definition, &WorkspaceCatalog::default()).expect_err("no connection");
+        let ApiError::BadRequest { details, .. } = &error else {
+            panic!("expected a 400, got {error:?}");
+        };
+        assert_eq!(details["problems"][0]["node"], "post");
+        assert_eq!(details["problems"][0]["field"], "connection");
     }
 
     #[test]

@@ -1,0 +1,508 @@
+//! Connector actions at dispatch (DESIGN §5): the manifest version the run pinned, the
+//! connection's sealed credentials, the input checked against the action's schema, and a
+//! fleet-wide rate-limit slot. A task that cannot be sent (unknown action, missing
+//! connection, invalid input) becomes a permanent failure recorded like a worker's result,
+//! so nothing is ever called upstream for it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::Value;
+use uuid::Uuid;
+use weft_shared::manifest::{
+    self, Action, HTTP_CONNECTOR, InputSchemas, Manifest, RateLimit, RequestSpec, ResponseSpec,
+};
+use weft_shared::messages::{
+    ActionCall, BUILTIN_CONNECTOR, ErrorClass, NodeError, NodeResult, NodeTask, Outcome,
+    SealedConnection, VERSION,
+};
+use weft_shared::scenario::{NodeKind, Scenario};
+
+use crate::dispatch::Next;
+use crate::store::{DbError, Run};
+
+/// Custom manifest versions kept in memory before the cache starts over.
+const VERSION_CACHE_SIZE: usize = 10_000;
+
+/// How long `last_used_at` may lag: it is written at most this often per connection.
+const LAST_USED_PRECISION: &str = "10 seconds";
+
+/// A manifest found for a run or a poll: built-ins live as long as the process.
+pub enum Found {
+    Builtin(&'static Manifest),
+    Custom(Arc<Manifest>),
+}
+
+impl std::ops::Deref for Found {
+    type Target = Manifest;
+
+    fn deref(&self) -> &Manifest {
+        match self {
+            Self::Builtin(manifest) => manifest,
+            Self::Custom(manifest) => manifest,
+        }
+    }
+}
+
+/// Resolves connector actions for tasks; versions are immutable, so they are cached.
+#[derive(Default)]
+pub struct Connectors {
+    versions: Mutex<HashMap<Uuid, Arc<Manifest>>>,
+    input_schemas: InputSchemas,
+}
+
+
+/// What a call goes through: its connection, and the rate-limit key and slot interval
+/// when calls are limited.
+struct Through {
+    connection: Option<SealedConnection>,
+    limit: Option<(String, Duration)>,
+}
+
+/// A poll trigger's request, ready for its task.
+pub struct PollCall {
+    pub call: ActionCall,
+    /// The rate limit's slot, when the connection's calls are limited.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// A connection row, as dispatch needs it.
+struct Connection {
+    config: Value,
+    credentials: Option<String>,
+    status: String,
+    rate_limit: Option<RateLimit>,
+}
+
+/// Whether a connector is a manifest (built-in or the workspace's), not code.
+fn is_manifest_connector(connector: &str) -> bool {
+    connector != HTTP_CONNECTOR && connector != BUILTIN_CONNECTOR
+}
+
+impl Connectors {
+    /// The versions a run starting now pins: the current version of each workspace
+    /// connector its scenario uses (built-ins ship with the binaries).
+    pub async fn pins(
+        &self,
+        tx: &Transaction<'_>,
+        workspace_id: Uuid,
+        scenario: &Scenario,
+    ) -> Result<Value, DbError> {
+        let keys: Vec<&str> = scenario
+            .nodes
+            .iter()
+            .filter_map(|node| match &node.kind {
+                NodeKind::Action { connector, .. }
+                    if is_manifest_connector(connector) && manifest::builtin(connector).is_none() =>
+                {
+                    Some(connector.as_str())
+                }
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if keys.is_empty() {
+            return Ok(Value::Object(Default::default()));
+        }
+        let statement = tx
+            .prepare_cached(
+                "SELECT c.key, v.id FROM connectors c \
+                 JOIN connector_versions v ON v.workspace_id = c.workspace_id AND v.key = c.key \
+                                          AND v.version = c.current_version \
+                 WHERE c.workspace_id = $1 AND c.key = ANY($2) AND c.deleted_at IS NULL",
+            )
+            .await?;
+        let rows = tx.query(&statement, &[&workspace_id, &keys]).await?;
+        Ok(Value::Object(
+            rows.iter()
+                .map(|row| {
+                    let id: Uuid = row.get(1);
+                    (row.get::<_, String>(0), Value::from(id.to_string()))
+                })
+                .collect(),
+        ))
+    }
+
+    /// Completes the tasks of manifest connectors: what to call, with which connection,
+    /// not before the rate limit allows.
+    pub async fn resolve(
+        &self,
+        tx: &Transaction<'_>,
+        run: &Run,
+        scenario: &Scenario,
+        tasks: Vec<NodeTask>,
+        now: DateTime<Utc>,
+    ) -> Result<Next, DbError> {
+        let mut resolved = Next::default();
+        let mut limited = Vec::new();
+        for mut task in tasks {
+            if !is_manifest_connector(&task.connector) {
+                resolved.tasks.push(task);
+                continue;
+            }
+            match self.call_for(tx, run, scenario, &mut task).await? {
+                Ok(limit) => {
+                    if let Some(limit) = limit {
+                        limited.push((limit, resolved.tasks.len()));
+                    }
+                    resolved.tasks.push(task);
+                }
+                Err(message) => resolved.refused.push(refusal(&task, message, now)),
+            }
+        }
+        // Slots are reserved in key order so two transactions never wait on each other.
+        limited.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+        for ((key, interval), index) in limited {
+            let slot = reserve_slot(tx, &key, interval).await?;
+            let task = &mut resolved.tasks[index];
+            if slot > task.not_before.unwrap_or(now) {
+                task.not_before = Some(slot);
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Fills `task.call`; `Err` says why the task cannot be sent. The `Ok` value is the
+    /// rate-limit key and slot interval, when the call is limited.
+    async fn call_for(
+        &self,
+        tx: &Transaction<'_>,
+        run: &Run,
+        scenario: &Scenario,
+        task: &mut NodeTask,
+    ) -> Result<Result<Option<(String, Duration)>, String>, DbError> {
+        let Some(manifest) = self.manifest(tx, run, &task.connector).await? else {
+            return Ok(Err(format!(
+                "connector `{}` is not registered in this workspace",
+                task.connector
+            )));
+        };
+        let Some(action) = manifest.action(&task.action) else {
+            return Ok(Err(format!(
+                "connector `{}` has no action `{}`",
+                task.connector, task.action
+            )));
+        };
+        if let Err(problem) = self.input_schemas.check(&action.input_schema, &task.input) {
+            return Ok(Err(format!("invalid input: {problem}")));
+        }
+        let connection_id = match scenario.node(&task.node_id).map(|node| &node.kind) {
+            Some(NodeKind::Action {
+                connection: Some(id),
+                ..
+            }) => match Uuid::parse_str(id) {
+                Ok(id) => Some(id),
+                Err(_) => return Ok(Err(format!("connection `{id}` is not a connection id"))),
+            },
+            _ => None,
+        };
+        match self
+            .through(tx, run.workspace_id, &manifest, connection_id, "the node")
+            .await?
+        {
+            Ok(through) => {
+                task.call = Some(Box::new(manifest.call(action, through.connection)));
+                Ok(Ok(through.limit))
+            }
+            Err(message) => Ok(Err(message)),
+        }
+    }
+
+    /// The connection a call of `manifest` goes through, and its rate limit; `Err` says
+    /// why there is none to go through (`set_on` names where `connection` is set).
+    async fn through(
+        &self,
+        tx: &Transaction<'_>,
+        workspace_id: Uuid,
+        manifest: &Manifest,
+        connection_id: Option<Uuid>,
+        set_on: &str,
+    ) -> Result<Result<Through, String>, DbError> {
+        let Some(connection_id) = connection_id else {
+            if manifest.auth != manifest::Auth::None {
+                return Ok(Err(format!(
+                    "connector `{}` needs a connection: set `connection` on {set_on}",
+                    manifest.key
+                )));
+            }
+            let limit = manifest.rate_limit.as_ref().and_then(|limit| {
+                slot_interval(limit).map(|interval| {
+                    let key = format!("connector:{workspace_id}:{}", manifest.key);
+                    (key, interval)
+                })
+            });
+            return Ok(Ok(Through {
+                connection: None,
+                limit,
+            }));
+        };
+        let Some(connection) = load_connection(tx, workspace_id, connection_id, &manifest.key)
+            .await?
+        else {
+            return Ok(Err(format!(
+                "connection {connection_id} of connector `{}` does not exist in this workspace",
+                manifest.key
+            )));
+        };
+        if connection.status == "pending" {
+            return Ok(Err(format!(
+                "connection {connection_id} is not authorized yet: finish its OAuth flow"
+            )));
+        }
+        let limit = connection
+            .rate_limit
+            .as_ref()
+            .or(manifest.rate_limit.as_ref())
+            .and_then(slot_interval)
+            .map(|interval| (format!("connection:{connection_id}"), interval));
+        Ok(Ok(Through {
+            connection: Some(SealedConnection {
+                id: connection_id,
+                config: connection.config,
+                credentials: connection.credentials,
+            }),
+            limit,
+        }))
+    }
+
+    /// The manifest a poll of `key` reads with, and its version id (`None` for a
+    /// built-in): the workspace's version `version`, or its current one when `None`.
+    pub async fn poll_manifest(
+        &self,
+        tx: &Transaction<'_>,
+        workspace_id: Uuid,
+        key: &str,
+        version: Option<Uuid>,
+    ) -> Result<Option<(Option<Uuid>, Found)>, DbError> {
+        if let Some(builtin) = manifest::builtin(key) {
+            return Ok(Some((None, Found::Builtin(builtin))));
+        }
+        let version_id = match version {
+            Some(id) => id,
+            None => {
+                let statement = tx
+                    .prepare_cached(
+                        "SELECT v.id FROM connectors c \
+                         JOIN connector_versions v ON v.workspace_id = c.workspace_id AND v.key = c.key \
+                                                  AND v.version = c.current_version \
+                         WHERE c.workspace_id = $1 AND c.key = $2 AND c.deleted_at IS NULL",
+                    )
+                    .await?;
+                match tx.query_opt(&statement, &[&workspace_id, &key]).await? {
+                    Some(row) => row.get(0),
+                    None => return Ok(None),
+                }
+            }
+        };
+        Ok(self
+            .version(tx, workspace_id, version_id)
+            .await?
+            .map(|manifest| (Some(version_id), Found::Custom(manifest))))
+    }
+
+    /// A poll trigger's `request` through `connection_id`, as a task carries it, with its
+    /// rate-limit slot reserved; `Err` says why it cannot be sent.
+    pub async fn poll_call(
+        &self,
+        tx: &Transaction<'_>,
+        workspace_id: Uuid,
+        manifest: &Manifest,
+        request: &RequestSpec,
+        connection_id: Option<Uuid>,
+    ) -> Result<Result<PollCall, String>, DbError> {
+        let through = match self
+            .through(tx, workspace_id, manifest, connection_id, "the trigger")
+            .await?
+        {
+            Ok(through) => through,
+            Err(message) => return Ok(Err(message)),
+        };
+        // The trigger's request, called like an action whose output is the whole
+        // response: the poll reads its items out of it.
+        let action = Action {
+            key: String::new(),
+            name: String::new(),
+            description: None,
+            input_schema: Value::Null,
+            output_schema: Value::Null,
+            request: request.clone(),
+            response: ResponseSpec::default(),
+            idempotency: None,
+        };
+        let not_before = match through.limit {
+            Some((key, interval)) => Some(reserve_slot(tx, &key, interval).await?),
+            None => None,
+        };
+        Ok(Ok(PollCall {
+            call: manifest.call(&action, through.connection),
+            not_before,
+        }))
+    }
+
+    /// The manifest of `key` for this run: a built-in, or the version the run pinned.
+    async fn manifest(
+        &self,
+        tx: &Transaction<'_>,
+        run: &Run,
+        key: &str,
+    ) -> Result<Option<Found>, DbError> {
+        if let Some(builtin) = manifest::builtin(key) {
+            return Ok(Some(Found::Builtin(builtin)));
+        }
+        let Some(version_id) = run
+            .connector_pins
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .version(tx, run.workspace_id, version_id)
+            .await?
+            .map(Found::Custom))
+    }
+
+    /// A workspace connector's version, from the cache or the database.
+    async fn version(
+        &self,
+        tx: &Transaction<'_>,
+        workspace_id: Uuid,
+        version_id: Uuid,
+    ) -> Result<Option<Arc<Manifest>>, DbError> {
+        if let Some(found) = self.lock().get(&version_id) {
+            return Ok(Some(found.clone()));
+        }
+        let statement = tx
+            .prepare_cached(
+                "SELECT manifest FROM connector_versions WHERE id = $1 AND workspace_id = $2",
+            )
+            .await?;
+        let Some(row) = tx
+            .query_opt(&statement, &[&version_id, &workspace_id])
+            .await?
+        else {
+            return Ok(None);
+        };
+        // Checked when it was registered; a version that no longer parses is unusable.
+        let Ok(parsed) = serde_json::from_value::<Manifest>(row.get(0)) else {
+            return Ok(None);
+        };
+        let parsed = Arc::new(parsed);
+        let mut cache = self.lock();
+        if cache.len() >= VERSION_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(version_id, parsed.clone());
+        Ok(Some(parsed))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Manifest>>> {
+        self.versions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+async fn load_connection(
+    tx: &Transaction<'_>,
+    workspace_id: Uuid,
+    id: Uuid,
+    connector: &str,
+) -> Result<Option<Connection>, DbError> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT config, credentials, status, rate_limit FROM connections \
+             WHERE id = $1 AND workspace_id = $2 AND connector = $3",
+        )
+        .await?;
+    let Some(row) = tx
+        .query_opt(&statement, &[&id, &workspace_id, &connector])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let touch = tx
+        .prepare_cached(&format!(
+            "UPDATE connections SET last_used_at = now() WHERE id = $1 AND workspace_id = $2 \
+             AND (last_used_at IS NULL OR last_used_at < now() - interval '{LAST_USED_PRECISION}')"
+        ))
+        .await?;
+    tx.execute(&touch, &[&id, &workspace_id]).await?;
+    let rate_limit: Option<Value> = row.get(3);
+    Ok(Some(Connection {
+        config: row.get(0),
+        credentials: row.get(1),
+        status: row.get(2),
+        rate_limit: rate_limit.and_then(|value| serde_json::from_value(value).ok()),
+    }))
+}
+
+/// The spacing between two calls under `limit`: `per / requests`.
+fn slot_interval(limit: &RateLimit) -> Option<Duration> {
+    let per = humantime::parse_duration(&limit.per).ok()?;
+    (limit.requests > 0).then(|| per / limit.requests)
+}
+
+/// Reserves the next call slot of `key`: calls are spaced `interval` apart across every
+/// scheduler (the row is shared), and a task is not executed before its slot.
+async fn reserve_slot(
+    tx: &Transaction<'_>,
+    key: &str,
+    interval: Duration,
+) -> Result<DateTime<Utc>, DbError> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO rate_limit_slots AS s (key, next_at) VALUES ($1, now() + $2 * interval '1 microsecond') \
+             ON CONFLICT (key) DO UPDATE SET next_at = greatest(s.next_at, now()) + $2 * interval '1 microsecond' \
+             RETURNING next_at - $2 * interval '1 microsecond'",
+        )
+        .await?;
+    let micros = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX) as f64;
+    let row = tx.query_one(&statement, &[&key, &micros]).await?;
+    Ok(row.get(0))
+}
+
+/// A permanent failure of the task's attempt, recorded through the results queue.
+fn refusal(task: &NodeTask, message: String, now: DateTime<Utc>) -> NodeResult {
+    NodeResult {
+        v: VERSION,
+        run_id: task.run_id,
+        workspace_id: task.workspace_id,
+        node_id: task.node_id.clone(),
+        item_index: task.item_index,
+        attempt: task.attempt,
+        started_at: now,
+        finished_at: now,
+        outcome: Outcome::Failure {
+            error: NodeError::new(ErrorClass::Permanent, message),
+        },
+        connection: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_spaced_by_the_period_over_the_requests() {
+        let limit = |requests, per: &str| RateLimit {
+            requests,
+            per: per.to_owned(),
+        };
+        assert_eq!(
+            slot_interval(&limit(5, "1s")),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            slot_interval(&limit(100, "1m")),
+            Some(Duration::from_millis(600))
+        );
+        assert_eq!(slot_interval(&limit(0, "1s")), None);
+    }
+}

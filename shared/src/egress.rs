@@ -1,0 +1,426 @@
+//! Egress control (DESIGN §5): requests on behalf of users (connector actions, OAuth token
+//! endpoints) may not reach loopback, private, link-local or cloud-metadata addresses,
+//! checked on the resolved address, unless `WEFT_EGRESS_ALLOW` lists them.
+//!
+//! [`GuardedClient`] is the only way such requests are sent: its resolver drops forbidden
+//! addresses (so DNS tricks do not get around the rule), its redirect policy checks every
+//! hop, and [`GuardedClient::execute`] checks hosts written as IP literals, which never
+//! reach a resolver.
+
+use std::error::Error as _;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::{Url, redirect};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_REDIRECTS: usize = 10;
+
+/// One entry of `WEFT_EGRESS_ALLOW`: a network or a host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EgressRule {
+    Network(IpNet),
+    Host(String),
+}
+
+impl FromStr for EgressRule {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if let Ok(net) = text.parse::<IpNet>() {
+            return Ok(Self::Network(net));
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Self::Network(IpNet::from(ip)));
+        }
+        let is_host = !text.is_empty()
+            && text.len() <= 253
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        if is_host {
+            Ok(Self::Host(text.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "`{text}` is neither a CIDR network nor a host name"
+            ))
+        }
+    }
+}
+
+/// The rule an internal address breaks, for the message of a refusal.
+fn internal_kind(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            if v4.is_loopback() {
+                Some("loopback")
+            } else if v4.is_private() {
+                Some("private")
+            } else if a == 169 && b == 254 {
+                // Includes 169.254.169.254, the cloud metadata service.
+                Some("link-local or metadata")
+            } else if v4.is_unspecified() || a == 0 {
+                Some("unspecified")
+            } else if v4.is_broadcast() || v4.is_multicast() {
+                Some("broadcast or multicast")
+            } else if v4.is_documentation() {
+                Some("documentation")
+            } else if a == 100 && (64..128).contains(&b) {
+                Some("carrier-grade NAT")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return internal_kind(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            if v6.is_loopback() {
+                Some("loopback")
+            } else if v6.is_unspecified() {
+                Some("unspecified")
+            } else if v6.is_multicast() {
+                Some("broadcast or multicast")
+            } else if (first & 0xfe00) == 0xfc00 {
+                Some("private")
+            } else if (first & 0xffc0) == 0xfe80 {
+                Some("link-local or metadata")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// A request the egress policy refused, naming the host, the address and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRefused(String);
+
+impl EgressRefused {
+    fn new(host: &str, ip: Option<IpAddr>, rule: &str) -> Self {
+        let target = match ip {
+            Some(ip) if ip.to_string() != host.trim_matches(['[', ']']) => {
+                format!("`{host}` ({ip})")
+            }
+            _ => format!("`{host}`"),
+        };
+        Self(format!(
+            "egress to {target} is refused: {rule} addresses are not reachable unless WEFT_EGRESS_ALLOW lists them"
+        ))
+    }
+}
+
+impl fmt::Display for EgressRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for EgressRefused {}
+
+#[derive(Debug, Clone, Default)]
+pub struct EgressPolicy {
+    rules: Vec<EgressRule>,
+}
+
+impl EgressPolicy {
+    pub fn new(rules: Vec<EgressRule>) -> Self {
+        Self { rules }
+    }
+
+    /// Whether `host` (as written in the URL), resolved to `ip`, may be called.
+    pub fn permits(&self, host: &str, ip: IpAddr) -> bool {
+        self.check_ip(host, ip).is_ok()
+    }
+
+    fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), EgressRefused> {
+        let Some(rule) = internal_kind(ip) else {
+            return Ok(());
+        };
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        let allowed = self.rules.iter().any(|allow| match allow {
+            EgressRule::Network(net) => net.contains(&ip),
+            EgressRule::Host(allowed) => *allowed == name,
+        });
+        if allowed {
+            Ok(())
+        } else {
+            Err(EgressRefused::new(host, Some(ip), rule))
+        }
+    }
+
+    /// Checks a URL whose host is an IP literal (no resolver sees those); host names are
+    /// checked when they resolve.
+    pub fn check_url(&self, url: &Url) -> Result<(), EgressRefused> {
+        match literal_ip(url) {
+            Some((host, ip)) => self.check_ip(&host, ip),
+            None => Ok(()),
+        }
+    }
+
+    /// A DNS resolver that drops forbidden addresses, so the check applies to what is
+    /// actually connected to (no DNS rebinding around it).
+    pub fn resolver(&self) -> Arc<GuardedResolver> {
+        Arc::new(GuardedResolver {
+            policy: self.clone(),
+        })
+    }
+}
+
+fn literal_ip(url: &Url) -> Option<(String, IpAddr)> {
+    let host = url.host_str()?;
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()?;
+    Some((host.to_owned(), ip))
+}
+
+pub struct GuardedResolver {
+    policy: EgressPolicy,
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let mut refusal = None;
+            let mut permitted = Vec::new();
+            for addr in resolved {
+                match policy.check_ip(&host, addr.ip()) {
+                    Ok(()) => permitted.push(addr),
+                    Err(refused) => refusal = Some(refused),
+                }
+            }
+            if permitted.is_empty()
+                && let Some(refused) = refusal
+            {
+                return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            let addrs: Addrs = Box::new(permitted.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// A request that was not answered: refused by the policy, or failed on the way.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Refused(EgressRefused),
+    /// Its `Display` includes the URL, whose query may carry a credential: describe it
+    /// with [`SendError::describe`] instead.
+    #[error("request failed")]
+    Http(reqwest::Error),
+}
+
+impl SendError {
+    /// A message about the failure that never includes the URL (its query may hold a
+    /// credential): what went wrong and the chain of causes.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Refused(refused) => refused.to_string(),
+            Self::Http(error) => {
+                let kind = if error.is_timeout() {
+                    "the request timed out"
+                } else if error.is_connect() {
+                    "could not connect"
+                } else if error.is_body() || error.is_decode() {
+                    "the response broke off"
+                } else {
+                    "the request failed"
+                };
+                let mut causes = Vec::new();
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    causes.push(cause.to_string());
+                    source = cause.source();
+                }
+                if causes.is_empty() {
+                    kind.to_owned()
+                } else {
+                    format!("{kind}: {}", causes.join(": "))
+                }
+            }
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Http(error) if error.is_timeout())
+    }
+
+    /// Whether the egress policy refused it (possibly deep inside the client's error).
+    pub fn refusal(&self) -> Option<&EgressRefused> {
+        match self {
+            Self::Refused(refused) => Some(refused),
+            Self::Http(error) => {
+                let mut source = error.source();
+                while let Some(cause) = source {
+                    if let Some(refused) = cause.downcast_ref::<EgressRefused>() {
+                        return Some(refused);
+                    }
+                    source = cause.source();
+                }
+                None
+            }
+        }
+    }
+}
+
+impl From<reqwest::Error> for SendError {
+    fn from(error: reqwest::Error) -> Self {
+        Self::Http(error)
+    }
+}
+
+/// A shared HTTP client (one per process, for connection pooling) that sends only where
+/// the egress policy permits, with a connect timeout and a bounded number of redirects.
+#[derive(Clone)]
+pub struct GuardedClient {
+    client: reqwest::Client,
+    policy: EgressPolicy,
+}
+
+impl fmt::Debug for GuardedClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedClient")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GuardedClient {
+    /// `user_agent` names the process, e.g. `weft-worker/0.1.0`.
+    pub fn new(policy: EgressPolicy, user_agent: &str) -> Result<Self, reqwest::Error> {
+        let redirect_policy = policy.clone();
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(user_agent)
+            .dns_resolver(policy.resolver())
+            // Through a proxy, only the proxy's address would be checked, never the
+            // target's: requests on behalf of users always connect directly.
+            .no_proxy()
+            .redirect(redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= MAX_REDIRECTS {
+                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+                }
+                match redirect_policy.check_url(attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(refused) => attempt.error(refused),
+                }
+            }))
+            .build()?;
+        Ok(Self { client, policy })
+    }
+
+    pub fn policy(&self) -> &EgressPolicy {
+        &self.policy
+    }
+
+    /// Starts a request; send it with [`GuardedClient::execute`].
+    pub fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+        self.client.request(method, url)
+    }
+
+    /// Sends a request if the policy permits its destination.
+    pub async fn execute(&self, request: reqwest::Request) -> Result<reqwest::Response, SendError> {
+        self.policy
+            .check_url(request.url())
+            .map_err(SendError::Refused)?;
+        self.client.execute(request).await.map_err(|error| {
+            let error = SendError::Http(error);
+            match error.refusal() {
+                Some(refused) => SendError::Refused(refused.clone()),
+                None => error,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("test address")
+    }
+
+    #[test]
+    fn internal_addresses_are_refused_by_default() {
+        let policy = EgressPolicy::default();
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.169.254",
+            "::1",
+            "fe80::1",
+            "fd12::1",
+            "::ffff:127.0.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(
+                !policy.permits("h", ip(internal)),
+                "{internal} must be refused"
+            );
+        }
+        assert!(policy.permits("example.com", ip("93.184.216.34")));
+        assert!(policy.permits("h", ip("2606:4700::1111")));
+    }
+
+    #[test]
+    fn allow_rules_open_networks_and_hosts() {
+        let rules = ["127.0.0.0/8", "db.internal"].map(|r| r.parse::<EgressRule>().expect("rule"));
+        let policy = EgressPolicy::new(rules.to_vec());
+        assert!(policy.permits("localhost", ip("127.0.0.1")));
+        assert!(policy.permits("DB.internal.", ip("10.0.0.7")));
+        assert!(!policy.permits("other", ip("10.0.0.7")));
+        assert!("not a host!".parse::<EgressRule>().is_err());
+    }
+
+    #[test]
+    fn a_refusal_names_the_host_the_address_and_the_rule() {
+        let policy = EgressPolicy::default();
+        let url = Url::parse("http://169.254.169.254/latest/meta-data").expect("URL");
+        let refused = policy.check_url(&url).expect_err("metadata refused");
+        assert_eq!(
+            refused.to_string(),
+            "egress to `169.254.169.254` is refused: link-local or metadata addresses are not reachable unless WEFT_EGRESS_ALLOW lists them"
+        );
+        let refused = policy
+            .check_ip("localhost", ip("127.0.0.1"))
+            .expect_err("loopback refused");
+        assert!(
+            refused
+                .to_string()
+                .starts_with("egress to `localhost` (127.0.0.1) is refused: loopback"),
+            "{refused}"
+        );
+        assert!(
+            policy
+                .check_url(&Url::parse("http://[::1]:9/").expect("URL"))
+                .is_err()
+        );
+        assert!(
+            policy
+                .check_url(&Url::parse("https://api.github.com/").expect("URL"))
+                .is_ok(),
+            "host names are checked when they resolve"
+        );
+    }
+}
