@@ -167,8 +167,7 @@ mod tests {
     #[test]
     fn the_public_url_defaults_to_the_local_address_and_loses_its_trailing_slash() {
         let key = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
-        let config =
-            Config::try_parse_from(["weft-gateway", "--master-keys", key]).expect("valid");
+        let config = Config::try_parse_from(["weft-gateway", "--master-keys", key]).expect("valid");
         assert_eq!(config.public_url, "http://127.0.0.1:8080");
         assert!(config.egress_allow.is_empty());
         let config = Config::try_parse_from([
@@ -184,14 +183,9 @@ mod tests {
         assert_eq!(config.public_url, "https://weft.example.com");
         assert_eq!(config.egress_allow.len(), 2);
         for bad in ["weft.example.com", "ftp://x", "https://", "https://x/?a=1"] {
-            let error = Config::try_parse_from([
-                "weft-gateway",
-                "--master-keys",
-                key,
-                "--public-url",
-                bad,
-            ])
-            .expect_err(bad);
+            let error =
+                Config::try_parse_from(["weft-gateway", "--master-keys", key, "--public-url", bad])
+                    .expect_err(bad);
             assert!(
                 error.render().to_string().contains("WEFT_PUBLIC_URL"),
                 "{bad}: {}",

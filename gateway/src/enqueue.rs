@@ -41,6 +41,27 @@ pub enum Enqueued {
     Duplicate(Uuid),
 }
 
+/// The run about to start: its id, chosen by the caller so it can wait for the run's end
+/// before the run is announced, and the reply queue its end goes to, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRun<'a> {
+    pub id: Uuid,
+    pub reply_to: Option<&'a str>,
+    /// A test run: recorded with trigger kind `test`, left out of the run metrics.
+    pub test: bool,
+}
+
+impl NewRun<'_> {
+    /// A run nobody waits for.
+    pub fn new() -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            reply_to: None,
+            test: false,
+        }
+    }
+}
+
 /// Records and enqueues a run; returns its id once the broker confirmed it. `NotFound` if
 /// the scenario is gone (or, for a webhook, no longer active) by the time of the insert.
 pub async fn enqueue(
@@ -48,14 +69,15 @@ pub async fn enqueue(
     target: Target,
     kind: TriggerKind,
     trigger: &Trigger,
+    run: NewRun<'_>,
 ) -> Result<Uuid, ApiError> {
-    let run_id = Uuid::now_v7();
+    let run_id = run.id;
     {
         // Back to the pool before publishing: a slow broker must not hold connections.
         let client = state.pool.get().await?;
-        insert_run(&client, run_id, target, kind, trigger).await?;
+        insert_run(&client, run, target, kind, trigger).await?;
     }
-    publish(state, run_id, target, kind).await?;
+    publish(state, run_id, target, kind, run.test).await?;
     Ok(run_id)
 }
 
@@ -67,8 +89,9 @@ pub async fn enqueue_delivery(
     target: Target,
     trigger: &Trigger,
     key: &str,
+    run: NewRun<'_>,
 ) -> Result<Enqueued, ApiError> {
-    let run_id = Uuid::now_v7();
+    let run_id = run.id;
     {
         let mut client = state.pool.get().await?;
         let transaction = client.transaction().await?;
@@ -76,10 +99,10 @@ pub async fn enqueue_delivery(
             transaction.rollback().await?;
             return Ok(Enqueued::Duplicate(first));
         }
-        insert_run(&transaction, run_id, target, TriggerKind::Webhook, trigger).await?;
+        insert_run(&transaction, run, target, TriggerKind::Webhook, trigger).await?;
         transaction.commit().await?;
     }
-    publish(state, run_id, target, TriggerKind::Webhook).await?;
+    publish(state, run_id, target, TriggerKind::Webhook, false).await?;
     Ok(Enqueued::Started(run_id))
 }
 
@@ -143,10 +166,13 @@ async fn publish(
     run_id: Uuid,
     target: Target,
     kind: TriggerKind,
+    test: bool,
 ) -> Result<(), ApiError> {
     trace::record_scenario(target.scenario_id);
     announce(state, target.workspace_id, run_id).await?;
-    state.metrics.run_started(kind);
+    if !test {
+        state.metrics.run_started(kind);
+    }
     tracing::info!(%run_id, scenario_id = %target.scenario_id, trigger = kind.as_str(), "run enqueued");
     Ok(())
 }
@@ -174,15 +200,15 @@ pub async fn announce(state: &AppState, workspace_id: Uuid, run_id: Uuid) -> Res
 /// deleted (or paused) a moment ago cannot get a run.
 async fn insert_run(
     client: &impl GenericClient,
-    run_id: Uuid,
+    run: NewRun<'_>,
     target: Target,
     kind: TriggerKind,
     trigger: &Trigger,
 ) -> Result<(), ApiError> {
     let statement = client
         .prepare_cached(
-            "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger)
-             SELECT $1, s.workspace_id, s.id, s.current_version, 'queued', $4, $5
+            "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger, reply_to)
+             SELECT $1, s.workspace_id, s.id, s.current_version, 'queued', $4, $5, $7
              FROM scenarios s
              WHERE s.id = $2 AND s.workspace_id = $3 AND s.deleted_at IS NULL
                AND (s.status = 'active' OR NOT $6)",
@@ -194,12 +220,13 @@ async fn insert_run(
         .execute(
             &statement,
             &[
-                &run_id,
+                &run.id,
                 &target.scenario_id,
                 &target.workspace_id,
-                &kind.as_str(),
+                &if run.test { "test" } else { kind.as_str() },
                 &Json(trigger),
                 &only_if_active,
+                &run.reply_to,
             ],
         )
         .await?;

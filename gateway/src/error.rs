@@ -47,6 +47,12 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the body must be JSON: send `Content-Type: application/json`")]
     UnsupportedMediaType,
+    /// A webhook whose scenario accepts only some methods (`trigger.methods`).
+    #[error("this webhook accepts only {allowed}")]
+    WebhookMethod { allowed: String },
+    /// A webhook whose scenario accepts only some media types (`trigger.content_types`).
+    #[error("this webhook accepts only bodies of type {accepted}")]
+    WebhookMediaType { accepted: String },
     /// Well-formed JSON that does not fit the expected shape.
     #[error("{0}")]
     Unprocessable(String),
@@ -82,10 +88,12 @@ impl ApiError {
             }
             Self::AdminDisabled => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed | Self::WebhookMethod { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType | Self::WebhookMediaType { .. } => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BrokerUnavailable | Self::DatabaseUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -106,9 +114,9 @@ impl ApiError {
             Self::AdminDisabled => "forbidden",
             Self::InvalidSignature => "invalid_signature",
             Self::NotFound(_) => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed | Self::WebhookMethod { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedMediaType | Self::WebhookMediaType { .. } => "unsupported_media_type",
             Self::Unprocessable(_) => "invalid_body",
             Self::BrokerUnavailable => "broker_unavailable",
             Self::DatabaseUnavailable(_) => "database_unavailable",

@@ -226,7 +226,9 @@ mod tests {
             assert_eq!(error.code(), "json_too_deep");
             assert_eq!(
                 error.to_string(),
-                format!("the body is nested {depth} levels deep, over the limit of 64 levels of arrays and objects")
+                format!(
+                    "the body is nested {depth} levels deep, over the limit of 64 levels of arrays and objects"
+                )
             );
         }
     }

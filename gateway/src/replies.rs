@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use rand::Rng;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use lapin::message::Delivery;
 use weft_shared::messages::{self, Message, NodeResult, NodeTask, RunFinished};
 use weft_shared::queue::{self, QueueError, Topology};
 
@@ -56,7 +56,11 @@ impl Reply {
 
     /// Reads a delivery by its AMQP `type` (every publisher of the fleet sets it).
     fn decode(delivery: &Delivery) -> Result<Self, messages::DecodeError> {
-        let kind = delivery.properties.kind().as_ref().map(|kind| kind.as_str());
+        let kind = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map(|kind| kind.as_str());
         if kind == Some(RunFinished::TYPE) {
             messages::decode(&delivery.data).map(Self::Finished)
         } else {
@@ -303,9 +307,15 @@ mod tests {
             .wait(Duration::from_secs(1))
             .await
             .expect("delivered");
-        assert!(matches!(&got, Reply::Result(r) if r.run_id == second), "{got:?}");
         assert!(
-            waiting_first.wait(Duration::from_millis(10)).await.is_none(),
+            matches!(&got, Reply::Result(r) if r.run_id == second),
+            "{got:?}"
+        );
+        assert!(
+            waiting_first
+                .wait(Duration::from_millis(10))
+                .await
+                .is_none(),
             "another run's reply is not this one's"
         );
     }
@@ -335,7 +345,10 @@ mod tests {
         let run_id = Uuid::now_v7();
         let pending = replies.expect(run_id);
         assert!(pending.wait(Duration::from_millis(1)).await.is_none());
-        assert!(replies.lock().is_empty(), "the timed-out request left no entry");
+        assert!(
+            replies.lock().is_empty(),
+            "the timed-out request left no entry"
+        );
         assert!(
             !replies.deliver(Reply::Result(result(run_id))),
             "a late reply finds nobody"

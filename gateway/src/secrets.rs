@@ -69,7 +69,12 @@ const STORES: [Store; 3] = [
         table: "connections",
         key: "id",
         ciphertext: "credentials",
-        aad: |row| Ok(connection_aad(row.try_get("workspace_id")?, row.try_get("id")?)),
+        aad: |row| {
+            Ok(connection_aad(
+                row.try_get("workspace_id")?,
+                row.try_get("id")?,
+            ))
+        },
     },
     Store {
         what: "OAuth flow's PKCE verifier",
@@ -159,7 +164,11 @@ where
                 }
                 Err(e) => {
                     // The id of an OAuth state is itself a credential of its flow.
-                    let row_id = if *key == "state" { "…".to_owned() } else { id.to_string() };
+                    let row_id = if *key == "state" {
+                        "…".to_owned()
+                    } else {
+                        id.to_string()
+                    };
                     tracing::warn!(table, id = %row_id, error = %e, "a stored {what} does not decrypt; left as it is");
                     rotated.undecryptable += 1;
                 }
@@ -194,6 +203,9 @@ mod tests {
         let verifier = oauth_verifier_aad(workspace, &id.to_string());
         assert_ne!(verifier, connection_aad(workspace, id));
         assert_ne!(verifier, webhook_signature_aad(workspace, id));
-        assert_ne!(verifier, oauth_verifier_aad(Uuid::from_u128(3), &id.to_string()));
+        assert_ne!(
+            verifier,
+            oauth_verifier_aad(Uuid::from_u128(3), &id.to_string())
+        );
     }
 }

@@ -18,8 +18,8 @@ use weft_shared::queue::{Publisher, Topology};
 use weft_shared::telemetry::{self, Readiness};
 
 use crate::api;
-use crate::extract;
 use crate::config::Config;
+use crate::extract;
 use crate::metrics::Metrics;
 use crate::replies::Replies;
 use crate::state::AppState;
@@ -112,9 +112,8 @@ impl Gateway {
         // Stopped only after the servers: requests draining at shutdown may be waiting for
         // a reply.
         let replies_stop = CancellationToken::new();
-        let replies = tokio::spawn(
-            Arc::clone(&state.replies).consume(amqp_url, replies_stop.clone()),
-        );
+        let replies =
+            tokio::spawn(Arc::clone(&state.replies).consume(amqp_url, replies_stop.clone()));
         let readiness = readiness(state.pool.clone(), Arc::clone(&state.publisher));
         let publisher = Arc::clone(&state.publisher);
 

@@ -72,7 +72,12 @@ async fn credentials_go_in_and_never_come_out() {
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
     answers.push(list.clone());
     let (status, none) = fleet
-        .call(&workspace, "GET", "/api/v1/connections?connector=slack", None)
+        .call(
+            &workspace,
+            "GET",
+            "/api/v1/connections?connector=slack",
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(none["items"], json!([]));
@@ -101,25 +106,46 @@ async fn credentials_go_in_and_never_come_out() {
     }
     let pg = fleet.pg().await;
     let sealed: String = pg
-        .query_one("SELECT credentials FROM connections WHERE id = $1", &[&id.parse::<Uuid>().expect("uuid")])
+        .query_one(
+            "SELECT credentials FROM connections WHERE id = $1",
+            &[&id.parse::<Uuid>().expect("uuid")],
+        )
         .await
         .expect("row")
         .get(0);
     let ring: KeyRing = fleet.master_keys().parse().expect("ring");
     let opened: Value = serde_json::from_slice(
         &ring
-            .decrypt(&sealed, &connection_aad(workspace.id.parse().expect("uuid"), id.parse().expect("uuid")))
+            .decrypt(
+                &sealed,
+                &connection_aad(
+                    workspace.id.parse().expect("uuid"),
+                    id.parse().expect("uuid"),
+                ),
+            )
             .expect("sealed for this row"),
     )
     .expect("a JSON object");
-    assert_eq!(opened, json!({"username": "grace", "password": password}), "merged");
+    assert_eq!(
+        opened,
+        json!({"username": "grace", "password": password}),
+        "merged"
+    );
     let dump = fleet.pg_dump().await;
     assert!(dump.contains(&sealed), "the dump holds the table");
-    assert!(!dump.contains(&password), "the password is in the database in clear");
+    assert!(
+        !dump.contains(&password),
+        "the password is in the database in clear"
+    );
     assert!(!dump.contains("grace"), "the username is sealed too");
 
     let (status, _) = fleet
-        .call(&workspace, "DELETE", &format!("/api/v1/connections/{id}"), None)
+        .call(
+            &workspace,
+            "DELETE",
+            &format!("/api/v1/connections/{id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     let (status, _) = get(&fleet, &workspace, &id).await;
@@ -222,7 +248,11 @@ async fn another_workspaces_connection_is_not_found() {
     assert_eq!(status, 200);
     assert_eq!(list["items"], json!([]));
     let (status, read) = get(&fleet, &workspace, &id).await;
-    assert_eq!((status, read["name"].clone()), (200, json!("n")), "untouched");
+    assert_eq!(
+        (status, read["name"].clone()),
+        (200, json!("n")),
+        "untouched"
+    );
     fleet.stop().await;
 }
 
@@ -231,7 +261,9 @@ async fn a_test_marks_the_connection_active_or_error() {
     let fleet = Fleet::with(0, 1).await;
     let upstream = Upstream::start().await;
     let workspace = fleet.workspace().await;
-    fleet.register_connector(&workspace, crm(&upstream.url)).await;
+    fleet
+        .register_connector(&workspace, crm(&upstream.url))
+        .await;
     let id = fleet
         .connection(
             &workspace,
@@ -256,8 +288,7 @@ async fn a_test_marks_the_connection_active_or_error() {
     let received = upstream.received_on("/me");
     assert_eq!(received.len(), 1);
     assert_eq!(
-        received[0].headers["authorization"],
-        "Basic YWRhOmxvdmVsYWNl",
+        received[0].headers["authorization"], "Basic YWRhOmxvdmVsYWNl",
         "the manifest's test request, with the connection's credentials"
     );
 
@@ -291,7 +322,9 @@ async fn credentials_copied_to_another_connection_do_not_decrypt() {
     let fleet = Fleet::with(0, 1).await;
     let upstream = Upstream::start().await;
     let workspace = fleet.workspace().await;
-    fleet.register_connector(&workspace, crm(&upstream.url)).await;
+    fleet
+        .register_connector(&workspace, crm(&upstream.url))
+        .await;
     let mut ids = Vec::new();
     for (user, password) in [("admin", "admin-secret"), ("guest", "guest-secret")] {
         let created = fleet
@@ -300,7 +333,13 @@ async fn credentials_copied_to_another_connection_do_not_decrypt() {
                 json!({"connector": "crm", "name": user, "credentials": {"username": user, "password": password}}),
             )
             .await;
-        ids.push(created["id"].as_str().expect("id").parse::<Uuid>().expect("uuid"));
+        ids.push(
+            created["id"]
+                .as_str()
+                .expect("id")
+                .parse::<Uuid>()
+                .expect("uuid"),
+        );
     }
     let pg = fleet.pg().await;
     // The guest's row gets the admin's ciphertext.
@@ -341,7 +380,9 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
     upstream.script("/contacts/1", vec![Reply::json(200, json!({"id": "1"}))]);
     let workspace = fleet.workspace().await;
     let workspace_id: Uuid = workspace.id.parse().expect("uuid");
-    fleet.register_connector(&workspace, crm(&upstream.url)).await;
+    fleet
+        .register_connector(&workspace, crm(&upstream.url))
+        .await;
     let mut ids = Vec::new();
     for n in 0..3 {
         let created = fleet
@@ -350,7 +391,13 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
                 json!({"connector": "crm", "name": format!("c{n}"), "credentials": {"username": format!("user{n}"), "password": "pw"}}),
             )
             .await;
-        ids.push(created["id"].as_str().expect("id").parse::<Uuid>().expect("uuid"));
+        ids.push(
+            created["id"]
+                .as_str()
+                .expect("id")
+                .parse::<Uuid>()
+                .expect("uuid"),
+        );
     }
     // Stored before the fleet's key ("test") was the newest: under the old one.
     let old: KeyRing = OLD_KEY.parse().expect("key");
@@ -359,7 +406,10 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
         let plaintext = json!({"username": format!("user{n}"), "password": "pw"}).to_string();
         pg.execute(
             "UPDATE connections SET credentials = $2 WHERE id = $1",
-            &[id, &old.encrypt(plaintext.as_bytes(), &connection_aad(workspace_id, *id))],
+            &[
+                id,
+                &old.encrypt(plaintext.as_bytes(), &connection_aad(workspace_id, *id)),
+            ],
         )
         .await
         .expect("stored under the old key");
@@ -404,7 +454,10 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
         .expect("ring");
     let mut client = fleet.pg().await;
     let rotated = rotate_keys(&mut client, &ring, 2).await.expect("rotation");
-    assert_eq!(rotated.re_encrypted, 4, "three credentials and one verifier");
+    assert_eq!(
+        rotated.re_encrypted, 4,
+        "three credentials and one verifier"
+    );
     assert_eq!(rotated.undecryptable, 0);
     for row in pg
         .query("SELECT credentials FROM connections", &[])
@@ -415,7 +468,10 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
         assert!(sealed.starts_with("v1.test."), "{sealed}");
     }
     let verifier: String = pg
-        .query_one("SELECT verifier FROM oauth_states WHERE state = $1", &[&state])
+        .query_one(
+            "SELECT verifier FROM oauth_states WHERE state = $1",
+            &[&state],
+        )
         .await
         .expect("row")
         .get(0);

@@ -83,7 +83,10 @@ async fn the_catalog_lists_the_builtins_and_only_this_workspaces_connectors() {
     assert_eq!(crm_summary["triggers"][0]["kind"], "poll");
     assert!(crm_summary.get("manifest").is_none(), "lists are summaries");
     let http = &everything[all_keys.iter().position(|k| k == "http").expect("http")];
-    assert_eq!((http["builtin"].clone(), http["auth_type"].clone()), (json!(true), json!("none")));
+    assert_eq!(
+        (http["builtin"].clone(), http["auth_type"].clone()),
+        (json!(true), json!("none"))
+    );
 
     // Pages of one item walk the same list: built-ins and stored ones interleave by key.
     assert_eq!(keys(&list_all(&fleet, &mine, 1).await), all_keys);
@@ -94,7 +97,9 @@ async fn the_catalog_lists_the_builtins_and_only_this_workspaces_connectors() {
         .call(&other, "GET", "/api/v1/connectors/crm", None)
         .await;
     assert_eq!(status, 404, "another workspace's connector: {body}");
-    let (status, body) = fleet.call(&mine, "GET", "/api/v1/connectors/crm", None).await;
+    let (status, body) = fleet
+        .call(&mine, "GET", "/api/v1/connectors/crm", None)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["manifest"], source);
     let (status, slack) = fleet
@@ -102,7 +107,9 @@ async fn the_catalog_lists_the_builtins_and_only_this_workspaces_connectors() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(slack["manifest"]["auth"]["type"], "oauth2");
-    let (status, http) = fleet.call(&other, "GET", "/api/v1/connectors/http", None).await;
+    let (status, http) = fleet
+        .call(&other, "GET", "/api/v1/connectors/http", None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(http["manifest"]["actions"][0]["key"], "request");
     fleet.stop().await;
@@ -243,11 +250,17 @@ async fn saves_write_immutable_versions_and_deletes_are_soft() {
         .await;
     assert_eq!(status, 404, "already deleted");
     let kept: i64 = pg
-        .query_one("SELECT count(*) FROM connector_versions WHERE key = 'crm'", &[])
+        .query_one(
+            "SELECT count(*) FROM connector_versions WHERE key = 'crm'",
+            &[],
+        )
         .await
         .expect("count")
         .get(0);
-    assert_eq!(kept, 2, "runs may still pin the versions of a deleted connector");
+    assert_eq!(
+        kept, 2,
+        "runs may still pin the versions of a deleted connector"
+    );
 
     let again = fleet
         .register_connector(&workspace, crm("https://v3.example.com"))
@@ -280,7 +293,9 @@ async fn an_action_runs_through_a_worker_with_the_connections_credentials() {
         vec![Reply::json(404, json!({"error": "no such contact"}))],
     );
     let workspace = fleet.workspace().await;
-    fleet.register_connector(&workspace, crm(&upstream.url)).await;
+    fleet
+        .register_connector(&workspace, crm(&upstream.url))
+        .await;
     let connection = crm_connection(&fleet, &workspace, "crm-token-1").await;
 
     let (status, body) = fleet
@@ -299,7 +314,9 @@ async fn an_action_runs_through_a_worker_with_the_connections_credentials() {
     let received = upstream.received_on("/contacts/42");
     assert_eq!(received.len(), 1);
     assert_eq!(
-        received[0].headers["authorization"].to_str().expect("ascii"),
+        received[0].headers["authorization"]
+            .to_str()
+            .expect("ascii"),
         "Bearer crm-token-1"
     );
 
@@ -348,7 +365,10 @@ async fn an_action_runs_through_a_worker_with_the_connections_credentials() {
         )
         .await;
     assert_eq!(status, 200);
-    assert!(connection_now["last_used_at"].is_string(), "{connection_now}");
+    assert!(
+        connection_now["last_used_at"].is_string(),
+        "{connection_now}"
+    );
     fleet.stop().await;
 }
 
@@ -413,7 +433,9 @@ async fn execution_needs_a_connection_of_the_connector_in_the_workspace() {
     let mut erp = crm("https://erp.example.com");
     erp["key"] = json!("erp");
     fleet.register_connector(&workspace, erp.clone()).await;
-    fleet.register_connector(&other, crm("https://crm.example.com")).await;
+    fleet
+        .register_connector(&other, crm("https://crm.example.com"))
+        .await;
     let erp_connection = fleet
         .connection(
             &workspace,
@@ -424,7 +446,11 @@ async fn execution_needs_a_connection_of_the_connector_in_the_workspace() {
     let theirs = crm_connection(&fleet, &other, "their-token").await;
     let path = "/api/v1/connectors/crm/actions/get_contact/execute";
     let cases = [
-        (json!({"input": {"id": "1"}}), 400, "`connection_id` is required"),
+        (
+            json!({"input": {"id": "1"}}),
+            400,
+            "`connection_id` is required",
+        ),
         (
             json!({"connection_id": erp_connection, "input": {"id": "1"}}),
             400,
@@ -502,7 +528,9 @@ async fn scenarios_name_connectors_and_connections_that_exist_here() {
         .register_connector(&workspace, crm("https://crm.example.com"))
         .await;
     let mine = crm_connection(&fleet, &workspace, "t").await;
-    fleet.register_connector(&other, crm("https://crm.example.com")).await;
+    fleet
+        .register_connector(&other, crm("https://crm.example.com"))
+        .await;
     let theirs = crm_connection(&fleet, &other, "t").await;
     let definition = |connection: Option<&str>| {
         let mut node = json!({"id": "lookup", "type": "action", "connector": "crm", "action": "get_contact", "input": {"id": "1"}});

@@ -44,7 +44,10 @@ async fn post_text(fleet: &Fleet, workspace: &Workspace, path: &str, body: Strin
         .expect("gateway answers");
     let status = response.status().as_u16();
     let text = response.text().await.expect("body reads");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn error_message(body: &Value) -> &str {
@@ -61,7 +64,9 @@ async fn raw_exchange(api: &str, request: &[u8]) -> (u16, String) {
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
     // The server may answer before it has read everything, then reset the connection:
     // what arrived is the answer.
-    let _ = read.await.expect("the gateway answers and closes within 10 s");
+    let _ = read
+        .await
+        .expect("the gateway answers and closes within 10 s");
     let text = String::from_utf8_lossy(&answer).into_owned();
     let status = text
         .split(' ')
@@ -145,7 +150,8 @@ async fn headers_over_the_limit_are_431() {
     assert_eq!(webhook.status(), 431, "webhooks have the same limit");
 
     // Past 100 headers the HTTP server itself refuses, before any route.
-    let mut request = "GET /api/v1/scenarios HTTP/1.1\r\nhost: test\r\nconnection: close\r\n".to_owned();
+    let mut request =
+        "GET /api/v1/scenarios HTTP/1.1\r\nhost: test\r\nconnection: close\r\n".to_owned();
     for i in 0..150 {
         request.push_str(&format!("x-h{i}: v\r\n"));
     }
@@ -269,7 +275,10 @@ async fn a_node_output_over_its_limit_fails_the_node_for_good_naming_it() {
     let upstream = Upstream::start().await;
     upstream.script(
         "/huge",
-        vec![Reply::json(200, json!({"blob": "x".repeat(11 * 1024 * 1024)}))],
+        vec![Reply::json(
+            200,
+            json!({"blob": "x".repeat(11 * 1024 * 1024)}),
+        )],
     );
 
     let mut call = http_node(
@@ -287,11 +296,14 @@ async fn a_node_output_over_its_limit_fails_the_node_for_good_naming_it() {
         .await;
     assert_eq!(run["status"], "failed", "{run}");
     let call = node(&run, "call");
-    assert_eq!(call["attempts"], 1, "a permanent failure is not retried: {call}");
+    assert_eq!(
+        call["attempts"], 1,
+        "a permanent failure is not retried: {call}"
+    );
     assert!(
-        call["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("over the limit of 10485760 bytes (WEFT_MAX_RESPONSE_BYTES)")),
+        call["error"]["message"].as_str().is_some_and(
+            |m| m.contains("over the limit of 10485760 bytes (WEFT_MAX_RESPONSE_BYTES)")
+        ),
         "{call}"
     );
     assert_eq!(upstream.received_on("/huge").len(), 1);
@@ -299,7 +311,10 @@ async fn a_node_output_over_its_limit_fails_the_node_for_good_naming_it() {
     let (_, hook) = fleet
         .active_scenario(
             &workspace,
-            definition(json!([transform("big", json!({"v": "{{ 'x' * 2000000 }}"}))])),
+            definition(json!([transform(
+                "big",
+                json!({"v": "{{ 'x' * 2000000 }}"})
+            )])),
         )
         .await;
     let run_id = fleet.fire(&hook, json!({})).await;
@@ -309,9 +324,9 @@ async fn a_node_output_over_its_limit_fails_the_node_for_good_naming_it() {
     assert_eq!(run["status"], "failed", "{run}");
     let big = node(&run, "big");
     assert!(
-        big["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("field `output`") && m.contains("over the limit of 1048576")),
+        big["error"]["message"].as_str().is_some_and(
+            |m| m.contains("field `output`") && m.contains("over the limit of 1048576")
+        ),
         "{big}"
     );
     fleet.stop().await;

@@ -44,7 +44,10 @@ async fn pending_connection(fleet: &Fleet, workspace: &Workspace, secret: &str) 
         )
         .await;
     assert_eq!(created["status"], "pending", "{created}");
-    assert_eq!(created["credentials_set"], json!(["client_id", "client_secret"]));
+    assert_eq!(
+        created["credentials_set"],
+        json!(["client_id", "client_secret"])
+    );
     created["id"].as_str().expect("id").to_owned()
 }
 
@@ -83,7 +86,9 @@ async fn callback(fleet: &Fleet, query: &[(&str, &str)]) -> (u16, Value) {
 
 fn form(body: &Value) -> BTreeMap<String, String> {
     let text = body.as_str().expect("a form body");
-    form_urlencoded::parse(text.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(text.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,7 +132,11 @@ async fn the_code_flow_stores_sealed_tokens_and_the_connection_calls_with_them()
         ("code_challenge_method", "S256"),
         ("scope", "contacts.read contacts.write"),
     ] {
-        assert_eq!(authorize.get(name).map(String::as_str), Some(value), "{name}");
+        assert_eq!(
+            authorize.get(name).map(String::as_str),
+            Some(value),
+            "{name}"
+        );
     }
     let state = authorize["state"].clone();
     let challenge = authorize["code_challenge"].clone();
@@ -170,7 +179,13 @@ async fn the_code_flow_stores_sealed_tokens_and_the_connection_calls_with_them()
     assert_eq!(read["status"], "active");
     assert_eq!(
         read["credentials_set"],
-        json!(["access_token", "client_id", "client_secret", "expires_at", "refresh_token"])
+        json!([
+            "access_token",
+            "client_id",
+            "client_secret",
+            "expires_at",
+            "refresh_token"
+        ])
     );
 
     let (status, body) = fleet
@@ -191,7 +206,10 @@ async fn the_code_flow_stores_sealed_tokens_and_the_connection_calls_with_them()
 
     let dump = fleet.pg_dump().await;
     for secret in [&access_token, &refresh_token, &client_secret, &verifier] {
-        assert!(!dump.contains(secret.as_str()), "a secret is stored in clear");
+        assert!(
+            !dump.contains(secret.as_str()),
+            "a secret is stored in clear"
+        );
     }
     for answer in [&read, &body] {
         for secret in [&access_token, &refresh_token, &client_secret] {
@@ -207,7 +225,10 @@ async fn a_state_belongs_to_its_workspace_and_connection_and_expires() {
     let (provider, api) = (Upstream::start().await, Upstream::start().await);
     provider.script(
         "/oauth/token",
-        vec![Reply::json(200, json!({"access_token": "a-token", "expires_in": 3600}))],
+        vec![Reply::json(
+            200,
+            json!({"access_token": "a-token", "expires_in": 3600}),
+        )],
     );
     let (mine, other) = (fleet.workspace().await, fleet.workspace().await);
     for workspace in [&mine, &other] {
@@ -244,7 +265,10 @@ async fn a_state_belongs_to_its_workspace_and_connection_and_expires() {
             None,
         )
         .await;
-    assert_eq!((status, body["error"]["code"].clone()), (400, json!("not_oauth")));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("not_oauth"))
+    );
 
     let (status, started) = fleet
         .call(
@@ -264,13 +288,20 @@ async fn a_state_belongs_to_its_workspace_and_connection_and_expires() {
         .expect("a state");
 
     let (status, body) = callback(&fleet, &[("code", "c"), ("state", "forged")]).await;
-    assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid_oauth_state")));
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("invalid_oauth_state"))
+    );
     let (status, _) = callback(&fleet, &[("code", "c")]).await;
     assert_eq!(status, 400, "no state");
 
     let (status, body) = callback(&fleet, &[("code", "c"), ("state", &state)]).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["connection_id"], json!(my_connection), "the state names the connection");
+    assert_eq!(
+        body["connection_id"],
+        json!(my_connection),
+        "the state names the connection"
+    );
     let status_of = |workspace: &Workspace, id: &str| {
         let path = format!("/api/v1/connections/{id}");
         let workspace = workspace.clone();
@@ -278,7 +309,11 @@ async fn a_state_belongs_to_its_workspace_and_connection_and_expires() {
         async move { fleet.call(&workspace, "GET", &path, None).await.1["status"].clone() }
     };
     assert_eq!(status_of(&mine, &my_connection).await, "active");
-    assert_eq!(status_of(&other, &their_connection).await, "pending", "untouched");
+    assert_eq!(
+        status_of(&other, &their_connection).await,
+        "pending",
+        "untouched"
+    );
 
     // An expired flow cannot be finished, and is gone once tried.
     let (_, started) = fleet
@@ -336,17 +371,14 @@ async fn a_refusal_marks_the_connection_error_with_the_providers_message() {
         .register_connector(&workspace, crm(&provider.url, &api.url))
         .await;
     let connection = pending_connection(&fleet, &workspace, "s").await;
-    let read = |fleet: &Fleet| {
-        let path = format!("/api/v1/connections/{connection}");
-        let workspace = workspace.clone();
-        async move { fleet.call(&workspace, "GET", &path, None).await.1 }
-    };
+    let path = format!("/api/v1/connections/{connection}");
+    let read = || async { fleet.call(&workspace, "GET", &path, None).await.1 };
 
     let state = start(&fleet, &workspace, &connection).await["state"].clone();
     let (status, body) = callback(&fleet, &[("code", "old-code"), ("state", &state)]).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "oauth_refused");
-    let now = read(&fleet).await;
+    let now = read().await;
     assert_eq!(now["status"], "error");
     let last_error = now["last_error"].as_str().expect("a reason");
     assert!(
@@ -366,7 +398,7 @@ async fn a_refusal_marks_the_connection_error_with_the_providers_message() {
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "oauth_refused");
-    let now = read(&fleet).await;
+    let now = read().await;
     assert!(
         now["last_error"]
             .as_str()

@@ -347,14 +347,14 @@ async fn measure(args: &RunArgs, target: &Target, meta: Meta) -> anyhow::Result<
             )
             .await?;
             let sustained = verdict.sustained;
-            eprintln!(
+            monitor.note(&format!(
                 "{label}: {}",
                 if sustained {
                     "kept up".to_owned()
                 } else {
                     format!("stopped: {}", verdict.reason)
                 }
-            );
+            ));
             plan.verdict = Some(verdict);
             plans.push(plan);
             if !sustained {

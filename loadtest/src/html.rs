@@ -194,22 +194,29 @@ fn phase_table(report: &Report) -> String {
 
 fn process_table(report: &Report) -> String {
     let mut html = String::from(
-        "<table><tr><th>process</th><th>CPU avg %</th><th>CPU max %</th><th>RSS avg MiB</th>\
-         <th>RSS max MiB</th><th>PSS max MiB</th></tr>",
+        "<table><tr><th>process</th><th>CPU avg %</th><th>CPU max %</th>\
+         <th>CPU ms per node step</th><th>RSS avg MiB</th><th>RSS max MiB</th>\
+         <th>PSS max MiB</th></tr>",
     );
     for p in &report.processes {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{:.3}</td><td>{:.1}</td>\
+             <td>{:.1}</td><td>{}</td></tr>",
             escape(&p.name),
             p.cpu_avg_percent,
             p.cpu_max_percent,
+            p.cpu_seconds * 1e3 / report.steps_done(),
             p.rss_avg_mib,
             p.rss_max_mib,
             p.pss_max_mib.map_or(String::new(), |v| format!("{v:.1}"))
         );
     }
-    html.push_str("</table>");
+    let _ = write!(
+        html,
+        "</table><p>CPU per node step of the fleet, RabbitMQ and PostgreSQL: {:.3} ms.</p>",
+        report.cpu_ms_per_step()
+    );
     html
 }
 

@@ -26,6 +26,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 
+use crate::procs::{ProcSample, ProcessSampler};
 use crate::stats::Latencies;
 
 #[derive(clap::Args)]
@@ -66,6 +67,16 @@ struct Level {
     steps: usize,
     seconds: f64,
     latency: Latencies,
+    /// CPU of this loop, RabbitMQ and PostgreSQL over the measurement.
+    cpu: Vec<ProcSample>,
+}
+
+impl Level {
+    /// CPU time of the loop, the broker and the database per step, in ms.
+    fn cpu_ms_per_step(&self) -> f64 {
+        let busy: f64 = self.cpu.iter().map(|p| p.cpu_percent / 100.0).sum();
+        busy * self.seconds * 1e3 / self.steps as f64
+    }
 }
 
 pub async fn run(args: LimitArgs) -> anyhow::Result<()> {
@@ -73,19 +84,7 @@ pub async fn run(args: LimitArgs) -> anyhow::Result<()> {
         bail!("--concurrency must list numbers above zero");
     }
     let name = format!("weft_limit_{}", uuid::Uuid::new_v4().simple());
-    let admin = connect(&args.database_url).await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .with_context(|| format!("creating the database {name}"))?;
-    let outcome = measure_all(&args, &name).await;
-    if let Err(e) = admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-    {
-        eprintln!("could not drop the database {name}: {e}");
-    }
-    let levels = outcome?;
+    let levels = measure_privately(&args, &name).await?;
     print(&levels);
     let report = json!({
         "tool": "weft-loadtest limit",
@@ -100,12 +99,32 @@ pub async fn run(args: LimitArgs) -> anyhow::Result<()> {
             "seconds": l.seconds,
             "steps_per_second": l.steps as f64 / l.seconds,
             "step_latency_ms": l.latency.to_json(),
+            "cpu_ms_per_step": l.cpu_ms_per_step(),
+            "cpu_percent": l.cpu.iter().map(|p| (p.name.clone(), json!(p.cpu_percent))).collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<Value>>(),
     });
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("written to {}", args.out.display());
     Ok(())
+}
+
+/// Measures every level on a database and a queue named `name`, created for it and
+/// removed after.
+async fn measure_privately(args: &LimitArgs, name: &str) -> anyhow::Result<Vec<Level>> {
+    let admin = connect(&args.database_url).await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .with_context(|| format!("creating the database {name}"))?;
+    let outcome = measure_all(args, name).await;
+    if let Err(e) = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+    {
+        eprintln!("could not drop the database {name}: {e}");
+    }
+    outcome
 }
 
 // The table on stdout is this command's output.
@@ -115,17 +134,24 @@ fn print(levels: &[Level]) {
         "physical reference: publish+confirm (quorum queue), consume, single-row commit per step"
     );
     println!(
-        "{:>12} {:>10} {:>12} {:>12} {:>12}",
-        "concurrency", "steps/s", "p50 ms", "p99 ms", "p99.9 ms"
+        "{:>12} {:>10} {:>10} {:>10} {:>10} {:>12}  CPU % by process",
+        "concurrency", "steps/s", "p50 ms", "p99 ms", "p99.9 ms", "CPU ms/step"
     );
     for level in levels {
+        let cpu: Vec<String> = level
+            .cpu
+            .iter()
+            .map(|p| format!("{} {:.0}", p.name, p.cpu_percent))
+            .collect();
         println!(
-            "{:>12} {:>10.0} {:>12.2} {:>12.2} {:>12.2}",
+            "{:>12} {:>10.0} {:>10.2} {:>10.2} {:>10.2} {:>12.3}  {}",
             level.concurrency,
             level.steps as f64 / level.seconds,
             level.latency.q(0.5),
             level.latency.q(0.99),
-            level.latency.q(0.999)
+            level.latency.q(0.999),
+            level.cpu_ms_per_step(),
+            cpu.join(", ")
         );
     }
 }
@@ -272,7 +298,11 @@ async fn measure(
             anyhow::Ok(())
         })
     };
+    let mut sampler = ProcessSampler::services_only();
+    tokio::time::sleep_until(state.measure_from.into()).await;
+    sampler.sample();
     tokio::time::sleep_until(state.measure_until.into()).await;
+    let cpu = sampler.sample();
     state.stopping.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(30);
     while state.finished_chains.load(Ordering::Relaxed) < concurrency {
@@ -300,6 +330,7 @@ async fn measure(
         steps: latencies.len(),
         seconds: args.duration.as_secs_f64(),
         latency: Latencies::new(latencies),
+        cpu,
     })
 }
 
@@ -408,5 +439,65 @@ mod tests {
     fn step_messages_round_trip() {
         assert_eq!(decode(&encode(7, 123_456_789)), Some((7, 123_456_789)));
         assert_eq!(decode(&[1, 2, 3]), None);
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        limit: LimitArgs,
+    }
+
+    /// Against the real PostgreSQL and RabbitMQ: every level takes steps and times each
+    /// one, and the private database and queue are gone afterwards.
+    #[tokio::test]
+    async fn the_reference_loop_commits_each_step_and_cleans_up() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from([
+            "limit",
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "400ms",
+            "--warmup",
+            "100ms",
+            "--connections",
+            "2",
+        ])
+        .expect("arguments parse");
+        let args = cli.limit;
+        let name = format!("weft_limit_test_{}", uuid::Uuid::new_v4().simple());
+        let levels = measure_privately(&args, &name).await.expect("measured");
+        assert_eq!(
+            levels.iter().map(|l| l.concurrency).collect::<Vec<_>>(),
+            [1, 4]
+        );
+        for level in &levels {
+            assert!(level.steps > 0, "concurrency {}", level.concurrency);
+            assert_eq!(level.latency.len(), level.steps);
+            assert!(level.latency.q(0.5) > 0.0);
+            let names: Vec<&str> = level.cpu.iter().map(|p| p.name.as_str()).collect();
+            assert!(names.contains(&"loadtest driver"), "{names:?}");
+        }
+        let admin = connect(&args.database_url).await.expect("connects");
+        let left = admin
+            .query("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+            .await
+            .expect("queried");
+        assert!(left.is_empty(), "the database {name} was not dropped");
+        let connection = Connection::connect(&args.amqp_url, ConnectionProperties::default())
+            .await
+            .expect("broker reachable");
+        let channel = connection.create_channel().await.expect("a channel");
+        let passive = channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        assert!(passive.is_err(), "the queue {name} was not deleted");
     }
 }

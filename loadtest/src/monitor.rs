@@ -76,6 +76,7 @@ pub struct Tick {
 
 pub struct Monitor {
     stage: Arc<Mutex<String>>,
+    progress: ProgressBar,
     stop: watch::Sender<bool>,
     task: JoinHandle<Vec<Tick>>,
 }
@@ -90,16 +91,44 @@ impl Monitor {
     ) -> Self {
         let stage = Arc::new(Mutex::new(String::new()));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(watch_load(
+        let progress = if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {
+                bar.set_style(style);
+            }
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let sources = Sources {
             client,
             upstream,
             worker_metrics,
-            ProcessSampler::new(known_pids),
+            sampler: ProcessSampler::new(known_pids),
+        };
+        let task = tokio::spawn(watch_load(
+            sources,
             counters,
             stage.clone(),
+            progress.clone(),
             stopped,
         ));
-        Self { stage, stop, task }
+        Self {
+            stage,
+            progress,
+            stop,
+            task,
+        }
+    }
+
+    /// A line above the progress line.
+    pub fn note(&self, line: &str) {
+        if self.progress.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.progress.println(line);
+        }
     }
 
     /// What the progress line says the driver is doing.
@@ -115,25 +144,27 @@ impl Monitor {
     }
 }
 
-async fn watch_load(
+/// Where a tick's figures come from, besides the driver's counters.
+struct Sources {
     client: reqwest::Client,
     upstream: String,
     worker_metrics: Vec<String>,
-    mut sampler: ProcessSampler,
+    sampler: ProcessSampler,
+}
+
+async fn watch_load(
+    sources: Sources,
     counters: Arc<Counters>,
     stage: Arc<Mutex<String>>,
+    progress: ProgressBar,
     mut stopped: watch::Receiver<bool>,
 ) -> Vec<Tick> {
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new_spinner();
-        if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let Sources {
+        client,
+        upstream,
+        worker_metrics,
+        mut sampler,
+    } = sources;
     let start = Instant::now();
     let base = mock_stats(&client, &upstream).await.ok();
     sampler.sample();

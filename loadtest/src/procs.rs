@@ -53,6 +53,14 @@ impl ProcessSampler {
         }
     }
 
+    /// Only this process, RabbitMQ and PostgreSQL.
+    pub fn services_only() -> Self {
+        Self {
+            discover: false,
+            ..Self::new(Vec::new())
+        }
+    }
+
     /// The figures of every group now; CPU over the time since the previous call (the
     /// first call only sets the baseline and reports zero CPU).
     pub fn sample(&mut self) -> Vec<ProcSample> {

@@ -570,12 +570,9 @@ impl Report {
         );
         row(
             "completed runs per second",
-            format!("{:.1}", t.completed_per_second),
+            per_second(t.completed_per_second),
         );
-        row(
-            "node steps per second",
-            format!("{:.1}", t.steps_per_second),
-        );
+        row("node steps per second", per_second(t.steps_per_second));
         row("webhook accept", t.accept.summary());
         row("trigger to completion", t.completion.summary());
         row(
@@ -636,6 +633,14 @@ fn pair(latencies: &Latencies) -> String {
         return "-".to_owned();
     }
     format!("{} / {}", ms(latencies.q(0.5)), ms(latencies.q(0.99)))
+}
+
+fn per_second(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.1}")
+    } else {
+        "-".to_owned()
+    }
 }
 
 fn load(average: Option<[f64; 3]>) -> String {
@@ -778,14 +783,17 @@ mod tests {
             processes,
         };
         let ticks = [
-            tick(vec![
-                proc("postgresql", 10.0, 100.0),
-                proc("worker-1", 20.0, 30.0),
-            ]),
-            tick(vec![
-                proc("worker-1", 40.0, 50.0),
-                proc("gateway", 5.0, 20.0),
-            ]),
+            tick(
+                1.0,
+                vec![
+                    proc("postgresql", 10.0, 100.0),
+                    proc("worker-1", 20.0, 30.0),
+                ],
+            ),
+            tick(
+                2.0,
+                vec![proc("worker-1", 40.0, 50.0), proc("gateway", 5.0, 20.0)],
+            ),
         ];
         let summary = summarize(&ticks);
         let names: Vec<&str> = summary.iter().map(|s| s.name.as_str()).collect();

@@ -54,7 +54,6 @@ pub struct Connectors {
     input_schemas: InputSchemas,
 }
 
-
 /// What a call goes through: its connection, and the rate-limit key and slot interval
 /// when calls are limited.
 struct Through {
@@ -96,7 +95,8 @@ impl Connectors {
             .iter()
             .filter_map(|node| match &node.kind {
                 NodeKind::Action { connector, .. }
-                    if is_manifest_connector(connector) && manifest::builtin(connector).is_none() =>
+                    if is_manifest_connector(connector)
+                        && manifest::builtin(connector).is_none() =>
                 {
                     Some(connector.as_str())
                 }
@@ -240,8 +240,8 @@ impl Connectors {
                 limit,
             }));
         };
-        let Some(connection) = load_connection(tx, workspace_id, connection_id, &manifest.key)
-            .await?
+        let Some(connection) =
+            load_connection(tx, workspace_id, connection_id, &manifest.key).await?
         else {
             return Ok(Err(format!(
                 "connection {connection_id} of connector `{}` does not exist in this workspace",
@@ -402,9 +402,7 @@ impl Connectors {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Manifest>>> {
-        self.versions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.versions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

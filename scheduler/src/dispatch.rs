@@ -95,7 +95,9 @@ impl Dispatcher {
             match self.publisher.publish("", queue, finished).await {
                 // The gateway that waited is gone; its sender got a 202 on its time-out.
                 Ok(()) | Err(QueueError::Unroutable(_)) => {}
-                Err(e) => tracing::warn!(error = %e, run_id = %finished.run_id, "could not send a run's end to the gateway waiting for it"),
+                Err(e) => {
+                    tracing::warn!(error = %e, run_id = %finished.run_id, "could not send a run's end to the gateway waiting for it")
+                }
             }
         }
         Ok(())

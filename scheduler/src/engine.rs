@@ -107,10 +107,7 @@ impl Engine {
                 let value = serde_json::to_value(&error).unwrap_or_default();
                 store::finish_run(&tx, &run, RunStatus::Failed, Some(&value), now).await?;
                 tx.commit().await?;
-                self.metrics
-                    .runs_finished
-                    .with_label_values(&["failed"])
-                    .inc();
+                self.finished(&run, "failed", now);
                 return Ok(());
             }
         };
@@ -296,6 +293,9 @@ impl Engine {
     }
 
     fn finished(&self, run: &Run, status: &str, now: DateTime<Utc>) {
+        if run.test {
+            return;
+        }
         self.metrics
             .runs_finished
             .with_label_values(&[status])

@@ -39,9 +39,7 @@ use weft_shared::connector;
 use weft_shared::manifest::{Cursor, Manifest, RequestSpec, Trigger};
 use weft_shared::messages::{NodeResult, NodeTask, Outcome, VERSION};
 use weft_shared::queue::Publisher;
-use weft_shared::scenario::{
-    DEFAULT_NODE_TIMEOUT, MIN_POLL_INTERVAL, PollTrigger, TriggerKind,
-};
+use weft_shared::scenario::{DEFAULT_NODE_TIMEOUT, MIN_POLL_INTERVAL, PollTrigger, TriggerKind};
 
 use crate::connectors::Connectors;
 use crate::engine::EngineError;
@@ -249,7 +247,10 @@ pub fn next_cursor(answer: &Value, cursor: &Cursor) -> Result<Option<String>, St
 /// The request of one page and the input its templates see. The cursor goes in as
 /// `input.cursor`, never into a template: it comes from the upstream, and text with
 /// `{{` in it would otherwise be rendered.
-pub fn page_request(request: &RequestSpec, cursor: Option<(&Cursor, &str)>) -> (RequestSpec, Value) {
+pub fn page_request(
+    request: &RequestSpec,
+    cursor: Option<(&Cursor, &str)>,
+) -> (RequestSpec, Value) {
     let mut request = request.clone();
     let Some((cursor, value)) = cursor else {
         return (request, json!({}));
@@ -323,7 +324,8 @@ struct State {
     now: DateTime<Utc>,
 }
 
-const STATE_COLUMNS: &str = "st.scenario_id, st.workspace_id, st.connector, st.trigger_key, st.connection,
+const STATE_COLUMNS: &str =
+    "st.scenario_id, st.workspace_id, st.connector, st.trigger_key, st.connection,
      st.failures, st.last_error, st.poll_page, st.poll_baseline, st.poll_version,
      s.current_version, v.definition -> 'trigger' AS trigger, now() AS now";
 
@@ -589,9 +591,7 @@ impl Polls {
     /// When a poll whose task is `task` counts as lost.
     fn deadline(&self, task: &NodeTask, now: DateTime<Utc>) -> DateTime<Utc> {
         let start = task.not_before.unwrap_or(now).max(now);
-        start
-            + delta(Duration::from_millis(task.timeout_ms))
-            + delta(self.settings.lost_after)
+        start + delta(Duration::from_millis(task.timeout_ms)) + delta(self.settings.lost_after)
     }
 
     /// Publishes a poll's task. A task the broker does not take leaves its poll to be
@@ -663,25 +663,35 @@ impl Polls {
                 current!()
             ))
             .await?;
-        let Some(row) = tx
+        let row = tx
             .query_opt(&statement, &[&result.run_id, &result.workspace_id])
-            .await?
-        else {
+            .await?;
+        // Stored whatever became of the poll: a refreshed token may have replaced the one
+        // the connection had.
+        if let Some(update) = &result.connection {
+            store::update_connection(&tx, result.workspace_id, update).await?;
+        }
+        let Some(row) = row else {
+            tx.commit().await?;
             tracing::debug!(poll_id = %result.run_id, "answer of a poll no longer in flight; ignored");
             return Ok(());
         };
         let state = State::from_row(&row)?;
         let page = u32::try_from(state.poll_page).unwrap_or(0);
         if result.item_index != Some(page) {
+            tx.commit().await?;
             tracing::debug!(poll_id = %result.run_id, page = ?result.item_index, "answer of a page already handled; ignored");
             return Ok(());
         }
-        if let Some(update) = &result.connection {
-            store::update_connection(&tx, result.workspace_id, update).await?;
-        }
         let after = self.answer(&tx, &state, result, page).await?;
         tx.commit().await?;
-        announce(&self.publisher, &self.metrics, TriggerKind::Poll, after.runs).await;
+        announce(
+            &self.publisher,
+            &self.metrics,
+            TriggerKind::Poll,
+            after.runs,
+        )
+        .await;
         if let Some(task) = after.task {
             self.send(task).await;
         }
@@ -935,7 +945,12 @@ mod tests {
         let manifest = manifest();
         let spec = poll_spec(&manifest, "new_contact").expect("a poll trigger");
         assert_eq!(
-            (spec.interval, spec.items, spec.id, spec.request.path.as_str()),
+            (
+                spec.interval,
+                spec.items,
+                spec.id,
+                spec.request.path.as_str()
+            ),
             ("5m", "$.body.data", "$.id", "/contacts")
         );
         assert_eq!(spec.cursor.map(|c| c.param.as_str()), Some("after"));
@@ -999,7 +1014,11 @@ mod tests {
 
         let nested = json!({"body": {"pages": [{"items": [{"id": 1}]}, {"items": [{"id": 2}]}]}});
         let items = read_items(&nested, "$.body.pages[*].items[*]", "$.id").expect("items");
-        assert_eq!(items.found.len(), 2, "a path selecting several values lists them");
+        assert_eq!(
+            items.found.len(),
+            2,
+            "a path selecting several values lists them"
+        );
 
         let top = json!({"body": [{"id": 1}]});
         assert_eq!(
@@ -1042,7 +1061,9 @@ mod tests {
         assert_eq!(next(json!({})), Ok(None));
         assert_eq!(
             next(json!({"next": {"page": 2}})),
-            Err("the answer has an object at `$.body.next`, not a cursor (text or a number)".into())
+            Err(
+                "the answer has an object at `$.body.next`, not a cursor (text or a number)".into()
+            )
         );
     }
 

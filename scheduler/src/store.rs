@@ -65,6 +65,8 @@ pub struct Run {
     pub connector_pins: Value,
     /// The reply queue of the gateway waiting for this run's end, if one is.
     pub reply_to: Option<String>,
+    /// A test run: left out of the run metrics.
+    pub test: bool,
 }
 
 /// Locks a run row (DESIGN invariant 4: results of one run are serialized).
@@ -75,7 +77,8 @@ pub async fn lock_run(
 ) -> Result<Option<Run>, DbError> {
     let statement = tx
         .prepare_cached(
-            "SELECT scenario_id, version, status, trigger, created_at, started_at, replay_of, connector_pins, reply_to \
+            "SELECT scenario_id, version, status, trigger, created_at, started_at, replay_of, connector_pins, reply_to, \
+                    trigger_kind = 'test' \
              FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
         )
         .await?;
@@ -92,6 +95,7 @@ pub async fn lock_run(
         replay_of: row.get(6),
         connector_pins: row.get(7),
         reply_to: row.get(8),
+        test: row.get(9),
     }))
 }
 

@@ -93,17 +93,14 @@ async fn a_registered_connector_is_used_at_once_and_an_update_changes_only_the_n
     )
     .await;
 
-    let running = fleet.start_run(&workspace, &scenario, json!({"n": 1})).await;
+    let running = fleet
+        .start_run(&workspace, &scenario, json!({"n": 1}))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut updated = manifest("/v2/ping", json!({}));
     updated["version"] = json!("2.0.0");
     let (status, body) = fleet
-        .call(
-            &workspace,
-            "PUT",
-            "/api/v1/connectors/acme",
-            Some(updated),
-        )
+        .call(&workspace, "PUT", "/api/v1/connectors/acme", Some(updated))
         .await;
     assert_eq!(status, 200, "connector update: {body}");
 
@@ -116,7 +113,9 @@ async fn a_registered_connector_is_used_at_once_and_an_update_changes_only_the_n
     );
     assert_eq!(node(&run, "second")["output"]["n"], 2);
 
-    let next = fleet.start_run(&workspace, &scenario, json!({"n": 5})).await;
+    let next = fleet
+        .start_run(&workspace, &scenario, json!({"n": 5}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &next, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     let calls = upstream.received_on("/v2/ping");
@@ -154,11 +153,17 @@ async fn input_is_checked_against_the_action_schema_before_anything_is_called() 
     let error = &node(&run, "first")["error"];
     assert_eq!(error["class"], "permanent", "{error}");
     assert!(
-        error["message"].as_str().unwrap_or_default().contains("input.n"),
+        error["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("input.n"),
         "the error names the field: {error}"
     );
     assert_eq!(node(&run, "first")["attempts"], 1, "not retried");
-    assert!(upstream.received().is_empty(), "nothing was called upstream");
+    assert!(
+        upstream.received().is_empty(),
+        "nothing was called upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,7 +194,9 @@ async fn a_node_retried_after_a_503_sends_the_same_idempotency_key() {
     )
     .await;
 
-    let run_id = fleet.start_run(&workspace, &scenario, json!({"n": 1})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"n": 1}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     let keys: Vec<String> = upstream
@@ -226,7 +233,9 @@ async fn a_429_waits_per_retry_after_without_using_up_attempts() {
     only["retry"] = json!({"max_attempts": 1});
     let scenario = manual_scenario(&fleet, &workspace, json!([only])).await;
 
-    let run_id = fleet.start_run(&workspace, &scenario, json!({"n": 1})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"n": 1}))
+        .await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(
         run["status"], "completed",

@@ -177,7 +177,10 @@ async fn polls_counted(fleet: &Fleet, outcome: &str) -> u64 {
 async fn the_baseline_starts_nothing_and_each_new_item_starts_one_run_across_two_schedulers() {
     let fleet = Fleet::with(2, 1).await;
     let upstream = Upstream::start().await;
-    upstream.script("/items", vec![Reply::json(200, items(&[(2, "b"), (1, "a")]))]);
+    upstream.script(
+        "/items",
+        vec![Reply::json(200, items(&[(2, "b"), (1, "a")]))],
+    );
     let workspace = fleet.workspace().await;
     let connection = feed(&fleet, &workspace, &upstream).await;
     let scenario = polling(&fleet, &workspace, &connection).await;
@@ -278,7 +281,10 @@ async fn an_answer_delivered_twice_or_listed_again_never_starts_a_second_run() {
             },
             connection: None,
         };
-        let reply_to = task.reply_to.clone().expect("a poll's answer goes to the polls queue");
+        let reply_to = task
+            .reply_to
+            .clone()
+            .expect("a poll's answer goes to the polls queue");
         let publisher = publisher.clone();
         async move {
             for _ in 0..2 {
@@ -293,14 +299,23 @@ async fn an_answer_delivered_twice_or_listed_again_never_starts_a_second_run() {
 
     let baseline = worker.take(WAIT).await.expect("the first poll");
     assert_eq!(
-        (baseline.connector.as_str(), baseline.action.as_str(), baseline.item_index),
+        (
+            baseline.connector.as_str(),
+            baseline.action.as_str(),
+            baseline.item_index
+        ),
         ("feed", "new_item", Some(0))
     );
-    assert_eq!(fleet.topology().polls(), baseline.reply_to.clone().unwrap_or_default());
+    assert_eq!(
+        fleet.topology().polls(),
+        baseline.reply_to.clone().unwrap_or_default()
+    );
     let call = baseline.call.as_deref().expect("the poll's request");
     assert_eq!(call.base_url, upstream.url, "the connection's base URL");
     assert!(
-        !serde_json::to_string(&baseline).expect("JSON").contains(TOKEN),
+        !serde_json::to_string(&baseline)
+            .expect("JSON")
+            .contains(TOKEN),
         "the credentials travel sealed"
     );
     answer_twice(&baseline, items(&[(1, "a")])).await;
@@ -396,7 +411,11 @@ async fn a_failing_poll_backs_off_marks_its_connection_and_recovers() {
             None,
         )
         .await;
-    assert_eq!(body["last_error"], Value::Null, "cleared by the poll that worked");
+    assert_eq!(
+        body["last_error"],
+        Value::Null,
+        "cleared by the poll that worked"
+    );
     let state = fleet
         .pg()
         .await
@@ -448,7 +467,10 @@ async fn pages_are_followed_through_the_cursor_for_the_baseline_and_after() {
         .take(3)
         .map(|r| r.query.clone())
         .collect();
-    assert_eq!(queries, ["limit=10", "after=p2&limit=10", "after=3&limit=10"]);
+    assert_eq!(
+        queries,
+        ["limit=10", "after=p2&limit=10", "after=3&limit=10"]
+    );
     let seen = more_polls(&upstream, 3, 3).await;
     assert!(
         run_triggers(&fleet, scenario).await.is_empty(),
@@ -456,9 +478,10 @@ async fn pages_are_followed_through_the_cursor_for_the_baseline_and_after() {
     );
 
     *grown.lock().expect("flag") = true;
-    eventually("runs of the items new on the first and the last page", || async {
-        (run_triggers(&fleet, scenario).await.len() >= 2).then_some(())
-    })
+    eventually(
+        "runs of the items new on the first and the last page",
+        || async { (run_triggers(&fleet, scenario).await.len() >= 2).then_some(()) },
+    )
     .await;
     more_polls(&upstream, seen, 6).await;
     let mut started = started_items(&fleet, scenario).await;

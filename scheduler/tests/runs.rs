@@ -376,3 +376,55 @@ async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
     assert_eq!(upstream.received_on("/orphan").len(), 1);
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_test_run_works_on_a_draft_and_stays_out_of_the_run_metrics() {
+    let fleet = Fleet::start().await;
+    let workspace = fleet.workspace().await;
+    let definition = json!({"name": "draft", "trigger": {"type": "webhook"}, "nodes": [
+        {"id": "t", "type": "transform", "output": {"n": "{{ trigger.body.n }}"}}
+    ]});
+    let (status, created) = fleet
+        .call(&workspace, "POST", "/api/v1/scenarios", Some(definition))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["status"], "draft");
+    let scenario = created["id"].as_str().expect("id");
+
+    let test_run = fleet
+        .start_run(
+            &workspace,
+            scenario,
+            json!({"test": true, "payload": {"n": 3}}),
+        )
+        .await;
+    let run = fleet.wait_for_run(&workspace, &test_run, RUN_TIMEOUT).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["trigger_kind"], "test");
+    assert_eq!(run["trigger"]["body"], json!({"n": 3}));
+    assert_eq!(node(&run, "t")["output"], json!({"n": 3}));
+
+    let finished = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("weft_runs_finished_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let scrape = || async {
+        fleet
+            .client
+            .get(format!("{}/metrics", fleet.schedulers[0].ops))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("text")
+    };
+    assert_eq!(finished(&scrape().await), 0.0, "a test run is not counted");
+    let production = fleet.start_run(&workspace, scenario, json!({"n": 4})).await;
+    let run = fleet.wait_for_run(&workspace, &production, RUN_TIMEOUT).await;
+    assert_eq!(run["trigger_kind"], "manual");
+    assert_eq!(finished(&scrape().await), 1.0, "a manual run is counted");
+}

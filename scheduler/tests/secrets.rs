@@ -94,7 +94,9 @@ async fn a_credential_is_in_no_log_run_record_or_response() {
          "after": ["ok"], "input": {}}
     ]});
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet.start_run(&workspace, &scenario, json!({"q": 1})).await;
+    let run_id = fleet
+        .start_run(&workspace, &scenario, json!({"q": 1}))
+        .await;
     let run = fleet
         .wait_for_run(&workspace, &run_id, Duration::from_secs(30))
         .await;
@@ -128,7 +130,10 @@ async fn a_credential_is_in_no_log_run_record_or_response() {
     }
     responses.push(run.to_string());
     for response in &responses {
-        assert!(!response.contains(TOKEN), "a response shows the credential: {response}");
+        assert!(
+            !response.contains(TOKEN),
+            "a response shows the credential: {response}"
+        );
     }
 
     let logs = logs.text();

@@ -395,6 +395,31 @@ impl PollTrigger {
     }
 }
 
+impl WebhookOptions {
+    /// The options of a stored trigger (checked when it was saved); one that does not
+    /// read as a webhook trigger has the defaults.
+    pub fn of_trigger(trigger: &Value) -> Self {
+        let Ok(TriggerSpec::Webhook {
+            respond,
+            respond_timeout,
+            methods,
+            content_types,
+            max_body_bytes,
+            ..
+        }) = serde_json::from_value(trigger.clone())
+        else {
+            return Self::default();
+        };
+        Parser::new(&BuiltinCatalog).webhook_options(
+            respond.as_deref(),
+            respond_timeout.as_deref(),
+            methods.unwrap_or_default(),
+            content_types.unwrap_or_default(),
+            max_body_bytes,
+        )
+    }
+}
+
 /// A validated scenario definition.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -1551,6 +1576,19 @@ mod tests {
             json!({"type": "webhook", "respond": "on_completion", "respond_timeout": "10m"}),
         );
         assert!(too_long[0].contains("at most 5m"), "{too_long:?}");
+    }
+
+    #[test]
+    fn stored_webhook_triggers_give_their_options() {
+        let trigger = json!({"type": "webhook", "respond": "on_completion", "methods": ["post"],
+                             "signature": {"scheme": "github", "secret_set": true}});
+        let options = WebhookOptions::of_trigger(&trigger);
+        assert_eq!(options.respond_on_completion, Some(DEFAULT_RESPOND_TIMEOUT));
+        assert_eq!(options.methods, ["POST"]);
+        assert_eq!(
+            WebhookOptions::of_trigger(&json!({"type": "manual"})),
+            WebhookOptions::default()
+        );
     }
 
     #[test]

@@ -110,7 +110,11 @@ impl Upstream {
     }
 
     /// Replies to `path` with what `respond` makes of each request (its query, say).
-    pub fn respond(&self, path: &str, respond: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) {
+    pub fn respond(
+        &self,
+        path: &str,
+        respond: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) {
         self.lock()
             .responders
             .insert(path.to_owned(), Arc::new(respond));

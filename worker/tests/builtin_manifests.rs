@@ -23,8 +23,8 @@ use weft_worker::engine::{Engine, Execution};
 
 /// A key ring for these tests only.
 const KEYS: &str = "test:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
-const SLACK_TOKEN: &str = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy";
-const GITHUB_TOKEN: &str = "github_pat_11ABCDEFG0aBcDeFgHiJkL_mNoPqRsTuVwXyZ0123456789";
+const SLACK_TOKEN: &str = "xoxb-weft-test-bot-token";
+const GITHUB_TOKEN: &str = "github_pat_weft_test_token";
 const SLACK_JSON: &str = "application/json; charset=utf-8";
 
 fn keys() -> KeyRing {
@@ -618,7 +618,6 @@ fn inputs_missing_what_the_apis_require_are_refused_naming_the_field() {
         let problem = schemas
             .check(schema, &input)
             .expect_err(&format!("{}.{action} must refuse {input}", manifest.key));
-        eprintln!("PROBLEM {action}: {problem}");
         assert!(
             problem.contains(field),
             "{}.{action}: `{problem}` does not name {field}",
@@ -626,8 +625,28 @@ fn inputs_missing_what_the_apis_require_are_refused_naming_the_field() {
         );
     };
     let (slack, github) = (slack(), github());
-    // chat.postMessage and chat.update need one of text, blocks or attachments.
-    refused(slack, "send_message", json!({"channel": "C1"}), "input");
+    let blocks = json!([{"type": "divider"}]);
+    for (action, input) in [
+        ("send_message", json!({"channel": "C1", "blocks": blocks})),
+        (
+            "update_message",
+            json!({"channel": "C1", "ts": "1.2", "attachments": [{"text": "a"}]}),
+        ),
+    ] {
+        let schema = &slack.action(action).expect("action exists").input_schema;
+        assert_eq!(
+            schemas.check(schema, &input),
+            Ok(()),
+            "{action}: blocks or attachments stand in for text"
+        );
+    }
+    // chat.postMessage and chat.update need text unless blocks or attachments are given.
+    refused(
+        slack,
+        "send_message",
+        json!({"channel": "C1"}),
+        "input.text",
+    );
     refused(
         slack,
         "send_message",
@@ -644,7 +663,7 @@ fn inputs_missing_what_the_apis_require_are_refused_naming_the_field() {
         slack,
         "update_message",
         json!({"channel": "C1", "ts": "1.2"}),
-        "input",
+        "input.text",
     );
     refused(
         slack,

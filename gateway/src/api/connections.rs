@@ -23,9 +23,7 @@ use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use weft_shared::connector::Credentials;
-use weft_shared::manifest::{
-    self, Action, Auth, Grant, Manifest, RateLimit, ResponseSpec,
-};
+use weft_shared::manifest::{self, Action, Auth, Grant, Manifest, RateLimit, ResponseSpec};
 use weft_shared::messages::{ConnectionUpdate, Outcome, SealedConnection};
 
 use crate::api::connectors::{self, Call, Connector, action_timeout};
@@ -259,18 +257,24 @@ fn check_name(name: &str) -> Option<FieldProblem> {
         .then(|| problem("name", format!("must be 1 to {MAX_NAME_CHARS} characters")))
 }
 
-/// Checks `config` against the connector's `connection_schema`, never fetching a remote
-/// reference (the schema is written by users).
+/// Checks `config` against the connector's `connection_schema`. The schema is written by
+/// users: it never fetches a remote reference, and its patterns run on the linear-time
+/// regex engine.
 fn check_config(schema: &Value, config: &Value) -> Vec<FieldProblem> {
     if !config.is_object() {
         return vec![problem("config", "must be an object")];
     }
-    let validator = match jsonschema::options().offline().build(schema) {
+    let options = jsonschema::options()
+        .offline()
+        .with_pattern_options(jsonschema::PatternOptions::regex());
+    let validator = match options.build(schema) {
         Ok(validator) => validator,
         Err(e) => {
             return vec![problem(
                 "config",
-                format!("the connector's connection_schema does not compile ({e}); fix the connector"),
+                format!(
+                    "the connector's connection_schema does not compile ({e}); fix the connector"
+                ),
             )];
         }
     };
@@ -359,7 +363,10 @@ fn check_credentials(
             }
             Value::Null if patch => problems.push(problem(
                 field,
-                format!("required by {} auth: it can be replaced, not removed", auth.kind()),
+                format!(
+                    "required by {} auth: it can be replaced, not removed",
+                    auth.kind()
+                ),
             )),
             Value::String(text) if text.is_empty() => {
                 problems.push(problem(field, "must not be empty"));
@@ -419,20 +426,24 @@ async fn manifest_for(
     workspace: Workspace,
     key: &str,
 ) -> Result<Result<Manifest, FieldProblem>, ApiError> {
-    Ok(match connectors::resolve(client, workspace.id, key).await? {
-        None => Err(problem(
-            "connector",
-            format!("unknown connector `{key}`: it is neither built in nor registered in this workspace"),
-        )),
-        Some(Connector::Http) => Err(problem(
-            "connector",
-            "the http connector takes no connection: put headers and credentials in each request's input",
-        )),
-        Some(connector) => Ok(connector
-            .manifest()
-            .cloned()
-            .expect("every connector but http has a manifest")),
-    })
+    Ok(
+        match connectors::resolve(client, workspace.id, key).await? {
+            None => Err(problem(
+                "connector",
+                format!(
+                    "unknown connector `{key}`: it is neither built in nor registered in this workspace"
+                ),
+            )),
+            Some(Connector::Http) => Err(problem(
+                "connector",
+                "the http connector takes no connection: put headers and credentials in each request's input",
+            )),
+            Some(connector) => Ok(connector
+                .manifest()
+                .cloned()
+                .expect("every connector but http has a manifest")),
+        },
+    )
 }
 
 fn apply(credentials: &mut Credentials, changes: CredentialChanges) {
@@ -772,11 +783,17 @@ pub async fn update(
             }
             problems.extend(missing_credentials(&manifest.auth, &merged));
             if problems.is_empty() && !changes.is_empty() {
-                let mut credentials =
-                    open_for_merge(&state, workspace, id, sealed.as_deref(), &manifest, &changes)?;
+                let mut credentials = open_for_merge(
+                    &state,
+                    workspace,
+                    id,
+                    sealed.as_deref(),
+                    &manifest,
+                    &changes,
+                )?;
                 apply(&mut credentials, changes);
-                sealed = (!merged.is_empty())
-                    .then(|| credentials.seal(&state.keys, workspace.id, id));
+                sealed =
+                    (!merged.is_empty()).then(|| credentials.seal(&state.keys, workspace.id, id));
                 status = status_for(&manifest.auth, &merged).as_str().to_owned();
                 last_error = None;
                 fields = merged;
@@ -1068,15 +1085,17 @@ mod tests {
         );
         assert!(problems.is_empty(), "{problems:?}");
         assert!(changes["refresh_token"].is_none(), "removed");
-        let (_, problems) =
-            check_credentials(&oauth, &object(json!({"client_id": null})), true);
+        let (_, problems) = check_credentials(&oauth, &object(json!({"client_id": null})), true);
         assert_eq!(
             problems[0].message,
             "required by oauth2 auth: it can be replaced, not removed"
         );
         let (_, problems) =
             check_credentials(&oauth, &object(json!({"refresh_token": null})), false);
-        assert_eq!(problems[0].message, "must be a string", "null only in a patch");
+        assert_eq!(
+            problems[0].message, "must be a string",
+            "null only in a patch"
+        );
     }
 
     #[test]
@@ -1113,7 +1132,10 @@ mod tests {
         let problems = check_config(&schema, &json!({}));
         assert_eq!(problems[0].field, "config");
         assert!(problems[0].message.contains("shop"), "{problems:?}");
-        assert_eq!(check_config(&schema, &json!([]))[0].message, "must be an object");
+        assert_eq!(
+            check_config(&schema, &json!([]))[0].message,
+            "must be an object"
+        );
         let loose = json!({"type": "object"});
         assert_eq!(
             check_config(&loose, &json!({"base_url": 5}))[0].field,

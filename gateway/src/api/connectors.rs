@@ -273,7 +273,9 @@ fn registered_from_row(row: &Row) -> Result<Registered, ApiError> {
     let key: String = row.try_get("key")?;
     // Checked when it was saved, so this only fails if the format changed incompatibly.
     let manifest = serde_json::from_value(source.clone()).map_err(|e| {
-        ApiError::Internal(format!("stored manifest of connector `{key}` no longer parses: {e}").into())
+        ApiError::Internal(
+            format!("stored manifest of connector `{key}` no longer parses: {e}").into(),
+        )
     })?;
     Ok(Registered {
         manifest,
@@ -397,7 +399,9 @@ pub async fn list(
 }
 
 fn connector_key(connector: &Connector) -> &str {
-    connector.manifest().map_or(HTTP_CONNECTOR, |m| m.key.as_str())
+    connector
+        .manifest()
+        .map_or(HTTP_CONNECTOR, |m| m.key.as_str())
 }
 
 /// Read a connector, with its full manifest.
@@ -1159,8 +1163,13 @@ mod tests {
             catalog.check_action(&builtin.key, &builtin.actions[0].key),
             Ok(())
         );
-        let missing = catalog.check_action("crm", "delete").expect_err("no such action");
-        assert!(missing.contains("has no action `delete` (it has: find)"), "{missing}");
+        let missing = catalog
+            .check_action("crm", "delete")
+            .expect_err("no such action");
+        assert!(
+            missing.contains("has no action `delete` (it has: find)"),
+            "{missing}"
+        );
         let unknown = catalog.check_action("erp", "find").expect_err("unknown");
         assert!(unknown.contains("unknown connector `erp`"), "{unknown}");
     }
@@ -1169,9 +1178,13 @@ mod tests {
     fn action_nodes_of_authenticated_connectors_need_a_connection_of_their_connector() {
         let mine = Uuid::now_v7();
         let github = Uuid::now_v7();
-        let catalog = catalog(json!({"type": "bearer"}), &[(mine, "crm"), (github, "github")]);
+        let catalog = catalog(
+            json!({"type": "bearer"}),
+            &[(mine, "crm"), (github, "github")],
+        );
         let node = |connection: Option<String>| {
-            let mut node = json!({"id": "find", "type": "action", "connector": "crm", "action": "find"});
+            let mut node =
+                json!({"id": "find", "type": "action", "connector": "crm", "action": "find"});
             if let Some(connection) = connection {
                 node["connection"] = Value::String(connection);
             }
@@ -1185,7 +1198,10 @@ mod tests {
             (None, "required: connector `crm` uses bearer auth"),
             (Some("nope".to_owned()), "`nope` is not a connection id"),
             (Some(Uuid::now_v7().to_string()), "in this workspace"),
-            (Some(github.to_string()), "belongs to connector `github`, not `crm`"),
+            (
+                Some(github.to_string()),
+                "belongs to connector `github`, not `crm`",
+            ),
         ];
         for (connection, expected) in cases {
             let problems = catalog.check_references(&scenario(&catalog, node(connection)));
@@ -1223,7 +1239,11 @@ mod tests {
         );
         let problems = poll(json!({"type": "poll", "connector": "github", "trigger": "nope"}));
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["trigger.trigger", "trigger.connection"], "{problems:?}");
+        assert_eq!(
+            fields,
+            ["trigger.trigger", "trigger.connection"],
+            "{problems:?}"
+        );
         assert!(problems[0].message.contains(poll_key), "{problems:?}");
         let problems = poll(json!({"type": "poll", "connector": "crm", "trigger": "new"}));
         assert_eq!(problems[0].message, "connector `crm` has no poll triggers");
@@ -1235,7 +1255,11 @@ mod tests {
     fn connectors_without_auth_need_no_connection_and_http_takes_none() {
         let catalog = catalog(json!({"type": "none"}), &[]);
         let node = json!({"id": "find", "type": "action", "connector": "crm", "action": "find"});
-        assert!(catalog.check_references(&scenario(&catalog, node)).is_empty());
+        assert!(
+            catalog
+                .check_references(&scenario(&catalog, node))
+                .is_empty()
+        );
         let http = json!({
             "id": "get", "type": "action", "connector": "http", "action": "request",
             "connection": Uuid::now_v7().to_string(), "input": {"url": "https://x.test"}

@@ -9,21 +9,25 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_shared::scenario::TriggerKind;
+use std::time::Duration;
+
+use weft_shared::scenario::{TriggerKind, WebhookOptions};
 use weft_shared::signature::Scheme;
 
 use super::runs::RunAccepted;
-use crate::enqueue::{Enqueued, Target, enqueue, enqueue_delivery};
+use crate::enqueue::{Enqueued, NewRun, Target, enqueue, enqueue_delivery};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, body_rejection};
 use crate::metrics::WebhookOutcome;
+use crate::replies::{Pending, Reply};
 use crate::secrets::webhook_signature_aad;
 use crate::state::AppState;
 use crate::trigger::Trigger;
@@ -47,7 +51,10 @@ pub struct DuplicateDelivery {
 /// verified over the raw body first. A delivery repeating one of the last 24 hours (same
 /// `Idempotency-Key`, or the same delivery id of the signature scheme: `X-GitHub-Delivery`,
 /// the Stripe event `id`, the Slack `event_id`) starts nothing and is answered 200 with the
-/// first delivery's run. The body is captured by its content type: JSON, form fields (an
+/// first delivery's run. A scenario whose trigger has `respond: on_completion` holds the
+/// request until its run ends and answers with its `respond` node (`status`, `headers`,
+/// `body`) or its last node's output (a failed run answers 500); past
+/// `respond_timeout` (default 30 s) it answers 202 with the run id. The body is captured by its content type: JSON, form fields (an
 /// object), empty (null), anything else as text. `Authorization`, `Cookie`,
 /// `Proxy-Authorization` and signature headers are redacted in the stored trigger.
 #[utoipa::path(
@@ -65,7 +72,9 @@ pub struct DuplicateDelivery {
         (status = 400, description = "Body declared as JSON does not parse, or a malformed `Idempotency-Key`", body = ErrorBody),
         (status = 401, description = "The scenario requires a signature, and it is missing or invalid", body = ErrorBody),
         (status = 404, description = "Unknown token, or the scenario is not active", body = ErrorBody),
-        (status = 413, description = "Body over the webhook body limit", body = ErrorBody),
+        (status = 405, description = "The scenario accepts only other methods (`trigger.methods`)", body = ErrorBody),
+        (status = 413, description = "Body over the webhook body limit, or the scenario's `trigger.max_body_bytes`", body = ErrorBody),
+        (status = 415, description = "The scenario accepts only other media types (`trigger.content_types`)", body = ErrorBody),
         (status = 503, description = "Database or broker unavailable: nothing was started, retry later", body = ErrorBody),
     )
 )]
@@ -84,8 +93,17 @@ pub async fn receive(
         body,
     };
     let result = accept(&state, &token, delivery).await;
-    state.metrics.webhook_received(outcome(&result));
-    Ok(match result? {
+    state.metrics
+        .webhook_received(outcome(result.as_ref().map(|(enqueued, _)| *enqueued)));
+    let (enqueued, waiting) = result?;
+    if let (Enqueued::Started(run_id), Some((pending, within))) = (enqueued, waiting) {
+        // Answered with the run's result, or, past the wait, with the 202 as usual.
+        if let Some(Reply::Finished(finished)) = pending.wait(within).await {
+            return Ok(answer(&finished.response));
+        }
+        return Ok((StatusCode::ACCEPTED, Json(RunAccepted { run_id })).into_response());
+    }
+    Ok(match enqueued {
         Enqueued::Started(run_id) => {
             (StatusCode::ACCEPTED, Json(RunAccepted { run_id })).into_response()
         }
@@ -113,13 +131,22 @@ struct Hook {
     target: Target,
     /// The scheme and the encrypted secret, if deliveries must be signed.
     signature: Option<(Scheme, String)>,
+    options: WebhookOptions,
 }
 
-async fn accept(state: &AppState, token: &str, delivery: Delivery) -> Result<Enqueued, ApiError> {
+/// A request waiting for its run's end, and how long it may wait.
+type Waiting = (Pending, Duration);
+
+async fn accept(
+    state: &AppState,
+    token: &str,
+    delivery: Delivery,
+) -> Result<(Enqueued, Option<Waiting>), ApiError> {
     let body = delivery
         .body
         .map_err(|rejection| body_rejection(&rejection, state.webhook_max_body))?;
     let hook = find_hook(state, token).await?;
+    check_options(&hook.options, &delivery.method, &delivery.headers, &body)?;
     if let Some((scheme, ciphertext)) = &hook.signature {
         verify(
             state,
@@ -148,12 +175,87 @@ async fn accept(state: &AppState, token: &str, delivery: Delivery) -> Result<Enq
         )
     })?;
     let scheme = hook.signature.as_ref().map(|(scheme, _)| scheme);
-    match delivery_key(&delivery.headers, scheme, &trigger.body)? {
-        Some(key) => enqueue_delivery(state, hook.target, &trigger, &key).await,
-        None => enqueue(state, hook.target, TriggerKind::Webhook, &trigger)
-            .await
-            .map(Enqueued::Started),
+    let key = delivery_key(&delivery.headers, scheme, &trigger.body)?;
+    let mut run = NewRun::new();
+    // Registered before the run is announced, so a fast run's end is not missed. A
+    // gateway whose reply queue is down answers 202 at once rather than wait in vain.
+    let waiting = match hook.options.respond_on_completion {
+        Some(within) if state.replies.until_ready().await => {
+            run.reply_to = Some(state.replies.queue());
+            Some((state.replies.expect(run.id), within))
+        }
+        _ => None,
+    };
+    let enqueued = match key {
+        Some(key) => enqueue_delivery(state, hook.target, &trigger, &key, run).await?,
+        None => Enqueued::Started(
+            enqueue(state, hook.target, TriggerKind::Webhook, &trigger, run).await?,
+        ),
+    };
+    Ok((enqueued, waiting))
+}
+
+/// The scenario's own limits on what its webhook accepts, beyond the gateway's.
+fn check_options(
+    options: &WebhookOptions,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    if !options.methods.is_empty() && !options.methods.iter().any(|m| m == method.as_str()) {
+        return Err(ApiError::WebhookMethod {
+            allowed: options.methods.join(", "),
+        });
     }
+    if !options.content_types.is_empty() {
+        let media_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .map(|value| value.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if !options.content_types.contains(&media_type) {
+            return Err(ApiError::WebhookMediaType {
+                accepted: options.content_types.join(", "),
+            });
+        }
+    }
+    if let Some(limit) = options.max_body_bytes
+        && body.len() > limit
+    {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    Ok(())
+}
+
+/// The answer of a webhook that responds on completion, from the run's `{status,
+/// headers, body}`: a text body is sent as text, anything else as JSON.
+fn answer(response: &Value) -> Response {
+    let status = response["status"]
+        .as_u64()
+        .and_then(|status| u16::try_from(status).ok())
+        .and_then(|status| StatusCode::from_u16(status).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut answer = match &response["body"] {
+        Value::String(text) => (status, text.clone()).into_response(),
+        Value::Null => status.into_response(),
+        body => (status, Json(body.clone())).into_response(),
+    };
+    if let Value::Object(headers) = &response["headers"] {
+        for (name, value) in headers {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&text),
+            ) {
+                answer.headers_mut().insert(name, value);
+            }
+        }
+    }
+    answer
 }
 
 /// The active scenario behind a token. Unknown, paused, draft and deleted all answer 404:
@@ -162,8 +264,9 @@ async fn find_hook(state: &AppState, token: &str) -> Result<Hook, ApiError> {
     let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(
-            "SELECT t.workspace_id, t.scenario_id, w.scheme, w.ciphertext
+            "SELECT t.workspace_id, t.scenario_id, w.scheme, w.ciphertext, v.definition -> 'trigger' AS trigger
              FROM webhook_tokens t JOIN scenarios s ON s.id = t.scenario_id
+             JOIN scenario_versions v ON v.scenario_id = s.id AND v.version = s.current_version
              LEFT JOIN webhook_signatures w ON w.scenario_id = t.scenario_id
              WHERE t.token = $1 AND s.status = 'active' AND s.deleted_at IS NULL",
         )
@@ -180,6 +283,7 @@ async fn find_hook(state: &AppState, token: &str) -> Result<Hook, ApiError> {
             scenario_id: row.try_get("scenario_id")?,
         },
         signature: scheme.zip(ciphertext).map(|(Jsonb(scheme), c)| (scheme, c)),
+        options: WebhookOptions::of_trigger(&row.try_get::<_, Value>("trigger")?),
     })
 }
 
@@ -236,7 +340,7 @@ fn delivery_key(
     }))
 }
 
-fn outcome(result: &Result<Enqueued, ApiError>) -> WebhookOutcome {
+fn outcome(result: Result<Enqueued, &ApiError>) -> WebhookOutcome {
     match result {
         Ok(Enqueued::Started(_)) => WebhookOutcome::Accepted,
         Ok(Enqueued::Duplicate(_)) => WebhookOutcome::Duplicate,
@@ -259,31 +363,31 @@ mod tests {
     fn errors_are_counted_by_what_the_sender_should_do() {
         let run = Uuid::now_v7();
         assert_eq!(
-            outcome(&Ok(Enqueued::Started(run))),
+            outcome(Ok(Enqueued::Started(run))),
             WebhookOutcome::Accepted
         );
         assert_eq!(
-            outcome(&Ok(Enqueued::Duplicate(run))),
+            outcome(Ok(Enqueued::Duplicate(run))),
             WebhookOutcome::Duplicate
         );
         assert_eq!(
-            outcome(&Err(ApiError::InvalidSignature)),
+            outcome(Err(&ApiError::InvalidSignature)),
             WebhookOutcome::BadSignature
         );
         assert_eq!(
-            outcome(&Err(ApiError::NotFound("webhook"))),
+            outcome(Err(&ApiError::NotFound("webhook"))),
             WebhookOutcome::NotFound
         );
         assert_eq!(
-            outcome(&Err(ApiError::PayloadTooLarge { limit: 1 })),
+            outcome(Err(&ApiError::PayloadTooLarge { limit: 1 })),
             WebhookOutcome::TooLarge
         );
         assert_eq!(
-            outcome(&Err(ApiError::bad_request("invalid_json", "x"))),
+            outcome(Err(&ApiError::bad_request("invalid_json", "x"))),
             WebhookOutcome::Invalid
         );
         assert_eq!(
-            outcome(&Err(ApiError::BrokerUnavailable)),
+            outcome(Err(&ApiError::BrokerUnavailable)),
             WebhookOutcome::Unavailable
         );
     }

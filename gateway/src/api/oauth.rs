@@ -298,14 +298,18 @@ pub async fn callback(
         .code
         .as_deref()
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| ApiError::bad_request("invalid_request", "the callback carries no `code`"))?;
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_request", "the callback carries no `code`")
+        })?;
     let verifier = state
         .keys
         .decrypt(
             row.try_get("verifier")?,
             &oauth_verifier_aad(workspace.id, flow_state),
         )
-        .map_err(|e| ApiError::Internal(format!("the flow's PKCE verifier does not decrypt: {e}").into()))?;
+        .map_err(|e| {
+            ApiError::Internal(format!("the flow's PKCE verifier does not decrypt: {e}").into())
+        })?;
     let verifier = String::from_utf8(verifier)
         .map_err(|_| ApiError::Internal("the flow's PKCE verifier is not text".into()))?;
     let redirect_uri: String = row.try_get("redirect_uri")?;
@@ -366,12 +370,12 @@ fn exchange_error(error: OAuthError, message: String) -> ApiError {
         OAuthError::Refused(_) => ApiError::bad_request("oauth_refused", message),
         OAuthError::Settings(_) => ApiError::bad_request("oauth_settings", message),
         OAuthError::Egress(_) => ApiError::bad_request("egress_refused", message),
-        OAuthError::Unreachable(_) | OAuthError::Unavailable(_) | OAuthError::InvalidResponse(_) => {
-            ApiError::BadGateway {
-                code: "oauth_provider_error",
-                message,
-            }
-        }
+        OAuthError::Unreachable(_)
+        | OAuthError::Unavailable(_)
+        | OAuthError::InvalidResponse(_) => ApiError::BadGateway {
+            code: "oauth_provider_error",
+            message,
+        },
     }
 }
 
@@ -426,7 +430,11 @@ mod tests {
     fn states_are_unguessable_and_url_safe() {
         let state = new_state();
         assert_eq!(state.len(), 43);
-        assert!(state.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            state
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
         assert_ne!(state, new_state());
     }
 

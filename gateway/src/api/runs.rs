@@ -17,7 +17,7 @@ use weft_shared::graph::{NodeState, NodeStatus, ReplayError, RunState};
 use weft_shared::scenario::{BuiltinCatalog, Scenario, TriggerKind};
 
 use crate::auth::Workspace;
-use crate::enqueue::{self, Target, enqueue};
+use crate::enqueue::{self, NewRun, Target, enqueue};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, OptionalJson};
 use crate::paging::{List, Page, parse_id};
@@ -87,7 +87,7 @@ pub struct RunSummary {
     /// The scenario version the run is pinned to.
     pub version: i32,
     pub status: RunStatus,
-    /// `webhook`, `manual` or `replay`.
+    /// `webhook`, `manual`, `schedule`, `poll`, `replay` or `test`.
     pub trigger_kind: String,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -241,7 +241,7 @@ fn duration_ms(
     tag = "runs",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Scenario id")),
-    request_body(content = Object, description = "Any JSON: the run's `trigger.body`. An empty body is `{}`."),
+    request_body(content = Object, description = "Any JSON: the run's `trigger.body`. An empty body is `{}`. `{\"test\": true, \"payload\": …}` starts a test run (any scenario status, draft included) whose `trigger.body` is `payload`: it is recorded with trigger kind `test` and left out of the run metrics."),
     responses(
         (status = 202, description = "Recorded and enqueued; read it at /api/v1/runs/{run_id}", body = RunAccepted),
         (status = 400, description = "Malformed JSON or id", body = ErrorBody),
@@ -262,11 +262,24 @@ pub async fn start(
         workspace_id: workspace.id,
         scenario_id,
     };
+    let (payload, test) = match payload {
+        Value::Object(mut fields) if fields.get("test") == Some(&Value::Bool(true)) => (
+            fields
+                .remove("payload")
+                .unwrap_or_else(|| Value::Object(Default::default())),
+            true,
+        ),
+        payload => (payload, false),
+    };
     let run_id = enqueue(
         &state,
         target,
         TriggerKind::Manual,
         &Trigger::manual(payload),
+        NewRun {
+            test,
+            ..NewRun::new()
+        },
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(RunAccepted { run_id })))
