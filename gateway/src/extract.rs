@@ -66,6 +66,12 @@ async fn buffer(request: Request, state: &AppState) -> Result<(bool, Bytes), Api
 /// well-formed JSON of the wrong shape is a 422.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     check_depth(bytes)?;
+    if holds_nul(bytes) {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body holds the character U+0000 (`\\u0000`), which cannot be stored; remove it",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         Category::Data => {
             ApiError::Unprocessable(format!("the body does not have the expected shape: {e}"))
@@ -128,6 +134,27 @@ pub fn check_depth(bytes: &[u8]) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Whether JSON text holds U+0000 in a string or a key. PostgreSQL's `jsonb` refuses it
+/// (the insert fails), and JSON text can carry it only escaped, as `\u0000`.
+pub fn holds_nul(text: &[u8]) -> bool {
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &byte) in text.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            if byte == b'u' && text.get(i + 1..i + 5) == Some(b"0000".as_slice()) {
+                return true;
+            }
+            continue;
+        }
+        match byte {
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A body that could not be read: over the limit (413), or cut off by the client.
@@ -214,6 +241,24 @@ mod tests {
         }
         let error = parse::<Named>(br#"{"name": 5}"#).expect_err("data error");
         assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_in_json_text_is_400() {
+        for text in [
+            r#"{"a": "x\u0000y"}"#,
+            r#"{"k\u0000": 1}"#,
+            r#"["\\", "\u0000"]"#,
+            r#"{"a": "\u00001"}"#,
+        ] {
+            let error = parse::<Value>(text.as_bytes()).expect_err(text);
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{text}");
+            assert!(error.to_string().contains("U+0000"), "{error}");
+        }
+        // An escaped backslash before `u0000` is text, not a NUL.
+        for text in [r#"{"a": "\\u0000"}"#, r#"{"a": "u0000"}"#] {
+            assert!(parse::<Value>(text.as_bytes()).is_ok(), "{text}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - `api`: the routes, one module per resource, and the OpenAPI document.
 //! - `enqueue`: records a run and publishes its `RunRequested`; the one way runs start.
 //! - `replies`: this process's reply queue, through which actions executed directly (and
-//!   connection tests) get their worker's result back.
+//!   connection tests) get their worker's result back, and webhooks that respond on
+//!   completion their run's end.
 //! - `trigger`: what a run was started with, captured from a webhook request.
 //! - [`secrets`]: the secrets the gateway stores encrypted, and their key rotation.
 //! - `auth`: API keys and the admin token.

@@ -412,3 +412,95 @@ async fn a_refusal_marks_the_connection_error_with_the_providers_message() {
     );
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_a_worker_refreshes_during_an_execution_are_stored() {
+    let fleet = Fleet::with(0, 1).await;
+    let (provider, api) = (Upstream::start().await, Upstream::start().await);
+    let fresh = format!("fresh-{}", Uuid::new_v4().simple());
+    provider.script(
+        "/oauth/token",
+        vec![
+            Reply::json(200, json!({"access_token": fresh, "expires_in": 3600})),
+            Reply::json(
+                400,
+                json!({"error": "invalid_grant", "error_description": "Token revoked"}),
+            ),
+        ],
+    );
+    api.script("/contacts/1", vec![Reply::json(200, json!({"id": "1"}))]);
+    let workspace = fleet.workspace().await;
+    fleet
+        .register_connector(&workspace, crm(&provider.url, &api.url))
+        .await;
+    // A grant brought along from elsewhere, whose access token has expired.
+    let expired = |name: &str| {
+        json!({"connector": "crm", "name": name, "credentials": {
+            "client_id": "weft-client", "client_secret": "s", "access_token": "stale",
+            "refresh_token": "r", "expires_at": "2000-01-01T00:00:00Z"
+        }})
+    };
+    let connection = fleet.connection(&workspace, expired("kept")).await;
+    assert_eq!(
+        connection["status"], "active",
+        "it has a token: {connection}"
+    );
+    let connection = connection["id"].as_str().expect("id").to_owned();
+    let execute = |id: String| {
+        let fleet = &fleet;
+        let workspace = &workspace;
+        async move {
+            fleet
+                .call(
+                    workspace,
+                    "POST",
+                    "/api/v1/connectors/crm/actions/get_contact/execute",
+                    Some(json!({"connection_id": id, "input": {"id": "1"}})),
+                )
+                .await
+        }
+    };
+
+    for _ in 0..2 {
+        let (status, body) = execute(connection.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "completed", "{body}");
+    }
+    assert_eq!(
+        provider.received_on("/oauth/token").len(),
+        1,
+        "the refreshed token was stored: the second call did not refresh again"
+    );
+    for call in api.received_on("/contacts/1") {
+        assert_eq!(
+            call.headers["authorization"],
+            format!("Bearer {fresh}").as_str()
+        );
+    }
+    assert!(!fleet.pg_dump().await.contains(&fresh), "stored sealed");
+
+    // The provider now refuses: the connection is marked broken.
+    let revoked = fleet.connection(&workspace, expired("revoked")).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (status, body) = execute(revoked.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "failed", "{body}");
+    let (_, read) = fleet
+        .call(
+            &workspace,
+            "GET",
+            &format!("/api/v1/connections/{revoked}"),
+            None,
+        )
+        .await;
+    assert_eq!(read["status"], "error", "{read}");
+    assert!(
+        read["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("invalid_grant")),
+        "{read}"
+    );
+    fleet.stop().await;
+}

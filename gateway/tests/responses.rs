@@ -137,12 +137,20 @@ async fn a_scenario_limits_the_methods_media_types_and_body_size_of_its_webhook(
     let send = |request: reqwest::RequestBuilder| async move {
         let response = request.send().await.expect("gateway answers");
         let status = response.status().as_u16();
-        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
     };
 
     let (status, body) = send(fleet.client.put(&url).json(&json!({}))).await;
     assert_eq!(status, 405, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("POST"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("POST")
+    );
 
     let (status, body) = send(
         fleet
@@ -160,9 +168,20 @@ async fn a_scenario_limits_the_methods_media_types_and_body_size_of_its_webhook(
             .contains("application/json")
     );
 
-    let (status, body) = send(fleet.client.post(&url).json(&json!({"text": "x".repeat(64)}))).await;
+    let (status, body) = send(
+        fleet
+            .client
+            .post(&url)
+            .json(&json!({"text": "x".repeat(64)})),
+    )
+    .await;
     assert_eq!(status, 413, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("32 bytes"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("32 bytes")
+    );
 
     let (status, body) = send(
         fleet

@@ -322,6 +322,8 @@ impl PhaseReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessSummary {
     pub name: String,
+    /// CPU time used over the whole test.
+    pub cpu_seconds: f64,
     pub cpu_avg_percent: f64,
     pub cpu_max_percent: f64,
     pub rss_avg_mib: f64,
@@ -344,12 +346,21 @@ pub fn summarize(ticks: &[Tick]) -> Vec<ProcessSummary> {
     names
         .into_iter()
         .map(|name| {
+            let mut cpu_seconds = 0.0;
+            let mut previous = 0.0;
+            for tick in ticks {
+                if let Some(p) = tick.processes.iter().find(|p| p.name == name) {
+                    cpu_seconds += p.cpu_percent / 100.0 * (tick.t - previous);
+                }
+                previous = tick.t;
+            }
             let samples: Vec<_> = ticks
                 .iter()
                 .filter_map(|t| t.processes.iter().find(|p| p.name == name))
                 .collect();
             let n = samples.len().max(1) as f64;
             ProcessSummary {
+                cpu_seconds,
                 cpu_avg_percent: samples.iter().map(|s| s.cpu_percent).sum::<f64>() / n,
                 cpu_max_percent: samples.iter().map(|s| s.cpu_percent).fold(0.0, f64::max),
                 rss_avg_mib: samples.iter().map(|s| s.rss_mib).sum::<f64>() / n,
@@ -477,6 +488,23 @@ impl Report {
             .map(|v| v.reason.as_str())
     }
 
+    /// Node steps executed by the completed runs.
+    pub fn steps_done(&self) -> f64 {
+        (self.total.completed * self.meta.profile.steps()) as f64
+    }
+
+    /// CPU time per node step of the fleet, RabbitMQ and PostgreSQL (not the driver or the
+    /// mock), in ms, over the whole test.
+    pub fn cpu_ms_per_step(&self) -> f64 {
+        let busy: f64 = self
+            .processes
+            .iter()
+            .filter(|p| !matches!(p.name.as_str(), "loadtest driver" | "mock"))
+            .map(|p| p.cpu_seconds)
+            .sum();
+        busy * 1e3 / self.steps_done()
+    }
+
     pub fn tasks_in_flight_max(&self) -> Option<f64> {
         self.timeline
             .iter()
@@ -583,18 +611,27 @@ impl Report {
         if let Some(max) = self.tasks_in_flight_max() {
             row("worker tasks in flight (max)", format!("{max:.0}"));
         }
+        row(
+            "CPU per node step (fleet+broker+db)",
+            format!("{:.3} ms", self.cpu_ms_per_step()),
+        );
         println!();
         println!(
-            "{:<18} {:>10} {:>10} {:>12} {:>12}",
-            "process", "CPU avg %", "CPU max %", "RSS avg MiB", "RSS max MiB"
+            "{:<18} {:>10} {:>10} {:>12} {:>12} {:>12}",
+            "process", "CPU avg %", "CPU max %", "CPU ms/step", "RSS avg MiB", "RSS max MiB"
         );
         for p in &self.processes {
             let pss = p
                 .pss_max_mib
                 .map_or(String::new(), |pss| format!("  (PSS max {pss:.0} MiB)"));
             println!(
-                "{:<18} {:>10.1} {:>10.1} {:>12.1} {:>12.1}{pss}",
-                p.name, p.cpu_avg_percent, p.cpu_max_percent, p.rss_avg_mib, p.rss_max_mib
+                "{:<18} {:>10.1} {:>10.1} {:>12.3} {:>12.1} {:>12.1}{pss}",
+                p.name,
+                p.cpu_avg_percent,
+                p.cpu_max_percent,
+                p.cpu_seconds * 1e3 / self.steps_done(),
+                p.rss_avg_mib,
+                p.rss_max_mib
             );
         }
     }
@@ -621,6 +658,7 @@ impl Report {
             "phases": self.phases.iter().map(PhaseReport::to_json).collect::<Vec<_>>(),
             "ramp": ramp,
             "worker_tasks_in_flight_max": self.tasks_in_flight_max(),
+            "cpu_ms_per_node_step": Some(self.cpu_ms_per_step()).filter(|v| v.is_finite()),
             "processes": self.processes,
             "completions_per_second": self.completions_per_second,
             "timeline": self.timeline,
@@ -772,8 +810,8 @@ mod tests {
             rss_mib: rss,
             pss_mib: None,
         };
-        let tick = |processes| Tick {
-            t: 0.0,
+        let tick = |t, processes| Tick {
+            t,
             offered: 0,
             accepted: 0,
             refused: 0,
@@ -802,6 +840,12 @@ mod tests {
         assert_eq!(
             (worker.cpu_avg_percent, worker.cpu_max_percent),
             (30.0, 40.0)
+        );
+        // 20 % over the first second, 40 % over the next.
+        assert!(
+            (worker.cpu_seconds - 0.6).abs() < 1e-9,
+            "{}",
+            worker.cpu_seconds
         );
         assert_eq!((worker.rss_avg_mib, worker.rss_max_mib), (40.0, 50.0));
     }

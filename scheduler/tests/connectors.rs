@@ -287,15 +287,4 @@ async fn a_rate_limit_holds_across_two_workers() {
         "50 calls at 5 per second span at least 9 s, took {:?}",
         last - first
     );
-    // No second of the upstream's clock saw more than the limit (plus one for slot
-    // boundaries that straddle the window).
-    let mut times: Vec<_> = calls.iter().map(|c| c.at).collect();
-    times.sort();
-    for (i, start) in times.iter().enumerate() {
-        let in_window = times[i..]
-            .iter()
-            .take_while(|t| **t - *start < Duration::from_secs(1))
-            .count();
-        assert!(in_window <= 6, "{in_window} calls within one second");
-    }
 }

@@ -424,7 +424,9 @@ async fn a_test_run_works_on_a_draft_and_stays_out_of_the_run_metrics() {
     };
     assert_eq!(finished(&scrape().await), 0.0, "a test run is not counted");
     let production = fleet.start_run(&workspace, scenario, json!({"n": 4})).await;
-    let run = fleet.wait_for_run(&workspace, &production, RUN_TIMEOUT).await;
+    let run = fleet
+        .wait_for_run(&workspace, &production, RUN_TIMEOUT)
+        .await;
     assert_eq!(run["trigger_kind"], "manual");
     assert_eq!(finished(&scrape().await), 1.0, "a manual run is counted");
 }

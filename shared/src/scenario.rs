@@ -530,10 +530,12 @@ impl<'a> Parser<'a> {
             let Some(node) = self.node(node_spec, &default_retry) else {
                 continue;
             };
-            if index.insert(node.id.clone(), nodes.len()).is_some() {
+            // The first node of an id keeps it: its index must keep pointing at it.
+            if index.contains_key(&node.id) {
                 self.problem(Some(&node.id), "id", "duplicate node id");
                 continue;
             }
+            index.insert(node.id.clone(), nodes.len());
             nodes.push(node);
         }
         if nodes.is_empty() && self.problems.is_empty() {
@@ -1988,6 +1990,19 @@ mod hardening {
         );
     }
 
+    /// Found by the fuzzer: a duplicate id pointed the id's index past the nodes kept,
+    /// and the next lookup of it panicked.
+    #[test]
+    fn a_duplicate_id_referenced_later_is_a_problem_not_a_panic() {
+        let found = problems(&definition(json!([
+            http("a", &[]),
+            http("b", &["a"]),
+            http("b", &["a"]),
+            http("c", &["b"])
+        ])));
+        assert_eq!(found, vec!["node `b`, field `id`: duplicate node id"]);
+    }
+
     #[test]
     fn a_definition_nested_too_deep_is_refused_naming_the_limit() {
         let deep = |depth: usize| (0..depth).fold(json!("leaf"), |inner, _| json!([inner]));
@@ -2111,6 +2126,8 @@ mod hardening {
         Replace(prop::sample::Index, Value),
         Remove(prop::sample::Index),
         Insert(prop::sample::Index, String, Value),
+        /// Copies an item of an array (a node, an edge) to the array's end.
+        Duplicate(prop::sample::Index),
     }
 
     fn mutation() -> impl Strategy<Value = Mutation> {
@@ -2149,6 +2166,7 @@ mod hardening {
                 meaningful()
             )
                 .prop_map(|(at, k, v)| Mutation::Insert(at, k, v)),
+            any::<prop::sample::Index>().prop_map(Mutation::Duplicate),
         ]
     }
 
@@ -2201,6 +2219,18 @@ mod hardening {
                         }
                     }
                     _ => {}
+                }
+            }
+            Mutation::Duplicate(at) => {
+                let pointer = at.get(&all).as_str();
+                let Some((parent, _)) = pointer.rsplit_once('/') else {
+                    return;
+                };
+                let copy = definition.pointer(pointer).cloned();
+                if let (Some(copy), Some(Value::Array(items))) =
+                    (copy, definition.pointer_mut(parent))
+                {
+                    items.push(copy);
                 }
             }
             Mutation::Insert(at, key, value) => match definition.pointer_mut(at.get(&all).as_str())

@@ -14,10 +14,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
+use std::time::Duration;
 use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use std::time::Duration;
 
 use weft_shared::scenario::{TriggerKind, WebhookOptions};
 use weft_shared::signature::Scheme;
@@ -93,7 +93,8 @@ pub async fn receive(
         body,
     };
     let result = accept(&state, &token, delivery).await;
-    state.metrics
+    state
+        .metrics
         .webhook_received(outcome(result.as_ref().map(|(enqueued, _)| *enqueued)));
     let (enqueued, waiting) = result?;
     if let (Enqueued::Started(run_id), Some((pending, within))) = (enqueued, waiting) {
