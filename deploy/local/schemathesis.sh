@@ -74,7 +74,7 @@ free_port() {
 # wait_ready NAME URL: until URL answers 200, or fail naming NAME.
 wait_ready() {
     local name="$1" url="$2" waited=0
-    until curl -fsS -o /dev/null "$url"; do
+    until curl -fs -o /dev/null "$url"; do
         (( waited < READY_TIMEOUT )) || die "$name is not ready at $url after ${READY_TIMEOUT}s (log: $WORK/$name.log)"
         sleep 1
         waited=$((waited + 1))

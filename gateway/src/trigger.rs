@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use weft_shared::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth};
 
-use crate::extract::{is_json, media_type};
+use crate::extract::{holds_nul, is_json, media_type};
 
 pub const REDACTED: &str = "[redacted]";
 
@@ -63,18 +63,29 @@ fn decode_body(media_type: Option<&str>, body: &[u8]) -> Result<Value, serde_jso
             if depth > MAX_JSON_DEPTH {
                 return Err(serde::de::Error::custom(TooDeep { depth }));
             }
+            if holds_nul(body) {
+                return Err(serde::de::Error::custom(
+                    "it holds the character U+0000 (`\\u0000`), which cannot be stored",
+                ));
+            }
             serde_json::from_slice(body)
         }
         Some("application/x-www-form-urlencoded") => Ok(Value::Object(decode_form(body))),
-        _ => Ok(Value::String(String::from_utf8_lossy(body).into_owned())),
+        _ => Ok(Value::String(storable(&String::from_utf8_lossy(body)))),
     }
 }
 
 /// `a=1&b=x%20y` → `{"a": "1", "b": "x y"}`. A repeated name keeps its last value.
 fn decode_form(encoded: &[u8]) -> Map<String, Value> {
     form_urlencoded::parse(encoded)
-        .map(|(name, value)| (name.into_owned(), Value::String(value.into_owned())))
+        .map(|(name, value)| (storable(&name), Value::String(storable(&value))))
         .collect()
+}
+
+/// Text captured as it came, but for U+0000, which PostgreSQL cannot store in `jsonb`:
+/// it becomes U+FFFD, as bytes that are not UTF-8 already do.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
 }
 
 /// Header names are lower-case (HTTP/2 style); a repeated header's values are joined

@@ -952,6 +952,19 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    #[test]
+    fn the_readme_example_manifest_is_valid() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```json\n{\n  \"key\": \"acme\"")
+            .expect("the README shows the acme manifest")
+            + "```json\n".len();
+        let end = start + readme[start..].find("```").expect("the block ends");
+        let example: Value = serde_json::from_str(&readme[start..end]).expect("the example is JSON");
+        let manifest = validate(&example).expect("the README's manifest validates");
+        assert_eq!(manifest.actions[0].key, "create_contact");
+    }
+
     /// A manifest using every feature of the format.
     fn full_manifest() -> Value {
         json!({
