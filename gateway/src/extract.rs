@@ -179,6 +179,15 @@ pub fn is_json(media_type: &str) -> bool {
         || (media_type.starts_with("application/") && media_type.ends_with("+json"))
 }
 
+const NUL_IN_URI: &str =
+    "the URI holds the character U+0000 (`%00`), which no identifier or filter contains";
+
+/// Whether percent-encoded text decodes to U+0000 somewhere: the only way a URI carries
+/// it. PostgreSQL refuses it in text parameters, so it must not reach a query.
+fn holds_encoded_nul(text: &str) -> bool {
+    text.contains("%00")
+}
+
 /// Path parameters; a malformed one (an id that is not a UUID) is a 400.
 pub struct ApiPath<T>(pub T);
 
@@ -186,6 +195,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if holds_encoded_nul(parts.uri.path()) {
+            return Err(ApiError::bad_request("invalid_path", NUL_IN_URI));
+        }
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(value)| Self(value))
@@ -200,6 +212,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(holds_encoded_nul) {
+            return Err(ApiError::bad_request("invalid_query", NUL_IN_URI));
+        }
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| Self(value))

@@ -382,3 +382,30 @@ async fn a_nul_character_is_refused_in_json_and_replaced_in_text_never_a_500() {
     assert_eq!(run["trigger"]["query"]["q"], "a\u{fffd}b", "{run}");
     fleet.stop().await;
 }
+
+/// Found by Schemathesis: a `%00` in a query parameter or a path segment reached
+/// PostgreSQL as U+0000 in a text parameter, which it refuses: a 500. Now a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_encoded_nul_in_the_uri_is_400() {
+    let fleet = Fleet::with(0, 0).await;
+    let workspace = fleet.workspace().await;
+    for (path, code) in [
+        ("/api/v1/connections?connector=a%00b", "invalid_query"),
+        ("/api/v1/runs?status=%00", "invalid_query"),
+        ("/api/v1/connectors/a%00b", "invalid_path"),
+    ] {
+        let (status, answer) = fleet.call(&workspace, "GET", path, None).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        assert_eq!(answer["error"]["code"], code, "{path}");
+        assert!(error_message(&answer).contains("U+0000"), "{answer}");
+    }
+    let response = fleet
+        .client
+        .post(fleet.url("/hooks/tok%00en"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(response.status(), 400, "a webhook token");
+    fleet.stop().await;
+}
