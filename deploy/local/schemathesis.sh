@@ -15,7 +15,7 @@
 # Environment (all optional):
 #   WEFT_BIN_DIR                 where weft-gateway and weft-worker are (target/debug;
 #                                built with `cargo build --bins` when missing)
-#   WEFT_SCHEMATHESIS_EXAMPLES   test cases per operation and phase (default 20)
+#   WEFT_SCHEMATHESIS_EXAMPLES   test cases per operation and phase (default 50; about 30 s)
 #   WEFT_SCHEMATHESIS_SEED       the generator's seed (default fixed: runs repeat)
 #   WEFT_SCHEMATHESIS_VENV       the virtualenv (default ~/.cache/weft/schemathesis-<version>)
 #   WEFT_SCHEMATHESIS_ARGS       more arguments for `schemathesis run`
@@ -28,7 +28,7 @@ SCHEMATHESIS_VERSION="4.32.5"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/weft"
 VENV="${WEFT_SCHEMATHESIS_VENV:-$CACHE/schemathesis-$SCHEMATHESIS_VERSION}"
 BIN_DIR="${WEFT_BIN_DIR:-$ROOT/target/debug}"
-EXAMPLES="${WEFT_SCHEMATHESIS_EXAMPLES:-20}"
+EXAMPLES="${WEFT_SCHEMATHESIS_EXAMPLES:-50}"
 SEED="${WEFT_SCHEMATHESIS_SEED:-20261122}"
 DATABASE="weft_schemathesis"
 PG="postgres://postgres@127.0.0.1:5432"
@@ -132,6 +132,8 @@ API_KEY="$(curl -fsS -X POST "$API/api/v1/admin/workspaces" \
 
 # --- the run --------------------------------------------------------------------
 log "running against $API/api/v1/openapi.json ($EXAMPLES examples per operation, seed $SEED)"
+# Schemathesis keeps a cache of what failed in the working directory: not in the repository.
+cd "$WORK"
 # shellcheck disable=SC2086  # WEFT_SCHEMATHESIS_ARGS is a list of arguments
 "$VENV/bin/schemathesis" run "$API/api/v1/openapi.json" \
     --header "Authorization: Bearer $API_KEY" \

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::monitor::{Counters, Monitor, mock_stats};
 use crate::profile::Profile;
-use crate::report::{Meta, PhasePlan, Report, RunDetail, RunRecord, Sample, Verdict};
+use crate::report::{Meta, PhasePlan, PhaseReport, Report, RunDetail, RunRecord, Sample, Verdict};
 use crate::spawn::{Fleet, SpawnArgs};
 
 #[derive(clap::Args)]
@@ -142,7 +142,11 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             args.spawn.workers,
             args.spawn.logs.display()
         );
-        let started = Fleet::start(&args.spawn).await?;
+        // Interrupted while starting, the half-started fleet is killed as it is dropped.
+        let started = tokio::select! {
+            started = Fleet::start(&args.spawn) => started?,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted while starting the fleet"),
+        };
         eprintln!(
             "fleet ready ({} build, namespace {}), API {}",
             started.build_profile(),
@@ -221,19 +225,7 @@ fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// The smoke test's verdict: the accounting adds up and the reports read back.
 fn smoke_check(report: &Report, json_path: &Path, html_path: &Path) -> anyhow::Result<()> {
     let total = &report.total;
-    let mut problems = Vec::new();
-    if total.accepted == 0 {
-        problems.push("no webhook was accepted".to_owned());
-    }
-    if total.refused > 0 {
-        problems.push(format!("{} webhooks refused", total.refused));
-    }
-    if total.completed != total.accepted {
-        problems.push(format!(
-            "{} accepted but {} completed ({} failed, {} lost)",
-            total.accepted, total.completed, total.failed, total.lost
-        ));
-    }
+    let mut problems = accounting_problems(total);
     let text = std::fs::read_to_string(json_path)
         .with_context(|| format!("reading back {}", json_path.display()))?;
     let parsed: Value = serde_json::from_str(&text)
@@ -257,6 +249,25 @@ fn smoke_check(report: &Report, json_path: &Path, html_path: &Path) -> anyhow::R
     } else {
         bail!("smoke check failed: {}", problems.join("; "))
     }
+}
+
+/// What is wrong with a smoke test's accounting: something refused, or an accepted run
+/// that did not complete.
+fn accounting_problems(total: &PhaseReport) -> Vec<String> {
+    let mut problems = Vec::new();
+    if total.accepted == 0 {
+        problems.push("no webhook was accepted".to_owned());
+    }
+    if total.refused > 0 {
+        problems.push(format!("{} webhooks refused", total.refused));
+    }
+    if total.completed != total.accepted {
+        problems.push(format!(
+            "{} accepted but {} completed ({} failed, {} lost)",
+            total.accepted, total.completed, total.failed, total.lost
+        ));
+    }
+    problems
 }
 
 async fn measure(args: &RunArgs, target: &Target, meta: Meta) -> anyhow::Result<Report> {
@@ -446,25 +457,9 @@ async fn judge_step(
     // The mock's final-call count at which every run accepted so far has ended.
     last_when_done: u64,
 ) -> anyhow::Result<Verdict> {
-    let at_end = session.final_calls().await?;
-    let backlog = accepted.saturating_sub(at_end.saturating_sub(last_before) as usize);
-    let allowed = (rate * args.ramp_lag.as_secs_f64()).ceil() as usize;
-    let mut verdict = Verdict {
-        sustained: true,
-        reason: String::new(),
-        unfinished_at_end: backlog,
-    };
-    if refused > 0 {
-        verdict.sustained = false;
-        verdict.reason = format!("{refused} webhooks refused or unanswered");
-        return Ok(verdict);
-    }
-    if backlog > allowed {
-        verdict.sustained = false;
-        verdict.reason = format!(
-            "completion fell behind: {backlog} runs unfinished when the step ended (more than {:?} of load, {allowed})",
-            args.ramp_lag
-        );
+    let finished = session.final_calls().await?.saturating_sub(last_before) as usize;
+    let mut verdict = step_end_verdict(rate, args.ramp_lag, accepted, refused, finished);
+    if !verdict.sustained {
         return Ok(verdict);
     }
     monitor.set_stage(&format!("{rate}/s: waiting for the step's runs"));
@@ -507,6 +502,34 @@ async fn judge_step(
         }
     }
     Ok(verdict)
+}
+
+/// The verdict on a ramp step when its load ends: it fails when anything was refused,
+/// or when more than `lag` worth of its load is unfinished (its runs that have not made
+/// their final call).
+fn step_end_verdict(
+    rate: f64,
+    lag: Duration,
+    accepted: usize,
+    refused: usize,
+    finished: usize,
+) -> Verdict {
+    let backlog = accepted.saturating_sub(finished);
+    let allowed = (rate * lag.as_secs_f64()).ceil() as usize;
+    let reason = if refused > 0 {
+        format!("{refused} webhooks refused or unanswered")
+    } else if backlog > allowed {
+        format!(
+            "completion fell behind: {backlog} runs unfinished when the step ended (more than {lag:?} of load, {allowed})"
+        )
+    } else {
+        String::new()
+    };
+    Verdict {
+        sustained: reason.is_empty(),
+        reason,
+        unfinished_at_end: backlog,
+    }
 }
 
 async fn create_workspace(client: &reqwest::Client, target: &Target) -> anyhow::Result<String> {
@@ -697,7 +720,86 @@ pub fn spread(len: usize, wanted: usize) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::spread;
+    use super::*;
+
+    #[test]
+    fn a_step_fails_on_refusals_or_more_than_the_lag_unfinished() {
+        let lag = Duration::from_secs(1);
+        let kept = step_end_verdict(100.0, lag, 1000, 0, 900);
+        assert!(kept.sustained && kept.reason.is_empty());
+        assert_eq!(kept.unfinished_at_end, 100);
+        let behind = step_end_verdict(100.0, lag, 1000, 0, 899);
+        assert!(!behind.sustained);
+        assert!(
+            behind.reason.contains("101 runs unfinished"),
+            "{}",
+            behind.reason
+        );
+        let refused = step_end_verdict(100.0, lag, 999, 1, 999);
+        assert!(!refused.sustained);
+        assert!(
+            refused.reason.contains("1 webhooks refused"),
+            "{}",
+            refused.reason
+        );
+        // The mock may have seen final calls of earlier steps' runs: never a negative backlog.
+        assert_eq!(step_end_verdict(10.0, lag, 5, 0, 9).unfinished_at_end, 0);
+    }
+
+    #[test]
+    fn the_smoke_accounting_needs_every_accepted_run_completed() {
+        let at = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .expect("a timestamp")
+                .with_timezone(&Utc)
+        };
+        let record = |status: &str| RunRecord {
+            status: status.to_owned(),
+            created_at: at("2026-01-01T00:00:00Z"),
+            finished_at: Some(at("2026-01-01T00:00:01Z")),
+        };
+        let sample = |id: Option<&str>, status| Sample {
+            phase: 0,
+            at: Duration::ZERO,
+            latency: Duration::from_millis(2),
+            status,
+            run_id: id.map(str::to_owned),
+        };
+        let phase = |samples: &[Sample], runs: &HashMap<String, RunRecord>| {
+            let samples: Vec<&Sample> = samples.iter().collect();
+            PhaseReport::new(
+                "smoke".into(),
+                Some(5.0),
+                Duration::from_secs(1),
+                Profile::Chain4,
+                &samples,
+                runs,
+                &[],
+            )
+        };
+        let mut runs = HashMap::from([("a".to_owned(), record("completed"))]);
+        let good = [sample(Some("a"), 202)];
+        assert!(accounting_problems(&phase(&good, &runs)).is_empty());
+
+        runs.insert("b".to_owned(), record("failed"));
+        let failed = [
+            sample(Some("a"), 202),
+            sample(Some("b"), 202),
+            sample(Some("c"), 202),
+        ];
+        let problems = accounting_problems(&phase(&failed, &runs));
+        assert_eq!(problems, ["3 accepted but 1 completed (1 failed, 1 lost)"]);
+
+        let refused = [sample(Some("a"), 202), sample(None, 503)];
+        assert_eq!(
+            accounting_problems(&phase(&refused, &runs)),
+            ["1 webhooks refused"]
+        );
+        assert_eq!(
+            accounting_problems(&phase(&[sample(None, 0)], &runs)),
+            ["no webhook was accepted", "1 webhooks refused"]
+        );
+    }
 
     #[test]
     fn spread_covers_the_range_without_repeats() {

@@ -97,10 +97,7 @@ pub fn render(report: &Report) -> String {
     for (name, latencies) in [
         ("webhook accept", &total.accept),
         ("trigger → completion", &total.completion),
-        (
-            "step overhead (result published → next request)",
-            &total.overhead,
-        ),
+        ("step overhead", &total.overhead),
         ("trigger → first request", &total.start),
     ] {
         html.push_str(&histogram(name, latencies));

@@ -218,7 +218,7 @@ pub struct PhaseReport {
 }
 
 impl PhaseReport {
-    fn new(
+    pub fn new(
         label: String,
         rate: Option<f64>,
         offered_for: Duration,

@@ -19,6 +19,7 @@ use weft_shared::messages::{
     ActionCall, BUILTIN_CONNECTOR, ErrorClass, NodeError, NodeResult, NodeTask, Outcome,
     SealedConnection, VERSION,
 };
+use weft_shared::rate_limit::{connection_key, connector_key, reserve_slot, slot_interval};
 use weft_shared::scenario::{NodeKind, Scenario};
 
 use crate::dispatch::Next;
@@ -230,10 +231,8 @@ impl Connectors {
                 )));
             }
             let limit = manifest.rate_limit.as_ref().and_then(|limit| {
-                slot_interval(limit).map(|interval| {
-                    let key = format!("connector:{workspace_id}:{}", manifest.key);
-                    (key, interval)
-                })
+                slot_interval(limit)
+                    .map(|interval| (connector_key(workspace_id, &manifest.key), interval))
             });
             return Ok(Ok(Through {
                 connection: None,
@@ -258,7 +257,7 @@ impl Connectors {
             .as_ref()
             .or(manifest.rate_limit.as_ref())
             .and_then(slot_interval)
-            .map(|interval| (format!("connection:{connection_id}"), interval));
+            .map(|interval| (connection_key(connection_id), interval));
         Ok(Ok(Through {
             connection: Some(SealedConnection {
                 id: connection_id,
@@ -440,31 +439,6 @@ async fn load_connection(
     }))
 }
 
-/// The spacing between two calls under `limit`: `per / requests`.
-fn slot_interval(limit: &RateLimit) -> Option<Duration> {
-    let per = humantime::parse_duration(&limit.per).ok()?;
-    (limit.requests > 0).then(|| per / limit.requests)
-}
-
-/// Reserves the next call slot of `key`: calls are spaced `interval` apart across every
-/// scheduler (the row is shared), and a task is not executed before its slot.
-async fn reserve_slot(
-    tx: &Transaction<'_>,
-    key: &str,
-    interval: Duration,
-) -> Result<DateTime<Utc>, DbError> {
-    let statement = tx
-        .prepare_cached(
-            "INSERT INTO rate_limit_slots AS s (key, next_at) VALUES ($1, now() + $2 * interval '1 microsecond') \
-             ON CONFLICT (key) DO UPDATE SET next_at = greatest(s.next_at, now()) + $2 * interval '1 microsecond' \
-             RETURNING next_at - $2 * interval '1 microsecond'",
-        )
-        .await?;
-    let micros = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX) as f64;
-    let row = tx.query_one(&statement, &[&key, &micros]).await?;
-    Ok(row.get(0))
-}
-
 /// A permanent failure of the task's attempt, recorded through the results queue.
 fn refusal(task: &NodeTask, message: String, now: DateTime<Utc>) -> NodeResult {
     NodeResult {
@@ -480,27 +454,5 @@ fn refusal(task: &NodeTask, message: String, now: DateTime<Utc>) -> NodeResult {
             error: NodeError::new(ErrorClass::Permanent, message),
         },
         connection: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_spaced_by_the_period_over_the_requests() {
-        let limit = |requests, per: &str| RateLimit {
-            requests,
-            per: per.to_owned(),
-        };
-        assert_eq!(
-            slot_interval(&limit(5, "1s")),
-            Some(Duration::from_millis(200))
-        );
-        assert_eq!(
-            slot_interval(&limit(100, "1m")),
-            Some(Duration::from_millis(600))
-        );
-        assert_eq!(slot_interval(&limit(0, "1s")), None);
     }
 }

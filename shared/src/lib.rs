@@ -16,6 +16,7 @@
 //!
 //! Edges (thin adapters over I/O):
 //! - [`queue`]: RabbitMQ topology, confirmed publishing and supervised consumers.
+//! - [`rate_limit`]: fleet-wide rate-limit slots, reserved in PostgreSQL.
 //! - [`db`]: PostgreSQL pools and migrations under an advisory lock.
 //! - [`crypto`]: the master key ring (XChaCha20-Poly1305).
 //! - [`egress`]: the HTTP client that reaches only where the egress policy permits.
@@ -35,6 +36,7 @@ pub mod manifest;
 pub mod messages;
 pub mod oauth;
 pub mod queue;
+pub mod rate_limit;
 pub mod retry;
 pub mod scenario;
 pub mod schedule;

@@ -960,7 +960,8 @@ mod tests {
             .expect("the README shows the acme manifest")
             + "```json\n".len();
         let end = start + readme[start..].find("```").expect("the block ends");
-        let example: Value = serde_json::from_str(&readme[start..end]).expect("the example is JSON");
+        let example: Value =
+            serde_json::from_str(&readme[start..end]).expect("the example is JSON");
         let manifest = validate(&example).expect("the README's manifest validates");
         assert_eq!(manifest.actions[0].key, "create_contact");
     }

@@ -76,6 +76,71 @@ impl Service {
     }
 }
 
+/// A service on a runtime (and threads) of its own, like a process: killing it ends every
+/// task it spawned, where aborting a [`Service`]'s task leaves the tasks it spawned with
+/// `tokio::spawn` running.
+pub struct Process {
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Base URL of its metrics address (`/metrics`, `/healthz`, `/readyz`).
+    pub ops: String,
+}
+
+impl Process {
+    /// Runs `serve` (given the bound ops listener) on a new runtime on a thread of its own.
+    async fn start<F, Fut>(name: &str, serve: F) -> Self
+    where
+        F: FnOnce(TcpListener) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let ops = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ops port");
+        ops.set_nonblocking(true)
+            .expect("non-blocking ops listener");
+        let url = format!("http://{}", ops.local_addr().expect("bound address"));
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("service runtime builds");
+                runtime.block_on(async move {
+                    let ops = TcpListener::from_std(ops).expect("ops listener on the runtime");
+                    tokio::select! {
+                        () = serve(ops) => {}
+                        _ = killed => {}
+                    }
+                });
+                // Drops every task at once, without letting any of them run again.
+                runtime.shutdown_background();
+            })
+            .expect("service thread starts");
+        Self {
+            kill: Some(kill),
+            ops: url,
+        }
+    }
+
+    /// Ends it at once, like kill -9: nothing is drained or acknowledged, its connections
+    /// drop and the broker requeues what it had not acknowledged.
+    pub fn kill(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 pub struct Fleet {
     /// Base URL of the gateway's REST API.
     pub api: String,
@@ -199,7 +264,36 @@ impl Fleet {
         let ops = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind ops port");
-        let config = weft_scheduler::Config::try_parse_from([
+        let config = self.scheduler_config();
+        let scheduler = weft_scheduler::Scheduler::new(config)
+            .await
+            .expect("scheduler starts");
+        spawn(url_of(&ops), move |stop| async move {
+            scheduler
+                .serve(ops, async move { stop.cancelled().await })
+                .await
+                .expect("scheduler serves");
+        })
+    }
+
+    /// Starts one more scheduler like [`Fleet::spawn_scheduler`], on a runtime of its own
+    /// so that [`Process::kill`] ends all of it.
+    pub async fn spawn_scheduler_process(&self) -> Process {
+        let config = self.scheduler_config();
+        Process::start("weft-scheduler", move |ops| async move {
+            let scheduler = weft_scheduler::Scheduler::new(config)
+                .await
+                .expect("scheduler starts");
+            scheduler
+                .serve(ops, std::future::pending())
+                .await
+                .expect("scheduler serves");
+        })
+        .await
+    }
+
+    fn scheduler_config(&self) -> weft_scheduler::Config {
+        weft_scheduler::Config::try_parse_from([
             "weft-scheduler",
             "--database-url",
             &self.db.url,
@@ -219,16 +313,7 @@ impl Fleet {
             "--shutdown-timeout",
             "5s",
         ])
-        .expect("scheduler test configuration parses");
-        let scheduler = weft_scheduler::Scheduler::new(config)
-            .await
-            .expect("scheduler starts");
-        spawn(url_of(&ops), move |stop| async move {
-            scheduler
-                .serve(ops, async move { stop.cancelled().await })
-                .await
-                .expect("scheduler serves");
-        })
+        .expect("scheduler test configuration parses")
     }
 
     /// Starts one more worker on the namespace.
@@ -236,7 +321,32 @@ impl Fleet {
         let ops = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind ops port");
-        let config = weft_worker::Config::try_parse_from([
+        let config = self.worker_config();
+        let worker = weft_worker::Worker::new(config).expect("worker starts");
+        spawn(url_of(&ops), move |stop| async move {
+            worker
+                .serve(ops, async move { stop.cancelled().await })
+                .await
+                .expect("worker serves");
+        })
+    }
+
+    /// Starts one more worker like [`Fleet::spawn_worker`], on a runtime of its own so
+    /// that [`Process::kill`] ends all of it.
+    pub async fn spawn_worker_process(&self) -> Process {
+        let config = self.worker_config();
+        Process::start("weft-worker", move |ops| async move {
+            let worker = weft_worker::Worker::new(config).expect("worker starts");
+            worker
+                .serve(ops, std::future::pending())
+                .await
+                .expect("worker serves");
+        })
+        .await
+    }
+
+    fn worker_config(&self) -> weft_worker::Config {
+        weft_worker::Config::try_parse_from([
             "weft-worker",
             "--amqp-url",
             &amqp_url(),
@@ -251,14 +361,7 @@ impl Fleet {
             "--shutdown-timeout",
             "5s",
         ])
-        .expect("worker test configuration parses");
-        let worker = weft_worker::Worker::new(config).expect("worker starts");
-        spawn(url_of(&ops), move |stop| async move {
-            worker
-                .serve(ops, async move { stop.cancelled().await })
-                .await
-                .expect("worker serves");
-        })
+        .expect("worker test configuration parses")
     }
 
     pub fn topology(&self) -> Topology {

@@ -28,9 +28,10 @@ use weft_shared::config::parse_duration;
 use weft_shared::connector::prepare_http;
 use weft_shared::manifest::{
     self, Auth, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, InvalidManifest, Manifest, RESERVED_KEYS,
-    RateLimit, Trigger,
+    Trigger,
 };
 use weft_shared::messages::{self, ActionCall, NodeResult, NodeTask, Outcome};
+use weft_shared::rate_limit;
 use weft_shared::scenario::{
     BuiltinCatalog, Catalog, DEFAULT_NODE_TIMEOUT, NodeKind, Problem, Scenario,
 };
@@ -764,13 +765,13 @@ pub async fn execute(
         .or_else(|| manifest.rate_limit.clone())
         .and_then(|limit| {
             let key = match &connection {
-                Some(c) => format!("connection:{}", c.id),
-                None => format!("connector:{}:{}", workspace.id, manifest.key),
+                Some(c) => rate_limit::connection_key(c.id),
+                None => rate_limit::connector_key(workspace.id, &manifest.key),
             };
-            slot_interval(&limit).map(|interval| (key, interval))
+            rate_limit::slot_interval(&limit).map(|interval| (key, interval))
         });
     let not_before = match limit {
-        Some((key, interval)) => Some(reserve_slot(&client, &key, interval).await?),
+        Some((key, interval)) => Some(rate_limit::reserve_slot(&client, &key, interval).await?),
         None => None,
     };
     let connection_id = connection.as_ref().map(|c| c.id);
@@ -831,31 +832,6 @@ pub(crate) fn action_timeout(timeout: Option<&str>) -> Duration {
     timeout
         .and_then(|text| parse_duration(text).ok())
         .unwrap_or(DEFAULT_NODE_TIMEOUT)
-}
-
-/// The spacing between two calls under `limit`: `per / requests`.
-fn slot_interval(limit: &RateLimit) -> Option<Duration> {
-    let per = parse_duration(&limit.per).ok()?;
-    (limit.requests > 0).then(|| per / limit.requests)
-}
-
-/// Reserves the next call slot of `key` in the fleet-wide table the schedulers use, so a
-/// direct execution counts against the same limit as the runs.
-async fn reserve_slot(
-    client: &impl GenericClient,
-    key: &str,
-    interval: Duration,
-) -> Result<DateTime<Utc>, ApiError> {
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO rate_limit_slots AS s (key, next_at) VALUES ($1, now() + $2 * interval '1 microsecond')
-             ON CONFLICT (key) DO UPDATE SET next_at = greatest(s.next_at, now()) + $2 * interval '1 microsecond'
-             RETURNING next_at - $2 * interval '1 microsecond'",
-        )
-        .await?;
-    let micros = i64::try_from(interval.as_micros()).unwrap_or(i64::MAX) as f64;
-    let row = client.query_one(&statement, &[&key, &micros]).await?;
-    Ok(row.try_get(0)?)
 }
 
 /// One call to run through a worker.
@@ -1288,16 +1264,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_space_calls_by_the_period_over_the_requests() {
-        let limit = |requests, per: &str| RateLimit {
-            requests,
-            per: per.to_owned(),
-        };
-        assert_eq!(
-            slot_interval(&limit(5, "1s")),
-            Some(Duration::from_millis(200))
-        );
-        assert_eq!(slot_interval(&limit(0, "1s")), None);
+    fn an_action_timeout_is_its_own_or_the_default() {
         assert_eq!(action_timeout(Some("5s")), Duration::from_secs(5));
         assert_eq!(action_timeout(None), DEFAULT_NODE_TIMEOUT);
     }
