@@ -27,7 +27,7 @@ cd "$ROOT"
 SCHEMATHESIS_VERSION="4.32.5"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/weft"
 VENV="${WEFT_SCHEMATHESIS_VENV:-$CACHE/schemathesis-$SCHEMATHESIS_VERSION}"
-BIN_DIR="${WEFT_BIN_DIR:-$ROOT/target/debug}"
+BIN_DIR="${WEFT_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
 EXAMPLES="${WEFT_SCHEMATHESIS_EXAMPLES:-50}"
 SEED="${WEFT_SCHEMATHESIS_SEED:-20261122}"
 DATABASE="weft_schemathesis"
@@ -87,7 +87,7 @@ bash deploy/local/services.sh
 if [[ ! -x "$BIN_DIR/weft-gateway" || ! -x "$BIN_DIR/weft-worker" ]]; then
     log "building weft-gateway and weft-worker"
     cargo build --locked --bins -p weft-gateway -p weft-worker
-    BIN_DIR="$ROOT/target/debug"
+    BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 fi
 
 if [[ ! -x "$VENV/bin/schemathesis" ]]; then

@@ -27,3 +27,7 @@ else
     cargo test --workspace --locked --no-fail-fast
 fi
 
+# After the tests, on binaries the build above made: each of these starts its own gateway
+# (and workers) against the local services.
+echo "test: schemathesis against the served OpenAPI document"
+WEFT_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug" bash deploy/local/schemathesis.sh

@@ -248,7 +248,8 @@ async fn a_fleet_under_load_loses_nothing_to_kills_and_restarts() {
     let broker_back = Instant::now();
     wait_readyz(&probe, &fleet.gateway_ops, 200, RECOVERY_TIMEOUT).await;
     eprintln!(
-        "faults: gateway /readyz is 200 again {:?} after the broker started",
+        "faults: broker down for {:?}; gateway /readyz is 200 again {:?} after it started",
+        broker_back - faults[2].at,
         broker_back.elapsed()
     );
 

@@ -11,6 +11,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use weft_shared::connector::{Body, PreparedRequest};
 use weft_shared::egress::{EgressPolicy, GuardedClient, SendError};
+use weft_shared::limits;
 use weft_shared::messages::{ErrorClass, NodeError};
 use weft_shared::trace;
 
@@ -121,7 +122,16 @@ impl HttpEngine {
         let body = if bytes.is_empty() {
             Value::Null
         } else if is_json {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(text.clone()))
+            let parsed =
+                serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(text.clone()));
+            // A result nested deeper could not be decoded on its way back to the scheduler.
+            limits::check_json_depth(&parsed).map_err(|too_deep| {
+                NodeError::new(
+                    ErrorClass::Permanent,
+                    format!("the upstream response body is {too_deep}"),
+                )
+            })?;
+            parsed
         } else {
             Value::String(text.clone())
         };

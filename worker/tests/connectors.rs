@@ -811,6 +811,30 @@ async fn internal_addresses_are_refused_unless_allowed() {
 }
 
 #[tokio::test]
+async fn a_response_nested_deeper_than_messages_allow_fails_for_good() {
+    let upstream = Upstream::start().await;
+    let deep = (0..100).fold(json!(1), |inner, _| json!([inner]));
+    upstream.script("/deep", vec![Reply::json(200, deep)]);
+    upstream.script("/fine", vec![Reply::json(200, json!([[[1]]]))]);
+    let get = |path: &str| {
+        task(
+            None,
+            json!({"url": format!("{}{path}", upstream.url)}),
+            Uuid::now_v7(),
+        )
+    };
+    let failure = engine().execute(&get("/deep")).await;
+    let failed = error(&failure);
+    assert_eq!(failed.class, ErrorClass::Permanent);
+    assert!(
+        failed.message.contains("over the limit of 64 levels"),
+        "{failed:?}"
+    );
+    let fine = engine().execute(&get("/fine")).await;
+    assert!(fine.result.is_ok(), "{fine:?}");
+}
+
+#[tokio::test]
 async fn the_http_connector_and_manifest_actions_share_validation_and_limits() {
     let upstream = Upstream::start().await;
     upstream.script("/big", vec![Reply::json(200, json!("x".repeat(4096)))]);
