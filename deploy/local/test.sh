@@ -31,3 +31,6 @@ fi
 # (and workers) against the local services.
 echo "test: schemathesis against the served OpenAPI document"
 WEFT_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug" bash deploy/local/schemathesis.sh
+
+echo "test: load tester smoke run (a short chain4 against a fleet it starts)"
+bash deploy/local/loadtest-smoke.sh

@@ -142,11 +142,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
             args.spawn.workers,
             args.spawn.logs.display()
         );
-        // Interrupted while starting, the half-started fleet is killed as it is dropped.
-        let started = tokio::select! {
-            started = Fleet::start(&args.spawn) => started?,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted while starting the fleet"),
-        };
+        let started = Fleet::start(&args.spawn, interrupted()).await?;
         eprintln!(
             "fleet ready ({} build, namespace {}), API {}",
             started.build_profile(),
@@ -183,7 +179,7 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
     );
     let outcome = tokio::select! {
         outcome = measure(&args, &target, meta) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        signal = interrupted() => Err(anyhow!("interrupted by {signal}")),
     };
     if let Some(fleet) = fleet.as_mut() {
         eprintln!("stopping the fleet");
@@ -203,6 +199,23 @@ pub async fn run(mut args: RunArgs) -> anyhow::Result<()> {
         eprintln!("smoke check passed: every accepted run completed, reports readable");
     }
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (so a spawned fleet is stopped and removed either way)
+/// with the signal's name.
+async fn interrupted() -> &'static str {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
 }
 
 fn mode(args: &RunArgs) -> &'static str {

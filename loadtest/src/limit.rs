@@ -16,18 +16,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde_json::{Value, json};
+use weft_shared::queue;
 
 use crate::procs::{ProcSample, ProcessSampler};
 use crate::stats::Latencies;
+
+/// Longest wait for the broker or the database to answer.
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args)]
 pub struct LimitArgs {
@@ -174,10 +178,10 @@ async fn measure_all(args: &LimitArgs, name: &str) -> anyhow::Result<Vec<Level>>
         .context("creating the table")?;
     drop(client);
 
-    let publisher = Connection::connect(&args.amqp_url, ConnectionProperties::default())
+    let publisher = queue::connect(&args.amqp_url, "weft-loadtest limit publisher")
         .await
         .context("connecting to RabbitMQ")?;
-    let consumer = Connection::connect(&args.amqp_url, ConnectionProperties::default())
+    let consumer = queue::connect(&args.amqp_url, "weft-loadtest limit consumer")
         .await
         .context("connecting to RabbitMQ")?;
     let channel = publisher.create_channel().await?;
@@ -378,22 +382,27 @@ async fn publish_step(
     base: Instant,
 ) -> anyhow::Result<()> {
     let sent = u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &encode(chain, sent),
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?
-        .await?;
-    match confirm {
-        Confirmation::Ack(None) => Ok(()),
-        other => bail!("the broker did not take the step: {other:?}"),
+    let confirmed = async {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &encode(chain, sent),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await
+    };
+    match tokio::time::timeout(SERVICE_TIMEOUT, confirmed).await {
+        Err(_) => bail!("the broker did not confirm a step within {SERVICE_TIMEOUT:?}"),
+        Ok(confirmation) => match confirmation? {
+            Confirmation::Ack(None) => Ok(()),
+            other => bail!("the broker did not take the step: {other:?}"),
+        },
     }
 }
 
@@ -420,13 +429,26 @@ fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    Ok(Pool::builder(manager).max_size(size.max(1)).build()?)
+    let timeouts = Timeouts {
+        wait: Some(SERVICE_TIMEOUT),
+        create: Some(SERVICE_TIMEOUT),
+        recycle: Some(SERVICE_TIMEOUT),
+    };
+    Ok(Pool::builder(manager)
+        .max_size(size.max(1))
+        .timeouts(timeouts)
+        .runtime(Runtime::Tokio1)
+        .build()?)
 }
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to PostgreSQL")?;
+    let (client, connection) = tokio::time::timeout(
+        SERVICE_TIMEOUT,
+        tokio_postgres::connect(url, tokio_postgres::NoTls),
+    )
+    .await
+    .context("PostgreSQL did not answer in time")?
+    .context("connecting to PostgreSQL")?;
     tokio::spawn(connection);
     Ok(client)
 }
@@ -484,7 +506,7 @@ mod tests {
             .await
             .expect("queried");
         assert!(left.is_empty(), "the database {name} was not dropped");
-        let connection = Connection::connect(&args.amqp_url, ConnectionProperties::default())
+        let connection = queue::connect(&args.amqp_url, "weft-loadtest limit test")
             .await
             .expect("broker reachable");
         let channel = connection.create_channel().await.expect("a channel");

@@ -5,6 +5,7 @@
 //! child process with its log in `--logs`.
 
 use std::fs::File;
+use std::future::Future;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -100,7 +101,12 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub async fn start(args: &SpawnArgs) -> anyhow::Result<Self> {
+    /// Starts the fleet unless `interrupted` resolves first; either way nothing is left
+    /// behind when it fails (processes stopped, database dropped, queues deleted).
+    pub async fn start(
+        args: &SpawnArgs,
+        interrupted: impl Future<Output = &'static str>,
+    ) -> anyhow::Result<Self> {
         let bin_dir = binaries_dir()?;
         let namespace = format!("weft_loadtest_{}", uuid::Uuid::new_v4().simple());
         let mut fleet = Self {
@@ -115,7 +121,11 @@ impl Fleet {
             database_created: false,
             processes: Vec::new(),
         };
-        match fleet.launch(args).await {
+        let launched = tokio::select! {
+            launched = fleet.launch(args) => launched,
+            signal = interrupted => Err(anyhow::anyhow!("interrupted by {signal} while starting the fleet")),
+        };
+        match launched {
             Ok(()) => Ok(fleet),
             Err(e) => {
                 fleet.stop().await;
@@ -174,11 +184,12 @@ impl Fleet {
 
         let gateway = self.bin_dir.join("weft-gateway");
         let migrate_log = args.logs.join("migrate.log");
+        let (stdout, stderr) = log_files(&migrate_log)?;
         let status = Command::new(&gateway)
             .arg("migrate")
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(log_file(&migrate_log)?)
-            .stderr(log_file(&migrate_log)?)
+            .stdout(stdout)
+            .stderr(stderr)
             .status()
             .with_context(|| format!("running {} migrate", gateway.display()))?;
         if !status.success() {
@@ -290,12 +301,13 @@ impl Fleet {
         logs: &Path,
     ) -> anyhow::Result<usize> {
         let log = logs.join(format!("{name}.log"));
+        let (stdout, stderr) = log_files(&log)?;
         let child = Command::new(binary)
             .args(args)
             .envs(env.iter().chain(extra).map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(log_file(&log)?)
-            .stderr(log_file(&log)?)
+            .stdout(stdout)
+            .stderr(stderr)
             // A group of its own: Ctrl-C reaches the driver only, which then stops the
             // fleet in order.
             .process_group(0)
@@ -364,8 +376,13 @@ impl Fleet {
             let _ = connection.close(200, "done".into()).await;
             anyhow::Ok(())
         };
-        if let Err(e) = deleted.await {
-            eprintln!("could not delete the queues of {}: {e:#}", self.namespace);
+        match tokio::time::timeout(Duration::from_secs(20), deleted).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not delete the queues of {}: {e:#}", self.namespace),
+            Err(_) => eprintln!(
+                "the broker did not answer while deleting the queues of {}",
+                self.namespace
+            ),
         }
     }
 }
@@ -399,8 +416,10 @@ fn binaries_dir() -> anyhow::Result<PathBuf> {
 }
 
 async fn connect_postgres(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let connecting = tokio_postgres::connect(url, tokio_postgres::NoTls);
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
+        .with_context(|| format!("PostgreSQL at {} did not answer in time", redact(url)))?
         .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
     tokio::spawn(connection);
     Ok(client)
@@ -442,12 +461,17 @@ fn free_addr() -> anyhow::Result<String> {
     Ok(listener.local_addr()?.to_string())
 }
 
-fn log_file(path: &Path) -> anyhow::Result<File> {
-    File::options()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))
+/// A process's log, emptied (it is this run's alone): one handle for stdout and one for
+/// stderr, both appending so neither overwrites the other.
+fn log_files(path: &Path) -> anyhow::Result<(File, File)> {
+    File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let open = || {
+        File::options()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))
+    };
+    Ok((open()?, open()?))
 }
 
 /// The last lines of a log, for a start-up failure.

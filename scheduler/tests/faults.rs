@@ -52,13 +52,30 @@ struct Fault {
     at: Instant,
 }
 
+/// How long a fault command may take: RabbitMQ 3.10's `stop_app` was seen to hang.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
+
 fn shell(variable: &str, default: &str) {
     let command = std::env::var(variable).unwrap_or_else(|_| default.to_owned());
-    let output = std::process::Command::new("sh")
+    let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(&command)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run `{command}` ({variable}): {e}"));
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while child.try_wait().expect("fault command status").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "`{command}` ({variable}) did not finish in {COMMAND_TIMEOUT:?}: check the \
+                 service by hand (`rabbitmqctl status`, `pg_isready`) before running other tests"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().expect("fault command output");
     assert!(
         output.status.success(),
         "`{command}` ({variable}) failed: {}{} — run as root next to the local services, \
