@@ -98,7 +98,7 @@ check_yamllint() {
 }
 
 check_shell() {
-    local scripts=(deploy/check.sh deploy/local/services.sh deploy/local/up.sh deploy/local/down.sh)
+    local scripts=(deploy/check.sh deploy/local/*.sh .ci/run)
     local s
     for s in "${scripts[@]}"; do bash -n "$s"; done
     "$VENV/bin/shellcheck" -x "${scripts[@]}"

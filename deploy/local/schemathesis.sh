@@ -106,7 +106,8 @@ ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
 export WEFT_DATABASE_URL="$PG/$DATABASE"
 export WEFT_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
 export WEFT_NAMESPACE="$NAMESPACE"
-export WEFT_MASTER_KEYS="st:$(head -c 32 /dev/urandom | base64)"
+WEFT_MASTER_KEYS="st:$(head -c 32 /dev/urandom | base64)"
+export WEFT_MASTER_KEYS
 export WEFT_ADMIN_TOKEN="$ADMIN_TOKEN"
 export WEFT_AUTO_MIGRATE=false
 export WEFT_SHUTDOWN_TIMEOUT=5s
