@@ -19,7 +19,7 @@ use weft_shared::messages::{
     ActionCall, BUILTIN_CONNECTOR, ErrorClass, NodeError, NodeResult, NodeTask, Outcome,
     SealedConnection, VERSION,
 };
-use weft_shared::rate_limit::{connection_key, connector_key, reserve_slot, slot_interval};
+use weft_shared::rate_limit::{limit_of, reserve_slot};
 use weft_shared::scenario::{NodeKind, Scenario};
 
 use crate::dispatch::Next;
@@ -230,13 +230,9 @@ impl Connectors {
                     manifest.key
                 )));
             }
-            let limit = manifest.rate_limit.as_ref().and_then(|limit| {
-                slot_interval(limit)
-                    .map(|interval| (connector_key(workspace_id, &manifest.key), interval))
-            });
             return Ok(Ok(Through {
                 connection: None,
-                limit,
+                limit: limit_of(workspace_id, manifest, None),
             }));
         };
         let Some(connection) =
@@ -252,12 +248,11 @@ impl Connectors {
                 "connection {connection_id} is not authorized yet: finish its OAuth flow"
             )));
         }
-        let limit = connection
-            .rate_limit
-            .as_ref()
-            .or(manifest.rate_limit.as_ref())
-            .and_then(slot_interval)
-            .map(|interval| (connection_key(connection_id), interval));
+        let limit = limit_of(
+            workspace_id,
+            manifest,
+            Some((connection_id, connection.rate_limit.as_ref())),
+        );
         Ok(Ok(Through {
             connection: Some(SealedConnection {
                 id: connection_id,

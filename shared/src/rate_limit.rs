@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::manifest::RateLimit;
+use crate::manifest::{Manifest, RateLimit};
 
 /// The spacing between two calls under `limit`; `None` for a limit that allows nothing
 /// to be said (no requests, or a period that does not parse — refused at registration).
@@ -26,6 +26,27 @@ pub fn connection_key(connection_id: Uuid) -> String {
 /// The limited key of a connector's calls made without a connection, per workspace.
 pub fn connector_key(workspace_id: Uuid, connector: &str) -> String {
     format!("connector:{workspace_id}:{connector}")
+}
+
+/// The limited key and slot spacing of a call of `manifest`'s connector, if it is
+/// limited. Through a connection (`(id, its own limit)`), the connection's limit or else
+/// the connector's applies per connection; without one, the connector's, per workspace.
+pub fn limit_of(
+    workspace_id: Uuid,
+    manifest: &Manifest,
+    connection: Option<(Uuid, Option<&RateLimit>)>,
+) -> Option<(String, Duration)> {
+    match connection {
+        Some((id, own)) => own
+            .or(manifest.rate_limit.as_ref())
+            .and_then(slot_interval)
+            .map(|interval| (connection_key(id), interval)),
+        None => manifest
+            .rate_limit
+            .as_ref()
+            .and_then(slot_interval)
+            .map(|interval| (connector_key(workspace_id, &manifest.key), interval)),
+    }
 }
 
 /// Reserves the next call slot of `key` and returns when it is. Reserving takes the row
@@ -75,5 +96,38 @@ mod tests {
     fn connections_and_connectors_have_distinct_keys() {
         let id = Uuid::nil();
         assert_ne!(connection_key(id), connector_key(id, "acme"));
+    }
+
+    #[test]
+    fn a_connection_limit_overrides_the_connector_limit_per_connection() {
+        let limit = |requests| RateLimit {
+            requests,
+            per: "1s".to_owned(),
+        };
+        let mut manifest: Manifest = serde_json::from_value(serde_json::json!({
+            "key": "acme", "name": "Acme", "version": "1", "base_url": "https://acme.test",
+            "actions": []
+        }))
+        .expect("manifest");
+        let (workspace, connection) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(limit_of(workspace, &manifest, None), None);
+        assert_eq!(
+            limit_of(workspace, &manifest, Some((connection, None))),
+            None
+        );
+        manifest.rate_limit = Some(limit(10));
+        assert_eq!(
+            limit_of(workspace, &manifest, None),
+            Some((connector_key(workspace, "acme"), Duration::from_millis(100)))
+        );
+        assert_eq!(
+            limit_of(workspace, &manifest, Some((connection, None))),
+            Some((connection_key(connection), Duration::from_millis(100)))
+        );
+        let own = limit(2);
+        assert_eq!(
+            limit_of(workspace, &manifest, Some((connection, Some(&own)))),
+            Some((connection_key(connection), Duration::from_millis(500)))
+        );
     }
 }

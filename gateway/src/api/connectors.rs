@@ -759,17 +759,11 @@ pub async fn execute(
         }
     };
     let timeout = action_timeout(action.request.timeout.as_deref());
-    let limit = connection
-        .as_ref()
-        .and_then(|c| c.rate_limit.clone())
-        .or_else(|| manifest.rate_limit.clone())
-        .and_then(|limit| {
-            let key = match &connection {
-                Some(c) => rate_limit::connection_key(c.id),
-                None => rate_limit::connector_key(workspace.id, &manifest.key),
-            };
-            rate_limit::slot_interval(&limit).map(|interval| (key, interval))
-        });
+    let limit = rate_limit::limit_of(
+        workspace.id,
+        manifest,
+        connection.as_ref().map(|c| (c.id, c.rate_limit.as_ref())),
+    );
     let not_before = match limit {
         Some((key, interval)) => Some(rate_limit::reserve_slot(&client, &key, interval).await?),
         None => None,
