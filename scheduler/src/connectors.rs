@@ -17,7 +17,7 @@ use weft_shared::manifest::{
 };
 use weft_shared::messages::{
     ActionCall, BUILTIN_CONNECTOR, ErrorClass, NodeError, NodeResult, NodeTask, Outcome,
-    SealedConnection, VERSION,
+    SealedConnection,
 };
 use weft_shared::rate_limit::{limit_of, reserve_slot};
 use weft_shared::scenario::{NodeKind, Scenario};
@@ -436,18 +436,11 @@ async fn load_connection(
 
 /// A permanent failure of the task's attempt, recorded through the results queue.
 fn refusal(task: &NodeTask, message: String, now: DateTime<Utc>) -> NodeResult {
-    NodeResult {
-        v: VERSION,
-        run_id: task.run_id,
-        workspace_id: task.workspace_id,
-        node_id: task.node_id.clone(),
-        item_index: task.item_index,
-        attempt: task.attempt,
-        started_at: now,
-        finished_at: now,
-        outcome: Outcome::Failure {
+    task.result(
+        now,
+        now,
+        Outcome::Failure {
             error: NodeError::new(ErrorClass::Permanent, message),
         },
-        connection: None,
-    }
+    )
 }

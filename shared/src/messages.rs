@@ -130,6 +130,29 @@ pub fn connection_aad(workspace_id: Uuid, connection_id: Uuid) -> String {
     format!("weft:connection:{workspace_id}:{connection_id}")
 }
 
+impl NodeTask {
+    /// The result of this attempt, addressed to the same run, node, item and attempt.
+    pub fn result(
+        &self,
+        started_at: DateTime<Utc>,
+        finished_at: DateTime<Utc>,
+        outcome: Outcome,
+    ) -> NodeResult {
+        NodeResult {
+            v: VERSION,
+            run_id: self.run_id,
+            workspace_id: self.workspace_id,
+            node_id: self.node_id.clone(),
+            item_index: self.item_index,
+            attempt: self.attempt,
+            started_at,
+            finished_at,
+            outcome,
+            connection: None,
+        }
+    }
+}
+
 impl Message for NodeTask {
     const TYPE: &'static str = "NodeTask";
     fn version(&self) -> u8 {

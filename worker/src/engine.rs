@@ -23,7 +23,7 @@ use weft_shared::egress::EgressPolicy;
 use weft_shared::manifest::{Auth, Grant, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, OAuth2};
 use weft_shared::messages::{
     ActionCall, BUILTIN_CONNECTOR, ConnectionUpdate, DELAY_ACTION, ErrorClass, NodeError,
-    NodeResult, NodeTask, Outcome, VERSION,
+    NodeResult, NodeTask, Outcome,
 };
 use weft_shared::oauth::{self, OAuthError, TokenSet};
 use weft_shared::template::Templates;
@@ -65,20 +65,13 @@ impl Execution {
         started_at: DateTime<Utc>,
         finished_at: DateTime<Utc>,
     ) -> NodeResult {
+        let outcome = match self.result {
+            Ok(output) => Outcome::Success { output },
+            Err(error) => Outcome::Failure { error },
+        };
         NodeResult {
-            v: VERSION,
-            run_id: task.run_id,
-            workspace_id: task.workspace_id,
-            node_id: task.node_id.clone(),
-            item_index: task.item_index,
-            attempt: task.attempt,
-            started_at,
-            finished_at,
-            outcome: match self.result {
-                Ok(output) => Outcome::Success { output },
-                Err(error) => Outcome::Failure { error },
-            },
             connection: self.connection,
+            ..task.result(started_at, finished_at, outcome)
         }
     }
 }
