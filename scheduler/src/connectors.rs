@@ -28,9 +28,6 @@ use crate::store::{DbError, Run};
 /// Custom manifest versions kept in memory before the cache starts over.
 const VERSION_CACHE_SIZE: usize = 10_000;
 
-/// How long `last_used_at` may lag: it is written at most this often per connection.
-const LAST_USED_PRECISION: &str = "10 seconds";
-
 /// A manifest found for a run or a poll: built-ins live as long as the process.
 pub enum Found {
     Builtin(&'static Manifest),
@@ -406,9 +403,15 @@ async fn load_connection(
     id: Uuid,
     connector: &str,
 ) -> Result<Option<Connection>, DbError> {
+    // One round trip: the read, and `last_used_at` moved on when it is over 10 seconds
+    // old, so it is written at most that often per connection (the read sees the row as
+    // it was, which is all it needs).
     let statement = tx
         .prepare_cached(
-            "SELECT config, credentials, status, rate_limit FROM connections \
+            "WITH touched AS (UPDATE connections SET last_used_at = now() \
+                 WHERE id = $1 AND workspace_id = $2 AND connector = $3 \
+                   AND (last_used_at IS NULL OR last_used_at < now() - interval '10 seconds')) \
+             SELECT config, credentials, status, rate_limit FROM connections \
              WHERE id = $1 AND workspace_id = $2 AND connector = $3",
         )
         .await?;
@@ -418,13 +421,6 @@ async fn load_connection(
     else {
         return Ok(None);
     };
-    let touch = tx
-        .prepare_cached(&format!(
-            "UPDATE connections SET last_used_at = now() WHERE id = $1 AND workspace_id = $2 \
-             AND (last_used_at IS NULL OR last_used_at < now() - interval '{LAST_USED_PRECISION}')"
-        ))
-        .await?;
-    tx.execute(&touch, &[&id, &workspace_id]).await?;
     let rate_limit: Option<Value> = row.get(3);
     Ok(Some(Connection {
         config: row.get(0),

@@ -112,6 +112,18 @@ async fn a_registered_connector_is_used_at_once_and_an_update_changes_only_the_n
         "the running run kept the version it started with"
     );
     assert_eq!(node(&run, "second")["output"]["n"], 2);
+    let (_, used) = fleet
+        .call(
+            &workspace,
+            "GET",
+            &format!("/api/v1/connections/{acme}"),
+            None,
+        )
+        .await;
+    assert!(
+        used["last_used_at"].is_string(),
+        "a run's call marks the connection used: {used}"
+    );
 
     let next = fleet
         .start_run(&workspace, &scenario, json!({"n": 5}))
