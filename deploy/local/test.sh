@@ -1,13 +1,43 @@
 #!/usr/bin/env bash
 # Runs every test of the project: starts PostgreSQL and RabbitMQ when they are down,
-# then the unit and integration tests (against the real services) and the deployment
-# checks. This is the README's test command and what CI runs.
+# then the unit and integration tests (against the real services), the deployment checks
+# and, last, the fault-injection run (against a private broker and database of its own).
+# This is the README's test command and what CI runs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
+# The testkit's broker namespaces (testkit/src/lib.rs): weft_test_<uuid>.
+TEST_NAMESPACE_PREFIX="weft_test_"
+
+# A test process killed before its cleanup (a cancelled run, a timeout) leaves its
+# namespace's queues on the shared broker, where they pile up run after run. Deletes the
+# queues of test namespaces none of whose queues has a consumer: a namespace still in use
+# by a test running beside this one has its scheduler's or workers'.
+sweep_test_queues() {
+    local listing queue deleted=0
+    if ! listing="$(rabbitmqctl -q list_queues --no-table-headers name consumers 2>&1)"; then
+        echo "test: leftover test queues not swept: rabbitmqctl list_queues failed: ${listing%%$'\n'*}"
+        return 0
+    fi
+    while IFS= read -r queue; do
+        if rabbitmqctl -q delete_queue "$queue" </dev/null >/dev/null 2>&1; then
+            deleted=$((deleted + 1))
+        fi
+    done < <(awk -F '\t' -v prefix="$TEST_NAMESPACE_PREFIX" '
+        index($1, prefix) == 1 {
+            split($1, parts, ".")
+            namespace[$1] = parts[1]
+            if ($2 > 0) live[parts[1]] = 1
+        }
+        END { for (queue in namespace) if (!(namespace[queue] in live)) print queue }
+    ' <<<"$listing")
+    echo "test: deleted $deleted leftover test queues (${TEST_NAMESPACE_PREFIX}*) from the shared broker"
+}
+
 bash deploy/local/services.sh
+sweep_test_queues
 
 # First, because it also installs promtool, which the metrics tests use.
 echo "test: deployment checks"
@@ -34,3 +64,6 @@ WEFT_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug" bash deploy/local/schemat
 
 echo "test: load tester smoke run (a short chain4 against a fleet it starts)"
 bash deploy/local/loadtest-smoke.sh
+
+echo "test: fault-injection run (restarts a private RabbitMQ node and PostgreSQL cluster)"
+bash deploy/local/faults.sh

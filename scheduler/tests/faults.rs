@@ -3,11 +3,16 @@
 //! the database and the upstream's log: nothing accepted is lost or stuck, no node ran
 //! twice, and how many upstream calls repeated and how long each recovery took.
 //!
-//! Ignored by default: it restarts the shared broker and database, which would break every
-//! test running beside it. Run it alone: `deploy/local/faults.sh`.
+//! Run it with `deploy/local/faults.sh`: that starts a private RabbitMQ node and a private
+//! PostgreSQL cluster (`deploy/local/fault-services.sh`), points the test at them through
+//! the variables below, and removes them afterwards, so it runs beside other tests.
+//! Ignored by default because, without those variables, it restarts the machine's shared
+//! broker and database, which would break every test running beside it.
 //!
-//! The restarts run shell commands, overridable for other setups:
-//! `WEFT_FAULT_BROKER_STOP`, `WEFT_FAULT_BROKER_START`, `WEFT_FAULT_DB_RESTART`.
+//! The restarts run shell commands: `WEFT_FAULT_BROKER_STOP`, `WEFT_FAULT_BROKER_START`,
+//! `WEFT_FAULT_DB_RESTART`; queue consumers are counted with `WEFT_FAULT_RABBITMQCTL`
+//! (default `rabbitmqctl`, the local default node). The broker and database are the
+//! testkit's `WEFT_TEST_AMQP_URL` and `WEFT_TEST_DATABASE_URL`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -33,6 +38,7 @@ const DEFAULT_BROKER_STOP: &str = "rabbitmqctl -q stop_app";
 const DEFAULT_BROKER_START: &str = "rabbitmqctl -q start_app && rabbitmqctl -q await_startup";
 const DEFAULT_DB_RESTART: &str = "pg_ctlcluster --skip-systemctl-redirect \
      \"$(ls /etc/postgresql | sort -V | head -n1)\" main restart";
+const DEFAULT_RABBITMQCTL: &str = "rabbitmqctl";
 
 /// One webhook delivery attempt as its sender saw it.
 #[derive(Debug, Clone)]
@@ -69,8 +75,9 @@ fn shell(variable: &str, default: &str) {
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!(
-                "`{command}` ({variable}) did not finish in {COMMAND_TIMEOUT:?}: check the \
-                 service by hand (`rabbitmqctl status`, `pg_isready`) before running other tests"
+                "`{command}` ({variable}) did not finish in {COMMAND_TIMEOUT:?}: the service may \
+                 be left down (faults.sh removes its private ones; check shared ones by hand: \
+                 `rabbitmqctl status`, `pg_isready`)"
             );
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -78,8 +85,8 @@ fn shell(variable: &str, default: &str) {
     let output = child.wait_with_output().expect("fault command output");
     assert!(
         output.status.success(),
-        "`{command}` ({variable}) failed: {}{} — run as root next to the local services, \
-         or set {variable} to the command that does this here",
+        "`{command}` ({variable}) failed: {}{} — run deploy/local/faults.sh as root, or set \
+         {variable} to the command that does this here",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr),
     );
@@ -91,21 +98,41 @@ async fn run_shell(variable: &'static str, default: &'static str) {
         .expect("fault command task");
 }
 
+/// The consumers of `queue` as `rabbitmqctl` lists them: `None` where the default
+/// `rabbitmqctl` cannot tell; a `WEFT_FAULT_RABBITMQCTL` that fails or does not list the
+/// queue (a node other than the test's broker) is an error.
 fn consumers(queue: &str) -> Option<u32> {
-    let output = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_queues", "name", "consumers"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| {
-            let (name, count) = line.split_once('\t')?;
-            (name == queue).then(|| count.trim().parse().ok())?
-        })
+    let configured = std::env::var("WEFT_FAULT_RABBITMQCTL").ok();
+    let rabbitmqctl = configured.as_deref().unwrap_or(DEFAULT_RABBITMQCTL);
+    let command = format!("{rabbitmqctl} -q list_queues name consumers");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .output();
+    let listed = output.as_ref().ok().and_then(|output| {
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| {
+                let (name, count) = line.split_once('\t')?;
+                (name == queue).then(|| count.trim().parse().ok())?
+            })
+    });
+    if configured.is_some() && listed.is_none() {
+        match &output {
+            Ok(output) => panic!(
+                "`{command}` (WEFT_FAULT_RABBITMQCTL) does not list {queue}: it must reach the \
+                 broker of WEFT_TEST_AMQP_URL ({}) {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(e) => panic!("cannot run `{command}` (WEFT_FAULT_RABBITMQCTL): {e}"),
+        }
+    }
+    listed
 }
 
 /// Waits until `queue` has `expected` consumers: a killed service's are gone and its
-/// replacement's are there. Skipped where `rabbitmqctl` cannot tell.
+/// replacement's are there. Skipped where the default `rabbitmqctl` cannot tell.
 async fn wait_consumers(queue: &str, expected: u32) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -179,7 +206,7 @@ async fn deliver(client: reqwest::Client, url: String, n: u64, log: Arc<Mutex<Ve
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "restarts the shared RabbitMQ and PostgreSQL: run alone with deploy/local/faults.sh"]
+#[ignore = "restarts RabbitMQ and PostgreSQL: run with deploy/local/faults.sh (private ones)"]
 async fn a_fleet_under_load_loses_nothing_to_kills_and_restarts() {
     // Schedulers and workers run as processes of their own, so that a kill ends all of it.
     let fleet = Fleet::with(0, 0).await;
