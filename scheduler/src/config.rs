@@ -34,6 +34,25 @@ pub struct Config {
         default_value_t = 64
     )]
     pub prefetch: u16,
+    /// Results recorded in one transaction at most. A batch is what had arrived when the
+    /// last one ended: under light load each result is recorded alone, at once.
+    #[arg(
+        long,
+        env = "WEFT_SCHEDULER_RESULT_BATCH",
+        value_name = "WEFT_SCHEDULER_RESULT_BATCH",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub result_batch: u16,
+    /// Running runs whose node states are kept in memory between their results (0: none).
+    /// Each holds its nodes' inputs and outputs; runs with a result over 256 KiB are not kept.
+    #[arg(
+        long,
+        env = "WEFT_SCHEDULER_CACHED_RUNS",
+        value_name = "WEFT_SCHEDULER_CACHED_RUNS",
+        default_value_t = 1_000
+    )]
+    pub cached_runs: usize,
     /// A run still `queued` this long after it was recorded is published again.
     #[arg(long, env = "WEFT_REQUEUE_AFTER", value_name = "WEFT_REQUEUE_AFTER", default_value = "30s", value_parser = parse_duration)]
     pub requeue_after: Duration,

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use futures_util::future::{join_all, try_join_all};
 use rand::Rng;
+use tracing::{Instrument, Span};
 use uuid::Uuid;
 use weft_shared::graph::{Applied, Dispatch, NodeStatus, RunContext, RunOutcome, RunState};
 use weft_shared::messages::{
@@ -22,6 +24,7 @@ use weft_shared::trace;
 use crate::connectors::Connectors;
 use crate::dispatch::{Dispatcher, Next};
 use crate::metrics::Metrics;
+use crate::run_cache::{LARGEST_CACHED_RESULT, RunCache};
 use crate::store::{self, DbError, DefinitionError, Definitions, Run, RunStatus};
 
 /// A failure worth another delivery of the message (the database or broker is away).
@@ -54,6 +57,24 @@ pub struct Engine {
     metrics: Metrics,
     /// Added to each task's own timeout and delay to give its deadline.
     deadline_grace: Duration,
+    run_cache: RunCache,
+}
+
+/// A result as it arrived: its size decides whether its run's state stays small enough to
+/// cache; its span is the one its message is handled in.
+pub struct Received {
+    pub result: NodeResult,
+    pub message_bytes: usize,
+    pub span: Span,
+}
+
+/// What [`Engine::advance`] leaves to do after the commit.
+struct Advanced {
+    next: Next,
+    /// The run completed or failed in this step.
+    over: bool,
+    /// Node rows were written (the run's revision went up by one).
+    wrote: bool,
 }
 
 impl Engine {
@@ -62,6 +83,7 @@ impl Engine {
         dispatcher: Dispatcher,
         metrics: Metrics,
         deadline_grace: Duration,
+        run_cache: RunCache,
     ) -> Arc<Self> {
         Arc::new(Self {
             pool,
@@ -71,6 +93,7 @@ impl Engine {
             dispatcher,
             metrics,
             deadline_grace,
+            run_cache,
         })
     }
 
@@ -126,48 +149,178 @@ impl Engine {
         } else {
             RunState::new(&scenario)
         };
-        let next = self
+        let advanced = self
             .advance(&tx, &run, &scenario, &mut state, Vec::new(), now)
             .await?;
         tx.commit().await?;
-        tracing::debug!(run_id = %run.id, tasks = next.tasks.len(), "run started");
-        self.dispatcher.send(&next).await?;
+        self.keep(&run, state, &advanced);
+        tracing::debug!(run_id = %run.id, tasks = advanced.next.tasks.len(), "run started");
+        self.dispatcher.send(&advanced.next).await?;
         Ok(())
     }
 
+    /// Caches a running run's state as just committed, for its next result.
+    fn keep(&self, run: &Run, mut state: RunState, advanced: &Advanced) {
+        if advanced.over {
+            self.run_cache.forget(run.id);
+            return;
+        }
+        store::as_stored(&mut state);
+        let revision = run.revision + i64::from(advanced.wrote);
+        self.run_cache.put(run.id, revision, state);
+    }
+
     /// Records a node attempt's result; a duplicate or stale result changes nothing.
-    pub async fn record(&self, result: &NodeResult) -> Result<(), EngineError> {
-        trace::record_run(result.run_id, result.workspace_id);
-        trace::record_node(&result.node_id, result.attempt);
+    pub async fn record(&self, result: NodeResult) -> Result<(), EngineError> {
+        let received = Received {
+            result,
+            message_bytes: 0,
+            span: Span::current(),
+        };
+        self.record_all(vec![received])
+            .await
+            .pop()
+            .unwrap_or(Ok(()))
+    }
+
+    /// Records results, several in one transaction: their runs are locked in one statement
+    /// (in id order, so two batches cannot deadlock), each run's results are applied in
+    /// order while different runs' statements are pipelined, and one commit ends it all.
+    /// If the batch fails, each result is tried alone, so one bad result fails only itself.
+    /// Returns one outcome per result, in order.
+    pub async fn record_all(&self, results: Vec<Received>) -> Vec<Result<(), EngineError>> {
+        if results.len() > 1 {
+            match self.record_together(&results).await {
+                Ok(outcomes) => return outcomes,
+                Err(e) => {
+                    tracing::warn!(error = %e, results = results.len(), "recording a batch of results failed; recording each alone")
+                }
+            }
+        }
+        let alone = results.iter().map(|received| async move {
+            match self.record_together(std::slice::from_ref(received)).await {
+                Ok(mut outcome) => outcome.pop().unwrap_or(Ok(())),
+                Err(e) => Err(e),
+            }
+        });
+        join_all(alone).await
+    }
+
+    /// One transaction for `results`; the outcome of publishing what each led to.
+    async fn record_together(
+        &self,
+        results: &[Received],
+    ) -> Result<Vec<Result<(), EngineError>>, EngineError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some(run) = store::lock_run(&tx, result.run_id, result.workspace_id).await? else {
-            return Ok(());
-        };
+        let keys: Vec<(Uuid, Uuid)> = results
+            .iter()
+            .map(|r| (r.result.run_id, r.result.workspace_id))
+            .collect();
+        let mut runs = store::lock_runs(&tx, &keys).await?;
+        // Results of one run are applied in the order they came, each on the last one's state.
+        let mut by_run: HashMap<Uuid, Vec<(usize, &Received)>> = HashMap::new();
+        for (index, received) in results.iter().enumerate() {
+            by_run
+                .entry(received.result.run_id)
+                .or_default()
+                .push((index, received));
+        }
+        let locked = &tx;
+        let groups = by_run.into_values().map(|group| {
+            let mut first = runs.remove(&group[0].1.result.run_id);
+            async move {
+                let mut recorded = Vec::with_capacity(group.len());
+                for (position, (index, received)) in group.into_iter().enumerate() {
+                    let result = &received.result;
+                    let run = match position {
+                        0 => first.take(),
+                        // Locked already: read again for the revision the last one left.
+                        _ => store::lock_run(locked, result.run_id, result.workspace_id).await?,
+                    };
+                    let Some(run) = run else {
+                        break;
+                    };
+                    let after = self
+                        .record_locked(locked, run, result, received.message_bytes)
+                        .instrument(received.span.clone())
+                        .await?;
+                    recorded.push((index, after));
+                }
+                Ok::<_, EngineError>(recorded)
+            }
+        });
+        let recorded = try_join_all(groups).await?;
+        tx.commit().await?;
+
+        let mut outcomes: Vec<Result<(), EngineError>> = results.iter().map(|_| Ok(())).collect();
+        let sends = recorded.into_iter().flatten().filter_map(|(index, after)| {
+            let (run, state, advanced) = after?;
+            self.keep(&run, state, &advanced);
+            let span = results[index].span.clone();
+            Some(async move {
+                let sent = self.dispatcher.send(&advanced.next).instrument(span).await;
+                (index, sent)
+            })
+        });
+        for (index, sent) in join_all(sends).await {
+            outcomes[index] = sent.map_err(EngineError::from);
+        }
+        Ok(outcomes)
+    }
+
+    /// Applies one result to its locked run; returns what to keep and send after the
+    /// commit, if anything.
+    async fn record_locked(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        run: Run,
+        result: &NodeResult,
+        message_bytes: usize,
+    ) -> Result<Option<(Run, RunState, Advanced)>, EngineError> {
+        trace::record_run(result.run_id, result.workspace_id);
+        trace::record_node(&result.node_id, result.attempt);
         trace::record_scenario(run.scenario_id);
         if let Some(update) = &result.connection {
-            store::update_connection(&tx, result.workspace_id, update).await?;
+            store::update_connection(tx, result.workspace_id, update).await?;
         }
-        let scenario = match self.definitions.get(&tx, &run).await {
+        let scenario = match self.definitions.get(tx, &run).await {
             Ok(scenario) => scenario,
             Err(DefinitionError::Db(e)) => return Err(e.into()),
-            Err(_) => {
-                tx.commit().await?;
-                return Ok(());
-            }
+            Err(_) => return Ok(None),
         };
-        let mut state = store::load_nodes(&tx, &run).await?;
+        if message_bytes > LARGEST_CACHED_RESULT {
+            self.run_cache.too_large(run.id);
+        }
+        let cached = match run.status {
+            RunStatus::Running => self.run_cache.take(run.id, run.revision),
+            _ => None,
+        };
+        let source = if cached.is_some() {
+            "cache"
+        } else {
+            "database"
+        };
+        self.metrics.state_reads.with_label_values(&[source]).inc();
+        let mut state = match cached {
+            Some(state) => state,
+            None => store::load_nodes(tx, &run).await?,
+        };
         let jitter = rand::rng().random_range(0.5..=1.0);
         let now = Utc::now();
         let retry = match state.apply_result(&scenario, result, jitter) {
             Applied::Ignored => {
-                tx.commit().await?;
-                return Ok(());
+                let unchanged = Advanced {
+                    next: Next::default(),
+                    over: run.status != RunStatus::Running,
+                    wrote: false,
+                };
+                return Ok(Some((run, state, unchanged)));
             }
             Applied::Recorded => None,
             Applied::Retry(dispatch) => Some(dispatch),
         };
-        let next = if run.status == RunStatus::Running {
+        let advanced = if run.status == RunStatus::Running {
             if let Some(dispatch) = &retry {
                 self.metrics
                     .node_retries
@@ -175,7 +328,7 @@ impl Engine {
                     .inc();
             }
             self.advance(
-                &tx,
+                tx,
                 &run,
                 &scenario,
                 &mut state,
@@ -202,12 +355,14 @@ impl Engine {
                     }
                 }
             }
-            store::save_nodes(&tx, &run, &scenario, &state, &HashMap::new()).await?;
-            Next::default()
+            let wrote = store::save_nodes(tx, &run, &scenario, &state, &HashMap::new()).await?;
+            Advanced {
+                next: Next::default(),
+                over: true,
+                wrote,
+            }
         };
-        tx.commit().await?;
-        self.dispatcher.send(&next).await?;
-        Ok(())
+        Ok(Some((run, state, advanced)))
     }
 
     /// Evaluates the graph, writes what changed, finishes the run when it is over, and
@@ -221,7 +376,7 @@ impl Engine {
         state: &mut RunState,
         mut dispatch: Vec<Dispatch>,
         now: DateTime<Utc>,
-    ) -> Result<Next, EngineError> {
+    ) -> Result<Advanced, EngineError> {
         let context = RunContext {
             run_id: run.id,
             trigger: run.trigger.clone(),
@@ -288,8 +443,12 @@ impl Engine {
                 }
             }
         }
-        store::save_nodes(tx, run, scenario, state, &deadlines).await?;
-        Ok(resolved)
+        let wrote = store::save_nodes(tx, run, scenario, state, &deadlines).await?;
+        Ok(Advanced {
+            next: resolved,
+            over: step.outcome.is_some(),
+            wrote,
+        })
     }
 
     fn finished(&self, run: &Run, status: &str, now: DateTime<Utc>) {
@@ -355,6 +514,7 @@ impl Engine {
         let value = serde_json::to_value(&error).unwrap_or_default();
         store::finish_run(&tx, &run, status, Some(&value), now).await?;
         tx.commit().await?;
+        self.run_cache.forget(run.id);
         self.finished(&run, status.as_str(), now);
         Ok(())
     }
@@ -372,7 +532,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let now = Utc::now();
         let (node_id, item_index) = node;
-        self.record(&NodeResult {
+        let result = NodeResult {
             v: VERSION,
             run_id,
             workspace_id,
@@ -383,8 +543,8 @@ impl Engine {
             finished_at: now,
             outcome: Outcome::Failure { error },
             connection: None,
-        })
-        .await
+        };
+        self.record(result).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`config`]: start-up configuration.
 //! - [`store`]: the PostgreSQL adapter for runs and node runs.
 //! - [`engine`]: the message handlers: one transaction per message, serialized per run.
+//! - [`run_cache`]: running runs' node states kept between their results.
 //! - [`connectors`]: connector actions at dispatch: pinned manifests, connections, rate limits.
 //! - [`dispatch`]: publishing node tasks, immediately or through the delay tiers.
 //! - [`sweeper`]: re-publishes forgotten runs, times out nodes and runs.
@@ -20,6 +21,7 @@ pub mod dispatch;
 pub mod engine;
 pub mod metrics;
 pub mod polls;
+pub mod run_cache;
 pub mod schedules;
 pub mod service;
 pub mod store;

@@ -6,6 +6,9 @@ use weft_shared::telemetry::{SLOW_BUCKETS, counter, gauge_vec, histogram};
 
 use crate::polls::PollOutcome;
 
+/// Batch sizes up to the largest `WEFT_SCHEDULER_RESULT_BATCH` worth having.
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -17,6 +20,8 @@ pub struct Metrics {
     pub queue_messages: IntGaugeVec,
     pub queue_consumers: IntGaugeVec,
     pub polls: IntCounterVec,
+    pub state_reads: IntCounterVec,
+    pub result_batches: HistogramVec,
 }
 
 impl Metrics {
@@ -73,6 +78,19 @@ impl Metrics {
                 "Polls of poll triggers, by outcome: baseline (recorded, nothing started), success or failure",
                 &["outcome"],
             ),
+            state_reads: counter(
+                &registry,
+                "weft_run_state_reads_total",
+                "Run states a result needed, by source: the scheduler's cache or the node rows",
+                &["source"],
+            ),
+            result_batches: histogram(
+                &registry,
+                "weft_result_batch_size",
+                "Results recorded in one transaction",
+                &[],
+                BATCH_BUCKETS,
+            ),
             registry,
         };
         // The scheduler starts schedule and poll runs only; the series exist from the start
@@ -82,6 +100,9 @@ impl Metrics {
         }
         for outcome in PollOutcome::ALL {
             metrics.polls.with_label_values(&[outcome.as_str()]);
+        }
+        for source in ["cache", "database"] {
+            metrics.state_reads.with_label_values(&[source]);
         }
         metrics
     }

@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use lapin::message::Delivery;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 use weft_shared::db::{self, DbError};
 use weft_shared::messages::{self, NodeResult, RunRequested};
 use weft_shared::queue::{self, ConsumerSpec, Disposition, Publisher, QueueError, Topology};
@@ -20,9 +22,10 @@ use weft_shared::telemetry::{self, Readiness};
 use crate::config::Config;
 use crate::dead_letters;
 use crate::dispatch::Dispatcher;
-use crate::engine::Engine;
+use crate::engine::{Engine, Received};
 use crate::metrics::Metrics;
 use crate::polls::{PollSettings, Polls};
+use crate::run_cache::RunCache;
 use crate::schedules::Schedules;
 use crate::sweeper::Sweeper;
 
@@ -64,6 +67,7 @@ impl Scheduler {
             Dispatcher::new(publisher.clone()),
             metrics.clone(),
             config.node_deadline_grace,
+            RunCache::new(config.cached_runs),
         );
         Ok(Self {
             config,
@@ -110,20 +114,21 @@ impl Scheduler {
             token.clone(),
         ));
 
-        let engine = self.engine.clone();
-        tasks.spawn(queue::consume(
+        let (engine, results, metrics) = (
+            self.engine.clone(),
+            topology.results(),
+            self.metrics.clone(),
+        );
+        tasks.spawn(queue::consume_batches(
             spec(topology.results(), "results"),
-            move |delivery| {
-                let engine = engine.clone();
-                async move {
-                    match messages::decode::<NodeResult>(&delivery.data) {
-                        Ok(result) => settle(engine.record(&result).await),
-                        Err(e) => {
-                            tracing::error!(error = %e, "undecodable node result: dead-lettering it");
-                            Disposition::Reject
-                        }
-                    }
-                }
+            usize::from(self.config.result_batch),
+            move |deliveries| {
+                let (engine, queue) = (engine.clone(), results.clone());
+                metrics
+                    .result_batches
+                    .with_label_values::<&str>(&[])
+                    .observe(deliveries.len() as f64);
+                async move { record_results(&engine, &queue, deliveries).await }
             },
             token.clone(),
         ));
@@ -264,6 +269,47 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+/// Records a batch of results together; an undecodable one is dead-lettered alone.
+async fn record_results(
+    engine: &Engine,
+    queue: &str,
+    deliveries: Vec<Delivery>,
+) -> Vec<Disposition> {
+    let mut dispositions = vec![Disposition::Ack; deliveries.len()];
+    let mut received = Vec::with_capacity(deliveries.len());
+    let mut positions = Vec::with_capacity(deliveries.len());
+    for (position, delivery) in deliveries.iter().enumerate() {
+        let span = queue::delivery_span(queue, delivery);
+        match messages::decode::<NodeResult>(&delivery.data) {
+            Ok(result) => {
+                positions.push(position);
+                received.push(Received {
+                    result,
+                    message_bytes: delivery.data.len(),
+                    span,
+                });
+            }
+            Err(e) => {
+                span.in_scope(
+                    || tracing::error!(error = %e, "undecodable node result: dead-lettering it"),
+                );
+                span.record("otel.status_code", "ERROR");
+                dispositions[position] = Disposition::Reject;
+            }
+        }
+    }
+    let spans: Vec<Span> = received.iter().map(|r| r.span.clone()).collect();
+    let outcomes = engine.record_all(received).await;
+    for ((position, outcome), span) in positions.into_iter().zip(outcomes).zip(spans) {
+        let disposition = span.in_scope(|| settle(outcome));
+        if disposition != Disposition::Ack {
+            span.record("otel.status_code", "ERROR");
+        }
+        dispositions[position] = disposition;
+    }
+    dispositions
 }
 
 /// Maps a handler's outcome to what happens to its message.

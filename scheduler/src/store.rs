@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 use uuid::Uuid;
@@ -67,6 +67,8 @@ pub struct Run {
     pub reply_to: Option<String>,
     /// A test run: left out of the run metrics.
     pub test: bool,
+    /// Bumped by every write of the run's node rows: tells whether a cached state is current.
+    pub revision: i64,
 }
 
 /// Locks a run row (DESIGN invariant 4: results of one run are serialized).
@@ -75,28 +77,49 @@ pub async fn lock_run(
     run_id: Uuid,
     workspace_id: Uuid,
 ) -> Result<Option<Run>, DbError> {
+    Ok(lock_runs(tx, &[(run_id, workspace_id)])
+        .await?
+        .remove(&run_id))
+}
+
+/// Locks the rows of these runs (`(run, workspace)` pairs) in one statement, in id order,
+/// so that transactions locking overlapping sets wait for each other instead of deadlocking.
+/// Runs that do not exist (in that workspace) are missing from the map.
+pub async fn lock_runs(
+    tx: &Transaction<'_>,
+    keys: &[(Uuid, Uuid)],
+) -> Result<HashMap<Uuid, Run>, DbError> {
+    let (ids, workspaces): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
     let statement = tx
         .prepare_cached(
-            "SELECT scenario_id, version, status, trigger, created_at, started_at, replay_of, connector_pins, reply_to, \
-                    trigger_kind = 'test' \
-             FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
+            "SELECT r.id, r.workspace_id, scenario_id, version, status, trigger, created_at, started_at, replay_of, \
+                    connector_pins, reply_to, trigger_kind = 'test', revision \
+             FROM runs r JOIN UNNEST($1::uuid[], $2::uuid[]) AS k (id, workspace_id) USING (id, workspace_id) \
+             ORDER BY r.id FOR UPDATE OF r",
         )
         .await?;
-    let row = tx.query_opt(&statement, &[&run_id, &workspace_id]).await?;
-    Ok(row.map(|row| Run {
-        id: run_id,
-        workspace_id,
-        scenario_id: row.get(0),
-        version: row.get(1),
-        status: RunStatus::parse(row.get(2)),
-        trigger: row.get(3),
-        created_at: row.get(4),
-        started_at: row.get(5),
-        replay_of: row.get(6),
-        connector_pins: row.get(7),
-        reply_to: row.get(8),
-        test: row.get(9),
-    }))
+    let rows = tx.query(&statement, &[&ids, &workspaces]).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let run = Run {
+                id: row.get(0),
+                workspace_id: row.get(1),
+                scenario_id: row.get(2),
+                version: row.get(3),
+                status: RunStatus::parse(row.get(4)),
+                trigger: row.get(5),
+                created_at: row.get(6),
+                started_at: row.get(7),
+                replay_of: row.get(8),
+                connector_pins: row.get(9),
+                reply_to: row.get(10),
+                test: row.get(11),
+                revision: row.get(12),
+            };
+            (run.id, run)
+        })
+        .collect())
 }
 
 pub async fn start_run(
@@ -192,6 +215,23 @@ pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbE
     Ok(state)
 }
 
+/// Makes a state just written equal to what [`load_nodes`] would read back, so it can be
+/// kept for the run's next result: nothing is left to write, and times have the
+/// database's microsecond precision (item times are inside JSON and keep theirs).
+pub fn as_stored(state: &mut RunState) {
+    let micros = |time: &mut Option<DateTime<Utc>>| {
+        if let Some(t) = time {
+            *t = t.trunc_subsecs(6);
+        }
+    };
+    for node in state.nodes.values_mut() {
+        node.changed = false;
+        micros(&mut node.queued_at);
+        micros(&mut node.started_at);
+        micros(&mut node.finished_at);
+    }
+}
+
 /// The items of a `for_each` node as stored. (An item that does not parse, which only a
 /// hand-edited row could hold, reads as failed.)
 pub fn parse_items(items: Value) -> Vec<ItemState> {
@@ -221,20 +261,21 @@ pub fn parse_items(items: Value) -> Vec<ItemState> {
         .collect()
 }
 
-/// Writes the nodes that changed, in one statement. `deadlines` holds the deadline of
-/// each node dispatched in this step; a `for_each` node's deadline is the earliest of
-/// its items in flight (each item carries its own).
+/// Writes the nodes that changed and bumps the run's revision, in one statement; says
+/// whether anything was written. `deadlines` holds the deadline of each node dispatched
+/// in this step; a `for_each` node's deadline is the earliest of its items in flight
+/// (each item carries its own).
 pub async fn save_nodes(
     tx: &Transaction<'_>,
     run: &Run,
     scenario: &Scenario,
     state: &RunState,
     deadlines: &HashMap<String, DateTime<Utc>>,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let changed: Vec<(&String, &NodeState)> =
         state.nodes.iter().filter(|(_, n)| n.changed).collect();
     if changed.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let mut ids = Vec::with_capacity(changed.len());
     let mut positions = Vec::with_capacity(changed.len());
@@ -288,7 +329,8 @@ pub async fn save_nodes(
     }
     let statement = tx
         .prepare_cached(
-            "INSERT INTO node_runs (run_id, workspace_id, node_id, position, status, attempts, input, output, raw_output, \
+            "WITH bump AS (UPDATE runs SET revision = revision + 1 WHERE id = $1 AND workspace_id = $2) \
+             INSERT INTO node_runs (run_id, workspace_id, node_id, position, status, attempts, input, output, raw_output, \
                                     error, port, queued_at, started_at, finished_at, deadline_at, items, rate_limited) \
              SELECT $1, $2, * FROM UNNEST($3::text[], $4::int[], $5::text[], $6::int[], $7::jsonb[], $8::jsonb[], \
                                           $9::jsonb[], $10::jsonb[], $11::text[], $12::timestamptz[], \
@@ -326,7 +368,7 @@ pub async fn save_nodes(
         ],
     )
     .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// The gateway checked every action against the workspace's connectors when the version
@@ -425,4 +467,27 @@ pub async fn update_connection(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_state_as_stored_has_nothing_to_write_and_microsecond_times() {
+        let mut state = RunState::default();
+        let mut node = NodeState::pending();
+        let time = Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap();
+        node.started_at = Some(time);
+        node.finished_at = Some(time);
+        state.nodes.insert("a".into(), node);
+        as_stored(&mut state);
+        let node = &state.nodes["a"];
+        assert!(!node.changed, "nothing is left to write");
+        let stored = Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap();
+        assert_eq!(node.started_at, Some(stored));
+        assert_eq!(node.finished_at, Some(stored));
+        assert_eq!(node.queued_at, None);
+    }
 }

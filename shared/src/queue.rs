@@ -5,7 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
+use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
@@ -484,14 +485,52 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Consumes `spec.queue` until `shutdown` is cancelled, handling messages concurrently
 /// (up to the prefetch). Reconnects with exponential backoff and jitter whenever the
 /// connection or channel is lost; unacked messages are redelivered by the broker.
+///
+/// Each message is handled in its own span, a child of the span that published it.
 pub async fn consume<H, F>(spec: ConsumerSpec, handler: H, shutdown: CancellationToken)
 where
     H: Fn(Delivery) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Disposition> + Send + 'static,
 {
+    let queue = spec.queue.clone();
+    let one_at_a_time = move |batch: Vec<Delivery>| {
+        let handler = handler.clone();
+        let queue = queue.clone();
+        futures_util::future::join_all(batch.into_iter().map(move |delivery| {
+            let span = delivery_span(&queue, &delivery);
+            let handled = handler(delivery);
+            async move {
+                let disposition = handled.await;
+                if disposition != Disposition::Ack {
+                    Span::current().record("otel.status_code", "ERROR");
+                }
+                disposition
+            }
+            .instrument(span)
+        }))
+    };
+    consume_batches(spec, 1, one_at_a_time, shutdown).await;
+}
+
+/// Like [`consume`], for handlers that do better with several messages at once (say, one
+/// transaction for all): a batch is the first message and whatever else had already
+/// arrived, up to `max_batch`. Nothing waits to fill a batch, so a lone message is not
+/// delayed; batches grow only when messages arrive faster than they are handled.
+///
+/// The handler returns one disposition per message, in order, and makes the messages'
+/// spans itself ([`delivery_span`]).
+pub async fn consume_batches<H, F>(
+    spec: ConsumerSpec,
+    max_batch: usize,
+    handler: H,
+    shutdown: CancellationToken,
+) where
+    H: Fn(Vec<Delivery>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Vec<Disposition>> + Send + 'static,
+{
     let mut backoff = Duration::from_millis(100);
     loop {
-        match consume_once(&spec, handler.clone(), &shutdown, &mut backoff).await {
+        match consume_once(&spec, max_batch, handler.clone(), &shutdown, &mut backoff).await {
             Ok(()) => return,
             Err(e) => {
                 let pause = backoff.mul_f64(rand::rng().random_range(0.5..1.0));
@@ -508,13 +547,14 @@ where
 
 async fn consume_once<H, F>(
     spec: &ConsumerSpec,
+    max_batch: usize,
     handler: H,
     shutdown: &CancellationToken,
     backoff: &mut Duration,
 ) -> Result<(), QueueError>
 where
-    H: Fn(Delivery) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Disposition> + Send + 'static,
+    H: Fn(Vec<Delivery>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Vec<Disposition>> + Send + 'static,
 {
     let connection = connect(&spec.url, &spec.name).await?;
     let channel = connection.create_channel().await?;
@@ -531,7 +571,7 @@ where
         )
         .await?;
     *backoff = Duration::from_millis(100);
-    tracing::info!(queue = %spec.queue, prefetch = spec.prefetch, "consuming");
+    tracing::info!(queue = %spec.queue, prefetch = spec.prefetch, max_batch, "consuming");
 
     let mut in_flight = JoinSet::new();
     let outcome = loop {
@@ -540,9 +580,22 @@ where
             Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    let handler = handler.clone();
-                    let span = consumer_span(&spec.queue, &delivery);
-                    in_flight.spawn(settle(delivery, handler).instrument(span));
+                    let mut batch = vec![delivery];
+                    let mut lost = None;
+                    while batch.len() < max_batch {
+                        match consumer.next().now_or_never() {
+                            Some(Some(Ok(delivery))) => batch.push(delivery),
+                            Some(Some(Err(e))) => {
+                                lost = Some(QueueError::Amqp(e));
+                                break;
+                            }
+                            Some(None) | None => break,
+                        }
+                    }
+                    in_flight.spawn(settle(batch, handler.clone()));
+                    if let Some(e) = lost {
+                        break Err(e);
+                    }
                 }
                 Some(Err(e)) => break Err(QueueError::Amqp(e)),
                 None => break Err(QueueError::Unavailable(format!("consumer of {} was cancelled by the broker", spec.queue))),
@@ -576,7 +629,7 @@ fn exchange_name(exchange: &str) -> &str {
 /// The span of handling one message: a child of the span that published it (its trace
 /// context is in the headers), never of whatever span happens to be current. Handlers fill
 /// in the ids once they decoded the message ([`trace::record_run`]).
-fn consumer_span(queue: &str, delivery: &Delivery) -> Span {
+pub fn delivery_span(queue: &str, delivery: &Delivery) -> Span {
     let span = tracing::info_span!(
         parent: None,
         "process",
@@ -601,36 +654,38 @@ fn consumer_span(queue: &str, delivery: &Delivery) -> Span {
     span
 }
 
-async fn settle<H, F>(delivery: Delivery, handler: H)
+async fn settle<H, F>(batch: Vec<Delivery>, handler: H)
 where
-    H: Fn(Delivery) -> F,
-    F: Future<Output = Disposition>,
+    H: Fn(Vec<Delivery>) -> F,
+    F: Future<Output = Vec<Disposition>>,
 {
-    let acker = delivery.acker.clone();
-    let disposition = handler(delivery).await;
-    if disposition != Disposition::Ack {
-        Span::current().record("otel.status_code", "ERROR");
+    let ackers: Vec<Acker> = batch.iter().map(|d| d.acker.clone()).collect();
+    let dispositions = handler(batch).await;
+    let retry_pause = dispositions.contains(&Disposition::Retry);
+    if retry_pause {
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
-    let settled = match disposition {
-        Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
-        Disposition::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
-        Disposition::Retry => {
-            tokio::time::sleep(RETRY_PAUSE).await;
-            acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-        }
-    };
-    match settled {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            "channel closed before the message was settled; the broker will redeliver it"
-        ),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not settle a message; the broker will redeliver it")
+    for (acker, disposition) in ackers.iter().zip(dispositions) {
+        let settled = match disposition {
+            Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
+            Disposition::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
+            Disposition::Retry => {
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+        };
+        match settled {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "channel closed before the message was settled; the broker will redeliver it"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not settle a message; the broker will redeliver it")
+            }
         }
     }
 }
