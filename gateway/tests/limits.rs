@@ -313,11 +313,12 @@ async fn a_node_output_over_its_limit_fails_the_node_for_good_naming_it() {
             &workspace,
             definition(json!([transform(
                 "big",
-                json!({"v": "{{ 'x' * 2000000 }}"})
+                // From the payload: a constant this large is refused when saved.
+                json!({"v": "{{ trigger.body.s * 2000000 }}"})
             )])),
         )
         .await;
-    let run_id = fleet.fire(&hook, json!({})).await;
+    let run_id = fleet.fire(&hook, json!({"s": "x"})).await;
     let run = fleet
         .wait_for_run(&workspace, &run_id, Duration::from_secs(30))
         .await;

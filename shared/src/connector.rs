@@ -25,6 +25,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::crypto::{CryptoError, KeyRing};
+use crate::limits::{MAX_SELECTED_BYTES, MAX_SELECTED_NODES};
 use crate::manifest::{Auth, BodyType, KeyLocation, ResponseSpec};
 use crate::messages::{ActionCall, ErrorClass, NodeError, connection_aad, truncate_body};
 use crate::oauth::TokenSet;
@@ -615,14 +616,114 @@ pub fn redact_text(text: &str, secrets: &[String]) -> Option<String> {
 }
 
 /// The value of a JSONPath in `response`: a singular path (`$.body.ts`) gives one value
-/// or null, any other (`$.body.items[*].id`) the list of what it selects.
+/// or null, any other (`$.body.items[*].id`) the list of what it selects. Bounded like
+/// one path of a mapping (see [`Selection`]).
 pub fn select(path: &str, response: &Value) -> Result<Value, String> {
-    let parsed = JsonPath::parse(path).map_err(|e| format!("`{path}` is not a JSONPath: {e}"))?;
-    let nodes = parsed.query(response);
-    if is_singular(path) {
-        Ok(nodes.first().map_or(Value::Null, |v| (*v).clone()))
-    } else {
-        Ok(Value::Array(nodes.all().into_iter().cloned().collect()))
+    Selection::default().select(path, response)
+}
+
+/// What the JSONPaths of one mapping may still select. A path like `$..*` selects every
+/// node of a response, each with all that is under it: copying them would take the
+/// response's size times its depth. So what a mapping's paths select is counted before
+/// any of it is copied, and stops as soon as it passes [`MAX_SELECTED_NODES`] nodes or
+/// [`MAX_SELECTED_BYTES`] bytes of JSON text in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    nodes_left: usize,
+    bytes_left: usize,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            nodes_left: MAX_SELECTED_NODES,
+            bytes_left: MAX_SELECTED_BYTES,
+        }
+    }
+}
+
+impl Selection {
+    /// [`select`], counted with what the mapping's other paths selected.
+    pub fn select(&mut self, path: &str, response: &Value) -> Result<Value, String> {
+        let parsed =
+            JsonPath::parse(path).map_err(|e| format!("`{path}` is not a JSONPath: {e}"))?;
+        let nodes = parsed.query(response);
+        if is_singular(path) {
+            let first = nodes.first();
+            self.take(&path, first.as_slice())?;
+            Ok(first.map_or(Value::Null, Value::clone))
+        } else {
+            let all = nodes.all();
+            self.take(&path, &all)?;
+            Ok(Value::Array(all.into_iter().cloned().collect()))
+        }
+    }
+
+    /// The nodes `path` selects in `value`, once counted, none of them copied yet: for a
+    /// mapping that copies them its own way (a node's `outputs`).
+    pub fn nodes<'v>(
+        &mut self,
+        path: &JsonPath,
+        value: &'v Value,
+    ) -> Result<Vec<&'v Value>, String> {
+        let all = path.query(value).all();
+        self.take(path, &all)?;
+        Ok(all)
+    }
+
+    /// Counts `nodes`, what `path` selected, against what is left.
+    fn take(&mut self, path: &dyn fmt::Display, nodes: &[&Value]) -> Result<(), String> {
+        let Some(nodes_left) = self.nodes_left.checked_sub(nodes.len()) else {
+            let before = MAX_SELECTED_NODES - self.nodes_left;
+            let others = match before {
+                0 => String::new(),
+                _ => format!(", {} with the mapping's other paths", before + nodes.len()),
+            };
+            return Err(format!(
+                "`{path}` selects {} nodes{others}, over the limit of {MAX_SELECTED_NODES} for one mapping; select fewer (a `..` or `*` over a large response selects all of it)",
+                nodes.len()
+            ));
+        };
+        let before = MAX_SELECTED_BYTES - self.bytes_left;
+        for node in nodes {
+            let mut measure = JsonSize {
+                bytes: 0,
+                cap: self.bytes_left,
+            };
+            if serde_json::to_writer(&mut measure, node).is_err() {
+                let others = match before {
+                    0 => String::new(),
+                    _ => format!(" with the {before} bytes of the mapping's other paths"),
+                };
+                return Err(format!(
+                    "what `{path}` selects passes the limit of {MAX_SELECTED_BYTES} bytes of JSON for one mapping{others}; select less"
+                ));
+            }
+            self.bytes_left -= measure.bytes;
+        }
+        self.nodes_left = nodes_left;
+        Ok(())
+    }
+}
+
+/// Counts the bytes of JSON text written to it, failing once they pass `cap`, so that a
+/// node too large is not serialized to its end.
+struct JsonSize {
+    bytes: usize,
+    cap: usize,
+}
+
+impl std::io::Write for JsonSize {
+    fn write(&mut self, text: &[u8]) -> std::io::Result<usize> {
+        self.bytes = self.bytes.saturating_add(text.len());
+        if self.bytes > self.cap {
+            return Err(std::io::Error::other("over the limit"));
+        }
+        Ok(text.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -698,8 +799,10 @@ pub fn interpret(
         return Ok(response);
     };
     let mut output = Map::new();
+    let mut selection = Selection::default();
     for (field, path) in mapping {
-        let value = select(path, &response)
+        let value = selection
+            .select(path, &response)
             .map_err(|e| permanent(format!("response.output.{field}: {e}")))?;
         output.insert(field.clone(), value);
     }
@@ -1165,6 +1268,127 @@ mod tests {
             "{}",
             error.message
         );
+    }
+
+    fn mapping(fields: &[(&str, &str)]) -> ResponseSpec {
+        ResponseSpec {
+            output: Some(
+                fields
+                    .iter()
+                    .map(|(field, path)| ((*field).to_owned(), (*path).to_owned()))
+                    .collect(),
+            ),
+            ..ResponseSpec::default()
+        }
+    }
+
+    /// Objects nested `depth` deep, each holding `text` besides the next one.
+    fn nested(depth: usize, text: &str) -> Value {
+        (0..depth).fold(json!(text), |inner, _| json!({"text": text, "next": inner}))
+    }
+
+    #[test]
+    fn a_path_selecting_everything_of_a_large_deep_response_is_refused_naming_the_limit() {
+        let templates = Templates::new();
+        // 64 levels of 64 KiB: `$..*` would copy each level with all under it, ~130 MiB.
+        let deep = response(200, nested(64, &"x".repeat(64 * 1024)));
+        let error = interpret(&mapping(&[("all", "$..*")]), deep.clone(), &templates)
+            .expect_err("too large");
+        assert_eq!(error.class, ErrorClass::Permanent);
+        assert_eq!(
+            error.message,
+            "response.output.all: what `$..*` selects passes the limit of 4194304 bytes of JSON for one mapping; select less"
+        );
+        // A wide one is refused on its count of nodes, before any is measured.
+        let wide = response(200, json!({"items": vec![json!({"id": 1}); 6_000]}));
+        let error =
+            interpret(&mapping(&[("all", "$..*")]), wide, &templates).expect_err("too many");
+        assert!(
+            error.message.starts_with(
+                "response.output.all: `$..*` selects 12005 nodes, over the limit of 10000 for one mapping"
+            ),
+            "{}",
+            error.message
+        );
+        // What a real mapping picks out of the same response is fine.
+        let picked = interpret(
+            &mapping(&[("top", "$.body.text"), ("ids", "$.body.next.next..text")]),
+            deep,
+            &templates,
+        )
+        .expect("a few nodes");
+        assert_eq!(picked["top"].as_str().map(str::len), Some(64 * 1024));
+        assert_eq!(picked["ids"].as_array().map(Vec::len), Some(62));
+    }
+
+    #[test]
+    fn the_mapping_limits_are_inclusive_and_count_all_of_its_paths() {
+        let templates = Templates::new();
+        let items = |count: usize| response(200, json!({"items": vec![0; count]}));
+        let all_items = mapping(&[("items", "$.body.items[*]")]);
+        let output = interpret(&all_items, items(MAX_SELECTED_NODES), &templates)
+            .expect("exactly at the limit");
+        assert_eq!(
+            output["items"].as_array().map(Vec::len),
+            Some(MAX_SELECTED_NODES)
+        );
+        let error =
+            interpret(&all_items, items(MAX_SELECTED_NODES + 1), &templates).expect_err("one over");
+        assert!(
+            error.message.starts_with(
+                "response.output.items: `$.body.items[*]` selects 10001 nodes, over the limit of 10000"
+            ),
+            "{}",
+            error.message
+        );
+        // A text whose JSON (its quotes included) is exactly the byte limit, then one more.
+        let text = |length: usize| response(200, json!({"s": "x".repeat(length)}));
+        let one_text = mapping(&[("s", "$.body.s")]);
+        assert!(interpret(&one_text, text(MAX_SELECTED_BYTES - 2), &templates).is_ok());
+        let error = interpret(&one_text, text(MAX_SELECTED_BYTES - 1), &templates)
+            .expect_err("one byte over");
+        assert_eq!(
+            error.message,
+            "response.output.s: what `$.body.s` selects passes the limit of 4194304 bytes of JSON for one mapping; select less"
+        );
+        // The limits hold for the mapping in all, not for each of its paths.
+        let twice = mapping(&[("a", "$.body.s"), ("b", "$.body.s")]);
+        let error = interpret(&twice, text(MAX_SELECTED_BYTES / 2), &templates)
+            .expect_err("twice the half");
+        assert!(
+            error.message.starts_with("response.output.b: what `$.body.s` selects passes the limit of 4194304 bytes of JSON for one mapping with the 2097154 bytes of the mapping's other paths"),
+            "{}",
+            error.message
+        );
+        let error = interpret(
+            &mapping(&[("a", "$.body.items[*]"), ("b", "$.body.items[*]")]),
+            items(MAX_SELECTED_NODES / 2 + 1),
+            &templates,
+        )
+        .expect_err("twice over half the nodes");
+        assert!(
+            error.message.starts_with("response.output.b: `$.body.items[*]` selects 5001 nodes, 10002 with the mapping's other paths, over the limit of 10000"),
+            "{}",
+            error.message
+        );
+        // Paths parsed ahead are counted the same way.
+        let parsed = JsonPath::parse("$.items[*]").expect("a path");
+        let mut selection = Selection::default();
+        let value = json!({"items": vec![0; MAX_SELECTED_NODES - 1]});
+        assert_eq!(
+            selection.nodes(&parsed, &value).map(|nodes| nodes.len()),
+            Ok(MAX_SELECTED_NODES - 1)
+        );
+        let error = selection.nodes(&parsed, &value).expect_err("twice");
+        assert!(
+            error.starts_with(
+                "`$.items[*]` selects 9999 nodes, 19998 with the mapping's other paths"
+            ),
+            "{error}"
+        );
+        // `select` alone is bounded as one path of a mapping.
+        assert!(select("$..*", &nested(64, &"x".repeat(64 * 1024))).is_err());
+        assert_eq!(select("$.a[*]", &json!({"a": [1, 2]})), Ok(json!([1, 2])));
     }
 
     #[test]

@@ -16,6 +16,16 @@ use serde_json::Value;
 /// is far deeper than any real payload.
 pub const MAX_JSON_DEPTH: usize = 64;
 
+/// Most nodes the JSONPaths of one output mapping may select in all. `$..*` selects every
+/// node of a response, and each holds all that is under it: copying what it selects from
+/// a response of 10 MiB nested 64 deep would take hundreds of MiB. Real mappings pick a
+/// few fields, or the items of one list.
+pub const MAX_SELECTED_NODES: usize = 10_000;
+
+/// Most bytes, as JSON text, what the JSONPaths of one output mapping select may take in
+/// all: as much as the templates of one value may render.
+pub const MAX_SELECTED_BYTES: usize = crate::template::MAX_RENDERED_VALUE_BYTES;
+
 /// The nesting depth of a JSON value: a scalar is 0, `[]` and `{}` are 1, `[[1]]` is 2.
 /// Iterative, so a value of any depth is measured without exhausting the stack.
 pub fn json_depth(value: &Value) -> usize {
