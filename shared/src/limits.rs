@@ -90,6 +90,32 @@ pub struct TooDeep {
     pub depth: usize,
 }
 
+/// A value from a third party made storable: PostgreSQL cannot keep U+0000 in `jsonb`, so
+/// each one, in a string or a key, becomes U+FFFD (as bytes that are not UTF-8 already
+/// do). Nesting is bounded by [`MAX_JSON_DEPTH`], checked before.
+pub fn without_nul(value: Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(text_without_nul(text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (text_without_nul(key), without_nul(value)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Text made storable as [`without_nul`] makes values.
+pub fn text_without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{fffd}")
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -105,6 +131,16 @@ mod tests {
                 json!({ "k": inner })
             }
         })
+    }
+
+    #[test]
+    fn nul_characters_become_replacement_characters_in_strings_and_keys() {
+        let value = json!({"a\u{0}": ["x\u{0}y", 1, {"b": "\u{0}"}], "c": null});
+        assert_eq!(
+            without_nul(value),
+            json!({"a\u{fffd}": ["x\u{fffd}y", 1, {"b": "\u{fffd}"}], "c": null})
+        );
+        assert_eq!(text_without_nul("plain".into()), "plain");
     }
 
     #[test]

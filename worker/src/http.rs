@@ -118,7 +118,7 @@ impl HttpEngine {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.contains("json"));
         let bytes = self.read_body(response).await?;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let text = limits::text_without_nul(String::from_utf8_lossy(&bytes).into_owned());
         let body = if bytes.is_empty() {
             Value::Null
         } else if is_json {
@@ -131,7 +131,7 @@ impl HttpEngine {
                     format!("the upstream response body is {too_deep}"),
                 )
             })?;
-            parsed
+            limits::without_nul(parsed)
         } else {
             Value::String(text.clone())
         };
