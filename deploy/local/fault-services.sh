@@ -11,6 +11,7 @@
 #   fault-services.sh broker-stop    stop RabbitMQ on the node (rabbitmqctl stop_app)
 #   fault-services.sh broker-start   start it again (start_app); returns once it serves
 #   fault-services.sh db-restart     restart PostgreSQL (fast shutdown); returns once it serves
+#   fault-services.sh blip           cut every client connection to both (a network blip)
 #
 # Settings: WEFT_FAULTS_DIR (default ${TMPDIR:-/tmp}/weft-faults; users rabbitmq and
 # postgres must reach it), WEFT_FAULTS_AMQP_PORT (5673; Erlang distribution on it + 20000),
@@ -168,6 +169,19 @@ rabbit_start_app() {
         || die "rabbitmqctl -n $NODE start_app failed; see $RABBIT_LOG_DIR/start_app.log and $RABBIT_LOG_DIR"
 }
 
+# --- Both -----------------------------------------------------------------------
+
+# The fault: a network blip. Every client connection to the broker and the database is
+# cut at once while both servers stay up; clients must notice and reconnect by themselves.
+blip() {
+    ctl close_all_connections "fault injection: network blip" >"$RABBIT_LOG_DIR/blip.log" 2>&1 \
+        || die "rabbitmqctl -n $NODE close_all_connections failed; see $RABBIT_LOG_DIR/blip.log"
+    psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qAt -c \
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()" >/dev/null \
+        || die "could not cut the connections of PostgreSQL on port $PG_PORT; see $PG_LOG"
+}
+
 # --- PostgreSQL ---------------------------------------------------------------
 
 pg_bin() {
@@ -257,11 +271,12 @@ print_env() {
     printf 'export WEFT_FAULT_BROKER_STOP=%q\n' "$script broker-stop"
     printf 'export WEFT_FAULT_BROKER_START=%q\n' "$script broker-start"
     printf 'export WEFT_FAULT_DB_RESTART=%q\n' "$script db-restart"
+    printf 'export WEFT_FAULT_BLIP=%q\n' "$script blip"
     printf 'export WEFT_FAULT_RABBITMQCTL=%q\n' "rabbitmqctl -n $NODE"
 }
 
 usage() {
-    echo "usage: $0 start|stop|env|broker-stop|broker-start|db-restart" >&2
+    echo "usage: $0 start|stop|env|broker-stop|broker-start|db-restart|blip" >&2
     exit 2
 }
 
@@ -269,7 +284,7 @@ main() {
     [[ $# -eq 1 ]] || usage
     case "$1" in
         env) print_env; return ;;
-        start | stop | broker-stop | broker-start | db-restart) require_root "$1" ;;
+        start | stop | broker-stop | broker-start | db-restart | blip) require_root "$1" ;;
         *) usage ;;
     esac
     case "$1" in
@@ -278,6 +293,7 @@ main() {
         broker-stop) rabbit_stop_app ;;
         broker-start) rabbit_start_app ;;
         db-restart) pg_restart ;;
+        blip) blip ;;
     esac
 }
 

@@ -1,5 +1,6 @@
 //! Fault injection (issue 8): a steady stream of webhooks while, one after the other, a
-//! worker and a scheduler are killed and RabbitMQ and PostgreSQL are restarted. Then, from
+//! worker and a scheduler are killed, RabbitMQ and PostgreSQL are restarted, and every
+//! connection to both is cut (a network blip). Then, from
 //! the database and the upstream's log: nothing accepted is lost or stuck, no node ran
 //! twice, and how many upstream calls repeated and how long each recovery took.
 //!
@@ -9,8 +10,8 @@
 //! Ignored by default because, without those variables, it restarts the machine's shared
 //! broker and database, which would break every test running beside it.
 //!
-//! The restarts run shell commands: `WEFT_FAULT_BROKER_STOP`, `WEFT_FAULT_BROKER_START`,
-//! `WEFT_FAULT_DB_RESTART`; queue consumers are counted with `WEFT_FAULT_RABBITMQCTL`
+//! The restarts and the blip run shell commands: `WEFT_FAULT_BROKER_STOP`,
+//! `WEFT_FAULT_BROKER_START`, `WEFT_FAULT_DB_RESTART`, `WEFT_FAULT_BLIP`; queue consumers are counted with `WEFT_FAULT_RABBITMQCTL`
 //! (default `rabbitmqctl`, the local default node). The broker and database are the
 //! testkit's `WEFT_TEST_AMQP_URL` and `WEFT_TEST_DATABASE_URL`.
 
@@ -36,6 +37,10 @@ const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 const DEFAULT_BROKER_STOP: &str = "rabbitmqctl -q stop_app";
 const DEFAULT_BROKER_START: &str = "rabbitmqctl -q start_app && rabbitmqctl -q await_startup";
+const DEFAULT_BLIP: &str = "rabbitmqctl -q close_all_connections 'network blip' && \
+     psql -h 127.0.0.1 -U postgres -d postgres -qAtc \
+     \"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+       WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()\"";
 const DEFAULT_DB_RESTART: &str = "pg_ctlcluster --skip-systemctl-redirect \
      \"$(ls /etc/postgresql | sort -V | head -n1)\" main restart";
 const DEFAULT_RABBITMQCTL: &str = "rabbitmqctl";
@@ -303,6 +308,14 @@ async fn a_fleet_under_load_loses_nothing_to_kills_and_restarts() {
         at: Instant::now(),
     });
     run_shell("WEFT_FAULT_DB_RESTART", DEFAULT_DB_RESTART).await;
+    wait_readyz(&probe, &fleet.gateway_ops, 200, RECOVERY_TIMEOUT).await;
+
+    at(28).await;
+    faults.push(Fault {
+        name: "network blip (every connection cut)",
+        at: Instant::now(),
+    });
+    run_shell("WEFT_FAULT_BLIP", DEFAULT_BLIP).await;
     wait_readyz(&probe, &fleet.gateway_ops, 200, RECOVERY_TIMEOUT).await;
 
     load.await.expect("load driver");
