@@ -8,8 +8,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-# The testkit's broker namespaces (testkit/src/lib.rs): weft_test_<uuid>.
-TEST_NAMESPACE_PREFIX="weft_test_"
+# Broker namespaces of test runs: the testkit's (testkit/src/lib.rs, weft_test_<uuid>)
+# and schemathesis.sh's (weft_st_<time>_<pid>).
+TEST_NAMESPACES='^(weft_test_|weft_st_)'
 
 # A test process killed before its cleanup (a cancelled run, a timeout) leaves its
 # namespace's queues on the shared broker, where they pile up run after run. Deletes the
@@ -23,8 +24,8 @@ sweep_test_queues() {
     fi
     # An Erlang list of the queue names, for one `rabbitmqctl eval` that deletes them all
     # (one rabbitmqctl call per queue takes about a second each).
-    names="$(awk -F '\t' -v prefix="$TEST_NAMESPACE_PREFIX" '
-        index($1, prefix) == 1 && $1 ~ /^[A-Za-z0-9_.]+$/ {
+    names="$(awk -F '\t' -v namespaces="$TEST_NAMESPACES" '
+        $1 ~ namespaces && $1 ~ /^[A-Za-z0-9_.]+$/ {
             split($1, parts, ".")
             namespace[$1] = parts[1]
             if ($2 > 0) live[parts[1]] = 1
@@ -38,12 +39,12 @@ sweep_test_queues() {
         }
     ' <<<"$listing")"
     if [[ -z "$names" ]]; then
-        echo "test: no leftover test queues (${TEST_NAMESPACE_PREFIX}*) on the shared broker"
+        echo "test: no leftover test queues (weft_test_*, weft_st_*) on the shared broker"
         return 0
     fi
     local deleted
     if deleted="$(rabbitmqctl -q eval "length([N || N <- [$names], {ok, Q} <- [rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, N))], element(1, rabbit_amqqueue:delete(Q, false, false, <<\"weft-test-sweep\">>)) =:= ok])." 2>&1)"; then
-        echo "test: deleted $deleted leftover test queues (${TEST_NAMESPACE_PREFIX}*) from the shared broker"
+        echo "test: deleted $deleted leftover test queues (weft_test_*, weft_st_*) from the shared broker"
     else
         echo "test: leftover test queues not swept: rabbitmqctl eval failed: ${deleted%%$'\n'*}"
     fi
