@@ -661,31 +661,40 @@ where
 {
     let ackers: Vec<Acker> = batch.iter().map(|d| d.acker.clone()).collect();
     let dispositions = handler(batch).await;
-    let retry_pause = dispositions.contains(&Disposition::Retry);
-    if retry_pause {
-        tokio::time::sleep(RETRY_PAUSE).await;
-    }
-    for (acker, disposition) in ackers.iter().zip(dispositions) {
+    // Done and poison messages are settled at once; only those to retry wait for the pause.
+    let (retry, settle_now): (Vec<_>, Vec<_>) = ackers
+        .iter()
+        .zip(dispositions)
+        .partition(|(_, disposition)| *disposition == Disposition::Retry);
+    for (acker, disposition) in settle_now {
         let settled = match disposition {
-            Disposition::Ack => acker.ack(BasicAckOptions::default()).await,
             Disposition::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
-            Disposition::Retry => {
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-            }
+            _ => acker.ack(BasicAckOptions::default()).await,
         };
-        match settled {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                "channel closed before the message was settled; the broker will redeliver it"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not settle a message; the broker will redeliver it")
-            }
+        warn_unsettled(settled);
+    }
+    if retry.is_empty() {
+        return;
+    }
+    tokio::time::sleep(RETRY_PAUSE).await;
+    for (acker, _) in retry {
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        };
+        warn_unsettled(acker.nack(requeue).await);
+    }
+}
+
+/// A message left unsettled is redelivered by the broker: worth a warning, not a failure.
+fn warn_unsettled(settled: Result<bool, lapin::Error>) {
+    match settled {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "channel closed before the message was settled; the broker will redeliver it"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not settle a message; the broker will redeliver it")
         }
     }
 }
