@@ -7,7 +7,7 @@
 use axum::http::{HeaderMap, Method};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use weft_shared::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth};
+use weft_shared::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth, text_without_nul};
 
 use crate::extract::{holds_nul, is_json, media_type};
 
@@ -71,21 +71,22 @@ fn decode_body(media_type: Option<&str>, body: &[u8]) -> Result<Value, serde_jso
             serde_json::from_slice(body)
         }
         Some("application/x-www-form-urlencoded") => Ok(Value::Object(decode_form(body))),
-        _ => Ok(Value::String(storable(&String::from_utf8_lossy(body)))),
+        _ => Ok(Value::String(text_without_nul(
+            String::from_utf8_lossy(body).into_owned(),
+        ))),
     }
 }
 
 /// `a=1&b=x%20y` → `{"a": "1", "b": "x y"}`. A repeated name keeps its last value.
 fn decode_form(encoded: &[u8]) -> Map<String, Value> {
     form_urlencoded::parse(encoded)
-        .map(|(name, value)| (storable(&name), Value::String(storable(&value))))
+        .map(|(name, value)| {
+            (
+                text_without_nul(name.into_owned()),
+                Value::String(text_without_nul(value.into_owned())),
+            )
+        })
         .collect()
-}
-
-/// Text captured as it came, but for U+0000, which PostgreSQL cannot store in `jsonb`:
-/// it becomes U+FFFD, as bytes that are not UTF-8 already do.
-fn storable(text: &str) -> String {
-    text.replace('\0', "\u{fffd}")
 }
 
 /// Header names are lower-case (HTTP/2 style); a repeated header's values are joined
