@@ -157,15 +157,7 @@ async fn every_binary_serves_health_readiness_and_clean_metrics() {
             assert_eq!(ready["checks"][dependency], "up", "{name}: {ready}");
         }
 
-        let exposition = fleet
-            .client
-            .get(format!("{ops}/metrics"))
-            .send()
-            .await
-            .expect("answers")
-            .text()
-            .await
-            .expect("text");
+        let exposition = fleet.metrics(&ops).await;
         for metric in metrics.iter().chain(&[
             "weft_build_info",
             "process_resident_memory_bytes",

@@ -146,15 +146,7 @@ async fn runs_of(fleet: &Fleet, scenario_id: &str) -> Vec<String> {
 
 /// The gateway's `weft_webhooks_received_total` for `outcome`.
 async fn webhooks_received(fleet: &Fleet, outcome: &str) -> u64 {
-    let text = fleet
-        .client
-        .get(format!("{}/metrics", fleet.gateway_ops))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics body");
+    let text = fleet.metrics(&fleet.gateway_ops).await;
     let series = format!("weft_webhooks_received_total{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&series))

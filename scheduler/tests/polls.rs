@@ -155,15 +155,7 @@ async fn polls_counted(fleet: &Fleet, outcome: &str) -> u64 {
     let series = format!("weft_polls_total{{outcome=\"{outcome}\"}} ");
     let mut total = 0;
     for scheduler in &fleet.schedulers {
-        let text = fleet
-            .client
-            .get(format!("{}/metrics", scheduler.ops))
-            .send()
-            .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("metrics body");
+        let text = fleet.metrics(&scheduler.ops).await;
         total += text
             .lines()
             .find_map(|line| line.strip_prefix(series.as_str()))

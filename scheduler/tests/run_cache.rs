@@ -36,15 +36,7 @@ fn chain(upstream: &Upstream) -> Value {
 
 /// A scheduler's metrics: each sample's value by its name and labels as exposed.
 async fn scrape(fleet: &Fleet, scheduler: usize) -> HashMap<String, f64> {
-    let text = fleet
-        .client
-        .get(format!("{}/metrics", fleet.schedulers[scheduler].ops))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = fleet.metrics(&fleet.schedulers[scheduler].ops).await;
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {

@@ -411,22 +411,20 @@ async fn a_test_run_works_on_a_draft_and_stays_out_of_the_run_metrics() {
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    let scrape = || async {
-        fleet
-            .client
-            .get(format!("{}/metrics", fleet.schedulers[0].ops))
-            .send()
-            .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("text")
-    };
-    assert_eq!(finished(&scrape().await), 0.0, "a test run is not counted");
+    let scheduler_ops = &fleet.schedulers[0].ops;
+    assert_eq!(
+        finished(&fleet.metrics(scheduler_ops).await),
+        0.0,
+        "a test run is not counted"
+    );
     let production = fleet.start_run(&workspace, scenario, json!({"n": 4})).await;
     let run = fleet
         .wait_for_run(&workspace, &production, RUN_TIMEOUT)
         .await;
     assert_eq!(run["trigger_kind"], "manual");
-    assert_eq!(finished(&scrape().await), 1.0, "a manual run is counted");
+    assert_eq!(
+        finished(&fleet.metrics(scheduler_ops).await),
+        1.0,
+        "a manual run is counted"
+    );
 }

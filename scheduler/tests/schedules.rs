@@ -55,15 +55,7 @@ fn scheduled_at(run: &Value) -> DateTime<Utc> {
 async fn schedule_runs_started(fleet: &Fleet) -> u64 {
     let mut total = 0;
     for scheduler in &fleet.schedulers {
-        let text = fleet
-            .client
-            .get(format!("{}/metrics", scheduler.ops))
-            .send()
-            .await
-            .expect("metrics answer")
-            .text()
-            .await
-            .expect("metrics body");
+        let text = fleet.metrics(&scheduler.ops).await;
         let series = "weft_runs_started_total{trigger=\"schedule\"} ";
         total += text
             .lines()

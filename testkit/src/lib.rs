@@ -372,6 +372,18 @@ impl Fleet {
         format!("{}{path}", self.api)
     }
 
+    /// The Prometheus exposition served at `ops` (a service's metrics address).
+    pub async fn metrics(&self, ops: &str) -> String {
+        self.client
+            .get(format!("{ops}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Creates a workspace through the admin API.
     pub async fn workspace(&self) -> Workspace {
         let response = self
