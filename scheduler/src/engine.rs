@@ -183,9 +183,9 @@ impl Engine {
             .unwrap_or(Ok(()))
     }
 
-    /// Records results, several in one transaction: their runs are locked in one statement
-    /// (in id order, so two batches cannot deadlock), each run's results are applied in
-    /// order while different runs' statements are pipelined, and one commit ends it all.
+    /// Records results, several in one transaction: their runs are locked first, in id
+    /// order (so two batches cannot deadlock), each run's results are applied in order
+    /// while different runs' statements are pipelined, and one commit ends it all.
     /// If the batch fails, each result is tried alone, so one bad result fails only itself.
     /// Returns one outcome per result, in order.
     pub async fn record_all(&self, results: Vec<Received>) -> Vec<Result<(), EngineError>> {
