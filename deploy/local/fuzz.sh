@@ -35,7 +35,7 @@ CORPUS="$ROOT/target/fuzz-corpus"
 # Inputs to start from, per target.
 declare -A SEEDS=(
     [scenario]="$ROOT/fuzz/seeds/scenario"
-    [manifest]="$ROOT/shared/connectors"
+    [manifest]="$ROOT/domain/connectors"
 )
 
 cd "$ROOT/fuzz"

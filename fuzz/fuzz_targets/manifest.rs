@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weft_shared::manifest;
+use weft_domain::manifest;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(source) = serde_json::from_slice::<serde_json::Value>(data) {

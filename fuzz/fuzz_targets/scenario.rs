@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weft_shared::scenario::{BuiltinCatalog, Scenario};
+use weft_domain::scenario::{BuiltinCatalog, Scenario};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(definition) = serde_json::from_slice::<serde_json::Value>(data) {

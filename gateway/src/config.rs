@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
-use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
-use weft_shared::crypto::KeyRing;
-use weft_shared::egress::EgressRule;
+use weft_domain::crypto::KeyRing;
+use weft_runtime::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
+use weft_runtime::egress::EgressRule;
 
 // Value names are the variables' names, so clap's one-line errors name the variable.
 #[derive(clap::Parser, Debug, Clone)]
@@ -142,7 +142,7 @@ impl TypedValueParser for KeyRingParser {
             .to_str()
             .ok_or_else(|| invalid("not UTF-8".to_owned()))?;
         text.parse()
-            .map_err(|e: weft_shared::crypto::CryptoError| invalid(e.to_string()))
+            .map_err(|e: weft_domain::crypto::CryptoError| invalid(e.to_string()))
     }
 }
 

@@ -16,9 +16,9 @@
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
-use weft_shared::messages::{self, RunRequested};
-use weft_shared::scenario::TriggerKind;
-use weft_shared::trace;
+use weft_domain::messages::{self, RunRequested};
+use weft_domain::scenario::TriggerKind;
+use weft_runtime::trace;
 
 use crate::error::ApiError;
 use crate::state::AppState;

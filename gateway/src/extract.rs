@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::error::Category;
-use weft_shared::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth};
+use weft_domain::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::state::AppState;

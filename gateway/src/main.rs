@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use weft_gateway::{Command, Config, Gateway, secrets};
-use weft_shared::{db, telemetry};
+use weft_runtime::{db, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config: Config = weft_shared::config::parse();
+    let config: Config = weft_runtime::config::parse();
     let telemetry = match telemetry::init("weft-gateway", &config.process.log_format) {
         Ok(telemetry) => telemetry,
         Err(e) => {

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{HistogramVec, IntCounterVec, Registry};
-use weft_shared::scenario::TriggerKind;
-use weft_shared::telemetry;
+use weft_domain::scenario::TriggerKind;
+use weft_runtime::telemetry;
 
 /// What became of a webhook delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,8 +26,8 @@ use rand::Rng;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use weft_shared::messages::{self, Message, NodeResult, NodeTask, RunFinished};
-use weft_shared::queue::{self, QueueError, Topology};
+use weft_domain::messages::{self, Message, NodeResult, NodeTask, RunFinished};
+use weft_runtime::queue::{self, QueueError, Topology};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -267,7 +267,7 @@ pub async fn execute(
 #[cfg(test)]
 mod tests {
     use serde_json::Value;
-    use weft_shared::messages::{Outcome, VERSION};
+    use weft_domain::messages::{Outcome, VERSION};
 
     use super::*;
 

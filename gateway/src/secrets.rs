@@ -10,8 +10,8 @@
 use tokio_postgres::types::{FromSqlOwned, ToSql};
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
-use weft_shared::crypto::KeyRing;
-use weft_shared::messages::connection_aad;
+use weft_domain::crypto::KeyRing;
+use weft_domain::messages::connection_aad;
 
 /// The associated data of a scenario's webhook signature secret.
 pub fn webhook_signature_aad(workspace_id: Uuid, scenario_id: Uuid) -> String {

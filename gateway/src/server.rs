@@ -11,11 +11,11 @@ use deadpool_postgres::Pool;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use weft_shared::db::{self, DbError};
-use weft_shared::egress::{EgressPolicy, GuardedClient};
-use weft_shared::manifest::InputSchemas;
-use weft_shared::queue::{Publisher, Topology};
-use weft_shared::telemetry::{self, Readiness};
+use weft_domain::manifest::InputSchemas;
+use weft_runtime::db::{self, DbError};
+use weft_runtime::egress::{EgressPolicy, GuardedClient};
+use weft_runtime::queue::{Publisher, Topology};
+use weft_runtime::telemetry::{self, Readiness};
 
 use crate::api;
 use crate::config::Config;

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use weft_shared::crypto::KeyRing;
-use weft_shared::egress::GuardedClient;
-use weft_shared::manifest::InputSchemas;
-use weft_shared::queue::Publisher;
+use weft_domain::crypto::KeyRing;
+use weft_domain::manifest::InputSchemas;
+use weft_runtime::egress::GuardedClient;
+use weft_runtime::queue::Publisher;
 
 use crate::metrics::Metrics;
 use crate::replies::Replies;

@@ -7,7 +7,7 @@
 use axum::http::{HeaderMap, Method};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use weft_shared::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth, text_without_nul};
+use weft_domain::limits::{MAX_JSON_DEPTH, TooDeep, json_text_depth, text_without_nul};
 
 use crate::extract::{holds_nul, is_json, media_type};
 

@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 use uuid::Uuid;
+use weft_domain::crypto::KeyRing;
+use weft_domain::messages::connection_aad;
 use weft_gateway::secrets::{oauth_verifier_aad, rotate_keys};
-use weft_shared::crypto::KeyRing;
-use weft_shared::messages::connection_aad;
 use weft_testkit::{Fleet, Reply, Upstream, Workspace};
 
 const OLD_KEY: &str = "old:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";

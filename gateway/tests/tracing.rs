@@ -21,7 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::json;
 use tokio::net::TcpListener;
-use weft_shared::telemetry::{self, Telemetry, Traces};
+use weft_runtime::telemetry::{self, Telemetry, Traces};
 use weft_testkit::{Fleet, Upstream};
 
 /// Secrets the run sees: none may appear in any attribute.

@@ -10,8 +10,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
+use weft_domain::crypto::KeyRing;
 use weft_gateway::secrets::{rotate_keys, webhook_signature_aad};
-use weft_shared::crypto::KeyRing;
 use weft_testkit::{Fleet, Workspace};
 
 const SECRET: &str = "s3cret-never-shown-9f2c";

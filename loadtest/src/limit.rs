@@ -25,7 +25,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde_json::{Value, json};
-use weft_shared::queue;
+use weft_runtime::queue;
 
 use crate::procs::{ProcSample, ProcessSampler};
 use crate::stats::Latencies;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use tokio::time::Instant;
-use weft_shared::queue::{self, Topology};
+use weft_runtime::queue::{self, Topology};
 
 /// How long a spawned process may take to answer `/readyz`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

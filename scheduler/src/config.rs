@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs, parse_duration};
+use weft_runtime::config::{BrokerArgs, DatabaseArgs, ProcessArgs, parse_duration};
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(

@@ -12,15 +12,15 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde_json::Value;
 use uuid::Uuid;
-use weft_shared::manifest::{
+use weft_domain::manifest::{
     self, Action, HTTP_CONNECTOR, InputSchemas, Manifest, RateLimit, RequestSpec, ResponseSpec,
 };
-use weft_shared::messages::{
+use weft_domain::messages::{
     ActionCall, BUILTIN_CONNECTOR, ErrorClass, NodeError, NodeResult, NodeTask, Outcome,
     SealedConnection,
 };
-use weft_shared::rate_limit::{limit_of, reserve_slot};
-use weft_shared::scenario::{NodeKind, Scenario};
+use weft_domain::scenario::{NodeKind, Scenario};
+use weft_runtime::rate_limit::{limit_of, reserve_slot};
 
 use crate::dispatch::Next;
 use crate::store::{DbError, Run};

@@ -3,10 +3,10 @@
 
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
-use weft_shared::messages::{
+use weft_domain::messages::{
     self, ErrorClass, Message, NodeError, NodeResult, NodeTask, RunRequested,
 };
-use weft_shared::queue::{Disposition, delivery_count};
+use weft_runtime::queue::{Disposition, delivery_count};
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
-use weft_shared::graph::Dispatch;
-use weft_shared::messages::{
+use weft_domain::graph::Dispatch;
+use weft_domain::messages::{
     BUILTIN_CONNECTOR, DELAY_ACTION, NodeResult, NodeTask, RunFinished, VERSION,
 };
-use weft_shared::queue::{Publisher, QueueError};
-use weft_shared::scenario::{NodeKind, Scenario};
+use weft_domain::scenario::{NodeKind, Scenario};
+use weft_runtime::queue::{Publisher, QueueError};
 
 use crate::store::Run;
 

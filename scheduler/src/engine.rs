@@ -12,14 +12,14 @@ use futures_util::future::{join_all, try_join_all};
 use rand::Rng;
 use tracing::{Instrument, Span};
 use uuid::Uuid;
-use weft_shared::graph::{Applied, Dispatch, NodeStatus, RunContext, RunOutcome, RunState};
-use weft_shared::messages::{
+use weft_domain::graph::{Applied, Dispatch, NodeStatus, RunContext, RunOutcome, RunState};
+use weft_domain::messages::{
     ErrorClass, NodeError, NodeResult, NodeTask, Outcome, RunFinished, RunRequested, VERSION,
 };
-use weft_shared::queue::QueueError;
-use weft_shared::scenario::{NodeKind, Scenario};
-use weft_shared::template::Templates;
-use weft_shared::trace;
+use weft_domain::scenario::{NodeKind, Scenario};
+use weft_domain::template::Templates;
+use weft_runtime::queue::QueueError;
+use weft_runtime::trace;
 
 use crate::connectors::Connectors;
 use crate::dispatch::{Dispatcher, Next};

@@ -1,12 +1,12 @@
 //! `weft-scheduler`: see the crate documentation of `weft_scheduler`.
 
 use anyhow::Context;
+use weft_runtime::telemetry;
 use weft_scheduler::{Config, Scheduler};
-use weft_shared::telemetry;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config: Config = weft_shared::config::parse();
+    let config: Config = weft_runtime::config::parse();
     // Dropped at the end of `main`, exporting the spans still buffered.
     let _telemetry = telemetry::init("weft-scheduler", &config.process.log_format)
         .context("starting logs and traces (OTEL_*)")?;

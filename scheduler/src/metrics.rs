@@ -1,8 +1,8 @@
 //! The scheduler's metrics (DESIGN §7). Labels never carry ids.
 
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
-use weft_shared::scenario::TriggerKind;
-use weft_shared::telemetry::{SLOW_BUCKETS, counter, gauge_vec, histogram};
+use weft_domain::scenario::TriggerKind;
+use weft_runtime::telemetry::{SLOW_BUCKETS, counter, gauge_vec, histogram};
 
 use crate::polls::PollOutcome;
 
@@ -26,7 +26,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = weft_shared::telemetry::registry("scheduler");
+        let registry = weft_runtime::telemetry::registry("scheduler");
         let metrics = Self {
             // The same series as the gateway's: summed over both jobs, every started run.
             runs_started: counter(

@@ -35,11 +35,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use serde_json::{Value, json};
 use uuid::Uuid;
-use weft_shared::connector;
-use weft_shared::manifest::{Cursor, Manifest, RequestSpec, Trigger};
-use weft_shared::messages::{NodeResult, NodeTask, Outcome, VERSION};
-use weft_shared::queue::Publisher;
-use weft_shared::scenario::{DEFAULT_NODE_TIMEOUT, MIN_POLL_INTERVAL, PollTrigger, TriggerKind};
+use weft_domain::connector;
+use weft_domain::manifest::{Cursor, Manifest, RequestSpec, Trigger};
+use weft_domain::messages::{NodeResult, NodeTask, Outcome, VERSION};
+use weft_domain::scenario::{DEFAULT_NODE_TIMEOUT, MIN_POLL_INTERVAL, PollTrigger, TriggerKind};
+use weft_runtime::queue::Publisher;
 
 use crate::connectors::Connectors;
 use crate::engine::EngineError;
@@ -923,7 +923,7 @@ impl Polls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_shared::manifest;
+    use weft_domain::manifest;
 
     fn manifest() -> Manifest {
         manifest::validate(&json!({
@@ -1093,7 +1093,7 @@ mod tests {
             },
             None,
         );
-        let prepared = connector::prepare(&call, &input, &weft_shared::template::Templates::new())
+        let prepared = connector::prepare(&call, &input, &weft_domain::template::Templates::new())
             .expect("the request renders");
         assert_eq!(
             prepared.url.as_str(),

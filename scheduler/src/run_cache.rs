@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
-use weft_shared::graph::RunState;
+use weft_domain::graph::RunState;
 
 /// A result message larger than this makes its run's state too big to keep: the run
 /// reads its node rows for every result from then on, as it would without a cache.
@@ -95,7 +95,7 @@ impl RunCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_shared::graph::NodeState;
+    use weft_domain::graph::NodeState;
 
     fn state_with(node: &str) -> RunState {
         let mut state = RunState::default();

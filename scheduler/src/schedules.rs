@@ -21,10 +21,10 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use weft_shared::messages::{RunRequested, VERSION};
-use weft_shared::queue::Publisher;
-use weft_shared::scenario::TriggerKind;
-use weft_shared::schedule::Schedule;
+use weft_domain::messages::{RunRequested, VERSION};
+use weft_domain::scenario::TriggerKind;
+use weft_domain::schedule::Schedule;
+use weft_runtime::queue::Publisher;
 
 use crate::engine::EngineError;
 use crate::metrics::Metrics;

@@ -14,10 +14,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
-use weft_shared::db::{self, DbError};
-use weft_shared::messages::{self, NodeResult, RunRequested};
-use weft_shared::queue::{self, ConsumerSpec, Disposition, Publisher, QueueError, Topology};
-use weft_shared::telemetry::{self, Readiness};
+use weft_domain::messages::{self, NodeResult, RunRequested};
+use weft_runtime::db::{self, DbError};
+use weft_runtime::queue::{self, ConsumerSpec, Disposition, Publisher, QueueError, Topology};
+use weft_runtime::telemetry::{self, Readiness};
 
 use crate::config::Config;
 use crate::dead_letters;

@@ -9,11 +9,11 @@ use deadpool_postgres::Transaction;
 use futures_util::future::try_join_all;
 use serde_json::Value;
 use uuid::Uuid;
-use weft_shared::graph::{ItemState, NodeState, NodeStatus, RunState};
-use weft_shared::messages::{ConnectionUpdate, NodeError};
-use weft_shared::scenario::{Catalog, Invalid, Scenario};
+use weft_domain::graph::{ItemState, NodeState, NodeStatus, RunState};
+use weft_domain::messages::{ConnectionUpdate, NodeError};
+use weft_domain::scenario::{Catalog, Invalid, Scenario};
 
-pub use weft_shared::db::DbError;
+pub use weft_runtime::db::DbError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunStatus {
@@ -255,7 +255,7 @@ pub fn parse_items(items: Value) -> Vec<ItemState> {
                 output: None,
                 raw_output: None,
                 error: Some(NodeError::new(
-                    weft_shared::messages::ErrorClass::Permanent,
+                    weft_domain::messages::ErrorClass::Permanent,
                     format!("unreadable item state: {e}"),
                 )),
                 queued_at: None,

@@ -7,9 +7,9 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::Value;
 use uuid::Uuid;
-use weft_shared::graph::NodeStatus;
-use weft_shared::messages::{ErrorClass, NodeError, RunRequested, VERSION};
-use weft_shared::queue::Publisher;
+use weft_domain::graph::NodeStatus;
+use weft_domain::messages::{ErrorClass, NodeError, RunRequested, VERSION};
+use weft_runtime::queue::Publisher;
 
 use crate::engine::{Engine, EngineError};
 use crate::store;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weft_shared::limits::MAX_SELECTED_BYTES;
+use weft_domain::limits::MAX_SELECTED_BYTES;
 use weft_testkit::{Fleet, Reply, Upstream, http_node, node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use weft_shared::messages::{NodeResult, Outcome, VERSION};
-use weft_shared::queue::Publisher;
+use weft_domain::messages::{NodeResult, Outcome, VERSION};
+use weft_runtime::queue::Publisher;
 use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace, amqp_url};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -258,7 +258,7 @@ async fn an_answer_delivered_twice_or_listed_again_never_starts_a_second_run() {
     let mut worker = FakeWorker::start(&fleet.topology()).await;
     let scenario = polling(&fleet, &workspace, &connection).await;
     let publisher = Publisher::new(&amqp_url(), "test poll answers", fleet.topology());
-    let answer_twice = |task: &weft_shared::messages::NodeTask, body: Value| {
+    let answer_twice = |task: &weft_domain::messages::NodeTask, body: Value| {
         let result = NodeResult {
             v: VERSION,
             run_id: task.run_id,

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use weft_shared::messages::{NodeResult, Outcome, VERSION};
-use weft_shared::queue::Publisher;
+use weft_domain::messages::{NodeResult, Outcome, VERSION};
+use weft_runtime::queue::Publisher;
 use weft_testkit::{Fleet, Reply, Upstream, http_node, node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -358,7 +358,7 @@ async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
         "test duplicate",
         topology.clone(),
     );
-    let request = weft_shared::messages::RunRequested {
+    let request = weft_domain::messages::RunRequested {
         v: VERSION,
         run_id,
         workspace_id,

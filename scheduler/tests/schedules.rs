@@ -8,9 +8,9 @@ use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use uuid::Uuid;
+use weft_runtime::queue::Publisher;
 use weft_scheduler::metrics::Metrics;
 use weft_scheduler::schedules::Schedules;
-use weft_shared::queue::Publisher;
 use weft_testkit::{Fleet, Upstream, Workspace};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -206,7 +206,7 @@ async fn concurrent_passes_fire_each_tick_once() {
     let replicas: Vec<Schedules> = (0..8)
         .map(|i| {
             Schedules::new(
-                weft_shared::db::pool(&url, 2).expect("pool"),
+                weft_runtime::db::pool(&url, 2).expect("pool"),
                 Publisher::new(
                     &weft_testkit::amqp_url(),
                     &format!("replica {i}"),

@@ -82,7 +82,7 @@ async fn migrate_template(admin: &tokio_postgres::Client) {
     }
     let migrated = {
         let mut client = connect_to(&url_of(TEMPLATE)).await;
-        weft_shared::db::migrate_client(&mut client).await
+        weft_runtime::db::migrate_client(&mut client).await
     };
     if let Err(e) = migrated {
         eprintln!("rebuilding the test template database: {e}");
@@ -97,7 +97,7 @@ async fn migrate_template(admin: &tokio_postgres::Client) {
             .await
             .expect("template database is rebuilt");
         let mut client = connect_to(&url_of(TEMPLATE)).await;
-        weft_shared::db::migrate_client(&mut client)
+        weft_runtime::db::migrate_client(&mut client)
             .await
             .expect("migrations apply to a fresh template");
     }

@@ -9,8 +9,8 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, Consumer};
-use weft_shared::messages::{self, NodeTask};
-use weft_shared::queue::{self, Topology};
+use weft_domain::messages::{self, NodeTask};
+use weft_runtime::queue::{self, Topology};
 
 pub struct FakeWorker {
     connection: Connection,

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use weft_shared::queue::{self, Topology};
+use weft_runtime::queue::{self, Topology};
 
 pub use database::TestDatabase;
 pub use fake_worker::FakeWorker;

@@ -2,10 +2,10 @@
 
 use std::net::SocketAddr;
 
-use weft_shared::config::{BrokerArgs, ProcessArgs};
-use weft_shared::crypto::KeyRing;
+use weft_domain::crypto::KeyRing;
+use weft_runtime::config::{BrokerArgs, ProcessArgs};
 
-use weft_shared::egress::EgressRule;
+use weft_runtime::egress::EgressRule;
 
 #[derive(clap::Parser, Debug, Clone)]
 #[command(

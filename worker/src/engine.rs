@@ -17,16 +17,17 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
-use weft_shared::connector::{self, Credentials, CredentialsError, PreparedRequest};
-use weft_shared::crypto::KeyRing;
-use weft_shared::egress::EgressPolicy;
-use weft_shared::manifest::{Auth, Grant, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, OAuth2};
-use weft_shared::messages::{
+use weft_domain::connector::{self, Credentials, CredentialsError, PreparedRequest};
+use weft_domain::crypto::KeyRing;
+use weft_domain::manifest::{Auth, Grant, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, OAuth2};
+use weft_domain::messages::{
     ActionCall, BUILTIN_CONNECTOR, ConnectionUpdate, DELAY_ACTION, ErrorClass, NodeError,
     NodeResult, NodeTask, Outcome,
 };
-use weft_shared::oauth::{self, OAuthError, TokenSet};
-use weft_shared::template::Templates;
+use weft_domain::oauth::{OAuthError, TokenSet};
+use weft_domain::template::Templates;
+use weft_runtime::egress::EgressPolicy;
+use weft_runtime::token_endpoint;
 use zeroize::Zeroizing;
 
 use crate::http::{HttpEngine, Response};
@@ -278,7 +279,7 @@ impl Engine {
                 "obtaining an OAuth access token",
                 tokio::time::timeout(
                     remaining(deadline)?,
-                    oauth::client_credentials(client, spec, &client_id, &client_secret),
+                    token_endpoint::client_credentials(client, spec, &client_id, &client_secret),
                 )
                 .await,
             ),
@@ -307,7 +308,13 @@ impl Engine {
                     "refreshing the OAuth access token",
                     tokio::time::timeout(
                         remaining(deadline)?,
-                        oauth::refresh(client, spec, &client_id, &client_secret, &refresh_token),
+                        token_endpoint::refresh(
+                            client,
+                            spec,
+                            &client_id,
+                            &client_secret,
+                            &refresh_token,
+                        ),
                     )
                     .await,
                 )

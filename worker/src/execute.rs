@@ -7,10 +7,10 @@ use std::time::Duration;
 use chrono::Utc;
 use lapin::message::Delivery;
 use tracing::Instrument;
-use weft_shared::messages::{self, BUILTIN_CONNECTOR, NodeResult, NodeTask};
-use weft_shared::queue::{Disposition, Publisher, QueueError};
-use weft_shared::retry::TIERS;
-use weft_shared::trace;
+use weft_domain::messages::{self, BUILTIN_CONNECTOR, NodeResult, NodeTask};
+use weft_domain::retry::TIERS;
+use weft_runtime::queue::{Disposition, Publisher, QueueError};
+use weft_runtime::trace;
 
 use crate::engine::{Engine, Execution};
 use crate::metrics::Metrics;

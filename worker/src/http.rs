@@ -9,11 +9,11 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value, json};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
-use weft_shared::connector::{Body, PreparedRequest};
-use weft_shared::egress::{EgressPolicy, GuardedClient, SendError};
-use weft_shared::limits;
-use weft_shared::messages::{ErrorClass, NodeError};
-use weft_shared::trace;
+use weft_domain::connector::{Body, PreparedRequest};
+use weft_domain::limits;
+use weft_domain::messages::{ErrorClass, NodeError};
+use weft_runtime::egress::{EgressPolicy, GuardedClient, SendError};
+use weft_runtime::trace;
 
 /// An upstream answer, whatever its status.
 #[derive(Debug, Clone)]
@@ -209,7 +209,7 @@ pub fn transport_error(error: &SendError) -> NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weft_shared::connector::prepare_http;
+    use weft_domain::connector::prepare_http;
 
     #[test]
     fn recorded_urls_keep_no_credentials() {

@@ -21,4 +21,4 @@ pub mod service;
 pub use config::Config;
 pub use service::Worker;
 /// Which addresses actions may reach; shared with the gateway's OAuth code exchange.
-pub use weft_shared::egress;
+pub use weft_runtime::egress;

@@ -1,12 +1,12 @@
 //! `weft-worker`: see the crate documentation of `weft_worker`.
 
 use anyhow::Context;
-use weft_shared::telemetry;
+use weft_runtime::telemetry;
 use weft_worker::{Config, Worker};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config: Config = weft_shared::config::parse();
+    let config: Config = weft_runtime::config::parse();
     // Dropped at the end of `main`, exporting the spans still buffered.
     let _telemetry = telemetry::init("weft-worker", &config.process.log_format)
         .context("starting logs and traces (OTEL_*)")?;

@@ -1,7 +1,7 @@
 //! The worker's metrics (DESIGN §7). Labels never carry ids.
 
 use prometheus::{HistogramVec, IntCounterVec, IntGauge, Registry};
-use weft_shared::telemetry::{FAST_BUCKETS, SLOW_BUCKETS, counter, gauge, histogram};
+use weft_runtime::telemetry::{FAST_BUCKETS, SLOW_BUCKETS, counter, gauge, histogram};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -14,7 +14,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = weft_shared::telemetry::registry("worker");
+        let registry = weft_runtime::telemetry::registry("worker");
         Self {
             node_duration: histogram(
                 &registry,

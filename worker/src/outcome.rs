@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use weft_shared::messages::{ErrorClass, NodeError, truncate_body};
+use weft_domain::messages::{ErrorClass, NodeError, truncate_body};
 
 /// Longest `Retry-After` honoured; a longer wait is capped so a run is not parked for days.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use weft_shared::queue::{self, ConsumerSpec, Publisher, Topology};
-use weft_shared::telemetry::{self, Readiness};
+use weft_runtime::queue::{self, ConsumerSpec, Publisher, Topology};
+use weft_runtime::telemetry::{self, Readiness};
 
-use weft_shared::egress::EgressPolicy;
+use weft_runtime::egress::EgressPolicy;
 
 use crate::config::Config;
 use crate::engine::Engine;

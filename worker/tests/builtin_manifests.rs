@@ -12,12 +12,12 @@
 use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use weft_shared::connector::{self, Credentials};
-use weft_shared::crypto::KeyRing;
-use weft_shared::egress::EgressPolicy;
-use weft_shared::manifest::{self, Auth, InputSchemas, Manifest, Trigger};
-use weft_shared::messages::{ActionCall, ErrorClass, NodeTask, SealedConnection, VERSION};
-use weft_shared::template::Templates;
+use weft_domain::connector::{self, Credentials};
+use weft_domain::crypto::KeyRing;
+use weft_domain::manifest::{self, Auth, InputSchemas, Manifest, Trigger};
+use weft_domain::messages::{ActionCall, ErrorClass, NodeTask, SealedConnection, VERSION};
+use weft_domain::template::Templates;
+use weft_runtime::egress::EgressPolicy;
 use weft_testkit::{Recorded, Reply, Upstream};
 use weft_worker::engine::{Engine, Execution};
 

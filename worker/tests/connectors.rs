@@ -11,12 +11,12 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use weft_shared::connector::Credentials;
-use weft_shared::crypto::KeyRing;
-use weft_shared::egress::EgressPolicy;
-use weft_shared::messages::{
+use weft_domain::connector::Credentials;
+use weft_domain::crypto::KeyRing;
+use weft_domain::messages::{
     ActionCall, ErrorClass, NodeError, NodeTask, SealedConnection, VERSION,
 };
+use weft_runtime::egress::EgressPolicy;
 use weft_testkit::{Recorded, Reply, Upstream};
 use weft_worker::engine::{Engine, Execution};
 

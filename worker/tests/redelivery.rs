@@ -75,7 +75,7 @@ async fn a_task_that_kills_every_worker_is_dead_lettered_and_its_node_fails_as_p
     }
     assert_eq!(
         deliveries,
-        1 + weft_shared::queue::TASK_DELIVERY_LIMIT as usize,
+        1 + weft_runtime::queue::TASK_DELIVERY_LIMIT as usize,
         "first delivery plus the limit's redeliveries"
     );
 

@@ -16,8 +16,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use weft_shared::messages::{self, NodeResult, NodeTask, Outcome, VERSION};
-use weft_shared::queue::{self, Publisher, Topology};
+use weft_domain::messages::{self, NodeResult, NodeTask, Outcome, VERSION};
+use weft_runtime::queue::{self, Publisher, Topology};
 use weft_testkit::{Upstream, amqp_url};
 use weft_worker::{Config, Worker};
 

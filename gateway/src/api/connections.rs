@@ -22,9 +22,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_shared::connector::Credentials;
-use weft_shared::manifest::{self, Action, Auth, Grant, Manifest, RateLimit, ResponseSpec};
-use weft_shared::messages::{ConnectionUpdate, Outcome, SealedConnection};
+use weft_domain::connector::Credentials;
+use weft_domain::manifest::{self, Action, Auth, Grant, Manifest, RateLimit, ResponseSpec};
+use weft_domain::messages::{ConnectionUpdate, Outcome, SealedConnection};
 
 use crate::api::connectors::{self, Call, Connector, action_timeout};
 use crate::auth::Workspace;
@@ -311,7 +311,7 @@ fn parse_rate_limit(value: &Value) -> Result<RateLimit, FieldProblem> {
     if limit.requests == 0 {
         return Err(problem("rate_limit.requests", "must be at least 1"));
     }
-    match weft_shared::config::parse_duration(&limit.per) {
+    match weft_runtime::config::parse_duration(&limit.per) {
         Ok(per) if !per.is_zero() => Ok(limit),
         Ok(_) => Err(problem("rate_limit.per", "must be longer than zero")),
         Err(e) => Err(problem("rate_limit.per", e)),

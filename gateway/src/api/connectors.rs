@@ -24,17 +24,17 @@ use serde_json::{Value, json};
 use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_shared::config::parse_duration;
-use weft_shared::connector::prepare_http;
-use weft_shared::manifest::{
+use weft_domain::connector::prepare_http;
+use weft_domain::manifest::{
     self, Auth, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, InvalidManifest, Manifest, RESERVED_KEYS,
     Trigger,
 };
-use weft_shared::messages::{self, ActionCall, NodeResult, NodeTask, Outcome};
-use weft_shared::rate_limit;
-use weft_shared::scenario::{
+use weft_domain::messages::{self, ActionCall, NodeResult, NodeTask, Outcome};
+use weft_domain::scenario::{
     BuiltinCatalog, Catalog, DEFAULT_NODE_TIMEOUT, NodeKind, Problem, Scenario,
 };
+use weft_runtime::config::parse_duration;
+use weft_runtime::rate_limit;
 
 use crate::api::connections::{self, StoredConnection};
 use crate::auth::Workspace;

@@ -19,8 +19,8 @@ use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use weft_shared::scenario::{TriggerKind, WebhookOptions};
-use weft_shared::signature::Scheme;
+use weft_domain::scenario::{TriggerKind, WebhookOptions};
+use weft_domain::signature::Scheme;
 
 use super::runs::RunAccepted;
 use crate::enqueue::{Enqueued, NewRun, Target, enqueue, enqueue_delivery};

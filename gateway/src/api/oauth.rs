@@ -20,9 +20,10 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_shared::connector::Credentials;
-use weft_shared::manifest::{Auth, Grant, Manifest, OAuth2};
-use weft_shared::oauth::{self, OAuthError, Pkce};
+use weft_domain::connector::Credentials;
+use weft_domain::manifest::{Auth, Grant, Manifest, OAuth2};
+use weft_domain::oauth::{self, OAuthError, Pkce};
+use weft_runtime::token_endpoint;
 
 use crate::api::connections::{self, StoredConnection};
 use crate::api::connectors::{self, Connector};
@@ -317,7 +318,7 @@ pub async fn callback(
     let manifest = oauth_manifest(&client, workspace, &connection.connector).await?;
     let spec = code_grant(&manifest)?;
     let mut credentials = open_credentials(&state, workspace, &connection)?;
-    let exchanged = oauth::exchange_code(
+    let exchanged = token_endpoint::exchange_code(
         &state.oauth_http,
         spec,
         client_field(&credentials, "client_id")?,
@@ -402,7 +403,7 @@ mod tests {
     use super::*;
 
     fn manifest(auth: serde_json::Value) -> Manifest {
-        weft_shared::manifest::validate(&json!({
+        weft_domain::manifest::validate(&json!({
             "key": "crm", "name": "CRM", "version": "1.0.0", "base_url": "https://crm.test",
             "auth": auth,
             "actions": [{"key": "find", "name": "Find", "request": {"method": "GET", "path": "/find"}}]

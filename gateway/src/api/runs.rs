@@ -13,8 +13,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_shared::graph::{NodeState, NodeStatus, ReplayError, RunState};
-use weft_shared::scenario::{BuiltinCatalog, Scenario, TriggerKind};
+use weft_domain::graph::{NodeState, NodeStatus, ReplayError, RunState};
+use weft_domain::scenario::{BuiltinCatalog, Scenario, TriggerKind};
 
 use crate::auth::Workspace;
 use crate::enqueue::{self, NewRun, Target, enqueue};

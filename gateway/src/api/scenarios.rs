@@ -19,8 +19,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_shared::crypto::KeyRing;
-use weft_shared::scenario::{Invalid, Problem, Scenario, TriggerKind, WebhookSignature};
+use weft_domain::crypto::KeyRing;
+use weft_domain::scenario::{Invalid, Problem, Scenario, TriggerKind, WebhookSignature};
 
 use crate::api::connectors::WorkspaceCatalog;
 use crate::auth::Workspace;
@@ -682,7 +682,7 @@ mod tests {
 
     #[test]
     fn nodes_of_authenticated_connectors_without_a_connection_are_refused() {
-        let slack = weft_shared::manifest::builtin("slack").expect("slack ships");
+        let slack = weft_domain::manifest::builtin("slack").expect("slack ships");
         let definition = json!({
             "name": "n", "trigger": {"type": "manual"},
             "nodes": [{"id": "post", "type": "action", "connector": "slack", "action": slack.actions[0].key}]

@@ -26,9 +26,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use chrono::{DateTime, Utc};
 
-use crate::messages::{Message, NodeTask, encode};
-use crate::retry::{TIERS, tier_for};
 use crate::trace;
+use weft_domain::messages::{Message, NodeTask, encode};
+use weft_domain::retry::{TIERS, tier_for};
 
 /// Redeliveries of a task before it is dead-lettered as poison.
 pub const TASK_DELIVERY_LIMIT: i64 = 5;

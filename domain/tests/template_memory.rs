@@ -9,8 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use peak_alloc::PeakAlloc;
 use serde_json::{Value, json};
-use weft_shared::scenario::{BuiltinCatalog, Scenario};
-use weft_shared::template::{MAX_RENDER_MEMORY, Templates, scope};
+use weft_domain::scenario::{BuiltinCatalog, Scenario};
+use weft_domain::template::{MAX_RENDER_MEMORY, Templates, scope};
 
 #[global_allocator]
 static ALLOCATOR: PeakAlloc = PeakAlloc;

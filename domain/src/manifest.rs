@@ -3,13 +3,13 @@
 //! say (HTTP methods, templates, JSONPaths, unique keys), so that an error names the JSON
 //! path and the problem: `actions[2].request.method: "FETCH" is not an HTTP method`.
 //!
-//! The built-in manifests ship in `shared/connectors/` and are embedded at build time.
+//! The built-in manifests ship in `domain/connectors/` and are embedded at build time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use axum::http::HeaderName;
+use http::HeaderName;
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{PatternOptions, ValidationError, ValidationOptions, Validator};
 use serde::{Deserialize, Serialize};

@@ -19,10 +19,10 @@
 
 use std::fmt;
 
-use axum::http::{HeaderMap, HeaderName};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
+use http::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
@@ -356,7 +356,7 @@ fn fresh(timestamp: i64, now: i64) -> Result<(), SignatureError> {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
     use serde_json::json;
 
     use super::*;
@@ -792,7 +792,7 @@ mod tests {
 /// correct signature, for any secret, body and time, is the only one accepted.
 #[cfg(test)]
 mod properties {
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
     use proptest::prelude::*;
 
     use super::*;

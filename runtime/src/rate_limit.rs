@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::manifest::{Manifest, RateLimit};
+use weft_domain::manifest::{Manifest, RateLimit};
 
 /// The spacing between two calls under `limit`; `None` for a limit that allows nothing
 /// to be said (no requests, or a period that does not parse — refused at registration).

@@ -1,0 +1,34 @@
+//! Weft's domain: what scenarios, runs, connectors and messages are, and the rules over
+//! them, as plain functions over data. No async runtime, database, broker or HTTP client:
+//! everything here is unit-tested without services. The adapters that do I/O are in
+//! `weft-runtime`.
+//!
+//! - [`scenario`]: the scenario definition, parsed and validated at save time.
+//! - [`graph`]: evaluation of a run's graph: what is ready, skipped, dispatched, finished.
+//! - [`template`]: sandboxed MiniJinja rendering of node inputs and conditions.
+//! - [`manifest`]: connector manifests: their format, schema and validation.
+//! - [`connector`]: the declarative HTTP engine's pure half: a manifest action (or the
+//!   `http` connector's input) rendered into a request, auth applied, the response
+//!   interpreted, idempotency keys.
+//! - [`oauth`]: OAuth2 authorize URLs with PKCE, and the reading of token responses.
+//! - [`crypto`]: the master key ring and authenticated encryption of secrets.
+//! - [`limits`]: limits on input (JSON nesting depth) shared by every service.
+//! - [`retry`]: retry policies, backoff with jitter, and the delay tiers.
+//! - [`messages`]: the versioned AMQP message types.
+//! - [`signature`]: webhook signature schemes and their constant-time verification.
+//! - [`schedule`]: cron schedules in a time zone: when they tick, across DST changes.
+
+pub mod connector;
+pub mod crypto;
+pub mod graph;
+pub mod limits;
+pub mod manifest;
+pub mod messages;
+pub mod oauth;
+pub mod retry;
+pub mod scenario;
+pub mod schedule;
+pub mod signature;
+pub mod template;
+#[cfg(test)]
+mod testing;
