@@ -2,9 +2,9 @@
 //! accepted at the edge is never refused deeper in (where the only answer left would be
 //! a failed run instead of a clear 4xx).
 //!
-//! The other limits live next to what they bound: [`crate::scenario::MAX_NODES`],
-//! [`crate::template::MAX_TEMPLATE_BYTES`] and [`crate::template::MAX_RENDERED_BYTES`],
-//! the gateway's body and header limits, the worker's `WEFT_MAX_RESPONSE_BYTES`.
+//! The other limits live next to what they bound: `scenario::MAX_NODES`,
+//! `template::MAX_TEMPLATE_BYTES` and `template::MAX_RENDERED_BYTES`, the gateway's body
+//! and header limits, the worker's `WEFT_MAX_RESPONSE_BYTES`.
 
 use serde_json::Value;
 
@@ -22,9 +22,13 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// few fields, or the items of one list.
 pub const MAX_SELECTED_NODES: usize = 10_000;
 
+/// Most bytes the templates of one value (a node's input, a transform's output) may
+/// render in all.
+pub const MAX_RENDERED_VALUE_BYTES: usize = 4 << 20;
+
 /// Most bytes, as JSON text, what the JSONPaths of one output mapping select may take in
 /// all: as much as the templates of one value may render.
-pub const MAX_SELECTED_BYTES: usize = crate::template::MAX_RENDERED_VALUE_BYTES;
+pub const MAX_SELECTED_BYTES: usize = MAX_RENDERED_VALUE_BYTES;
 
 /// The nesting depth of a JSON value: a scalar is 0, `[]` and `{}` are 1, `[[1]]` is 2.
 /// Iterative, so a value of any depth is measured without exhausting the stack.

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-use crate::messages::{ActionCall, SealedConnection};
 use crate::template::{Templates, is_template};
 
 /// The key of the only connector written in code: a free-form HTTP request.
@@ -325,27 +324,6 @@ impl fmt::Display for ManifestProblem {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid connector manifest: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct InvalidManifest(pub Vec<ManifestProblem>);
-
-impl Manifest {
-    /// What a task carries to call `action` through `connection`: the connection's
-    /// `config.base_url` replaces the manifest's.
-    pub fn call(&self, action: &Action, connection: Option<SealedConnection>) -> ActionCall {
-        let base_url = connection
-            .as_ref()
-            .and_then(|c| c.config.get("base_url"))
-            .and_then(Value::as_str)
-            .unwrap_or(&self.base_url)
-            .to_owned();
-        ActionCall {
-            base_url,
-            auth: self.auth.clone(),
-            request: action.request.clone(),
-            response: action.response.clone(),
-            idempotency: action.idempotency.clone(),
-            connection,
-        }
-    }
-}
 
 /// The JSON Schema (draft 2020-12) of the manifest format. It says what a schema can; the
 /// rest is checked by [`validate`].

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::manifest::{Auth, Idempotency, RequestSpec, ResponseSpec};
+use crate::manifest::{Action, Auth, Idempotency, Manifest, RequestSpec, ResponseSpec};
 
 /// The message format version this build reads and writes.
 pub const VERSION: u8 = 1;
@@ -111,6 +111,27 @@ pub struct ActionCall {
     pub idempotency: Option<Idempotency>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<SealedConnection>,
+}
+
+impl ActionCall {
+    /// What a task carries to call `action` of `manifest` through `connection`: the
+    /// connection's `config.base_url` replaces the manifest's.
+    pub fn new(manifest: &Manifest, action: &Action, connection: Option<SealedConnection>) -> Self {
+        let base_url = connection
+            .as_ref()
+            .and_then(|c| c.config.get("base_url"))
+            .and_then(Value::as_str)
+            .unwrap_or(&manifest.base_url)
+            .to_owned();
+        Self {
+            base_url,
+            auth: manifest.auth.clone(),
+            request: action.request.clone(),
+            response: action.response.clone(),
+            idempotency: action.idempotency.clone(),
+            connection,
+        }
+    }
 }
 
 /// A connection on its way to a worker: its config in the clear, its credentials

@@ -48,7 +48,7 @@ use minijinja::{
 };
 use serde_json::Value;
 
-use crate::limits::MAX_JSON_DEPTH;
+use crate::limits::{MAX_JSON_DEPTH, MAX_RENDERED_VALUE_BYTES};
 
 /// Fuel for one template or expression: enough for any reasonable mapping, small enough
 /// that a runaway loop stops in milliseconds. The memory guards (see the module's
@@ -59,9 +59,6 @@ const RECURSION_LIMIT: usize = 32;
 /// Largest rendered string, in bytes. Also the most the constant expressions of one
 /// template may compute when it is compiled.
 pub const MAX_RENDERED_BYTES: usize = 1 << 20;
-/// Most bytes the templates of one value (a node's input, a transform's output) may
-/// render in all.
-pub const MAX_RENDERED_VALUE_BYTES: usize = 4 << 20;
 /// Most bytes of values and text one render (one template, one expression) may build,
 /// each value counted in full (see the module's documentation): far above what a mapping
 /// over real data builds. A render holds at most about twice this at a time, since the

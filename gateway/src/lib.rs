@@ -10,6 +10,9 @@
 //! - `replies`: this process's reply queue, through which actions executed directly (and
 //!   connection tests) get their worker's result back, and webhooks that respond on
 //!   completion their run's end.
+//! - `catalog`: what a connector key names in a workspace, and what a scenario refers to.
+//! - `connection_store`: the connections calls are made through, credentials sealed.
+//! - `direct`: one action executed now through the workers, outside any run.
 //! - `trigger`: what a run was started with, captured from a webhook request.
 //! - [`secrets`]: the secrets the gateway stores encrypted, and their key rotation.
 //! - `auth`: API keys and the admin token.
@@ -22,7 +25,10 @@
 
 mod api;
 mod auth;
+mod catalog;
 pub mod config;
+mod connection_store;
+mod direct;
 mod enqueue;
 mod error;
 mod extract;

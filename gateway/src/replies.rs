@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
@@ -26,11 +25,8 @@ use rand::Rng;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use weft_domain::messages::{self, Message, NodeResult, NodeTask, RunFinished};
+use weft_domain::messages::{self, Message, NodeResult, RunFinished};
 use weft_runtime::queue::{self, QueueError, Topology};
-
-use crate::error::ApiError;
-use crate::state::AppState;
 
 /// How long a request waits for the reply consumer when the gateway has just started or
 /// the broker connection is being re-established.
@@ -231,41 +227,9 @@ impl Drop for Pending {
     }
 }
 
-/// Runs one task through the workers, as the scheduler would dispatch it, and waits up to
-/// `wait` for its result on this process's reply queue.
-pub async fn execute(
-    state: &AppState,
-    mut task: NodeTask,
-    wait: Duration,
-) -> Result<NodeResult, ApiError> {
-    if !state.replies.until_ready().await {
-        return Err(ApiError::BrokerUnavailable);
-    }
-    task.reply_to = Some(state.replies.queue().to_owned());
-    let pending = state.replies.expect(task.run_id);
-    let (exchange, routing_key) = state.publisher.topology().route_task(&task, Utc::now());
-    if let Err(e) = state
-        .publisher
-        .publish(&exchange, &routing_key, &task)
-        .await
-    {
-        tracing::warn!(run_id = %task.run_id, error = %e, "direct execution not enqueued: broker unavailable");
-        return Err(ApiError::BrokerUnavailable);
-    }
-    match pending.wait(wait).await {
-        Some(Reply::Result(result)) => Ok(result),
-        Some(Reply::Finished(_)) => Err(ApiError::Internal(
-            "a run's end was replied for a direct execution".into(),
-        )),
-        None => Err(ApiError::Timeout(format!(
-            "no worker answered within {}s: check that workers are running and the broker is healthy (a worker that takes the task up later still runs it)",
-            wait.as_secs()
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
     use serde_json::Value;
     use weft_domain::messages::{Outcome, VERSION};
 

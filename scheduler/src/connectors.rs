@@ -203,7 +203,11 @@ impl Connectors {
             .await?
         {
             Ok(through) => {
-                task.call = Some(Box::new(manifest.call(action, through.connection)));
+                task.call = Some(Box::new(ActionCall::new(
+                    &manifest,
+                    action,
+                    through.connection,
+                )));
                 Ok(Ok(through.limit))
             }
             Err(message) => Ok(Err(message)),
@@ -329,7 +333,7 @@ impl Connectors {
             None => None,
         };
         Ok(Ok(PollCall {
-            call: manifest.call(&action, through.connection),
+            call: ActionCall::new(manifest, &action, through.connection),
             not_before,
         }))
     }

@@ -4,10 +4,29 @@ use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
 use weft_domain::scenario::TriggerKind;
 use weft_runtime::telemetry::{SLOW_BUCKETS, counter, gauge_vec, histogram};
 
-use crate::polls::PollOutcome;
-
 /// Batch sizes up to the largest `WEFT_SCHEDULER_RESULT_BATCH` worth having.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
+/// How a poll ended, as `weft_polls_total` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// The first poll after activation: its ids were recorded, nothing started.
+    Baseline,
+    Success,
+    Failure,
+}
+
+impl PollOutcome {
+    pub const ALL: [Self; 3] = [Self::Baseline, Self::Success, Self::Failure];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Metrics {

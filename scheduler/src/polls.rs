@@ -43,7 +43,7 @@ use weft_runtime::queue::Publisher;
 
 use crate::connectors::Connectors;
 use crate::engine::EngineError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PollOutcome};
 use crate::schedules::{Fired, announce};
 use crate::store;
 
@@ -57,27 +57,6 @@ const MAX_CLAIMS_PER_PASS: usize = 1000;
 /// Arbitrary, fixed: the advisory lock of the pass that brings the rows in line with the
 /// scenarios, so two schedulers never delete the same rows in different orders.
 const SYNC_LOCK: i64 = 0x7765_6674_706f_6c6c;
-
-/// How a poll ended, as `weft_polls_total` counts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PollOutcome {
-    /// The first poll after activation: its ids were recorded, nothing started.
-    Baseline,
-    Success,
-    Failure,
-}
-
-impl PollOutcome {
-    pub const ALL: [Self; 3] = [Self::Baseline, Self::Success, Self::Failure];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Baseline => "baseline",
-            Self::Success => "success",
-            Self::Failure => "failure",
-        }
-    }
-}
 
 /// What the operator configures.
 #[derive(Debug, Clone, Copy)]
@@ -1080,7 +1059,8 @@ mod tests {
         assert_eq!(next.query["after"], json!("{{ input.cursor }}"));
         assert_eq!(next.query["limit"], json!(50));
         assert_eq!(input, json!({"cursor": "{{ 7 * 7 }}"}));
-        let call = manifest.call(
+        let call = weft_domain::messages::ActionCall::new(
+            &manifest,
             &manifest::Action {
                 key: String::new(),
                 name: String::new(),

@@ -97,7 +97,11 @@ fn task(
         timeout_ms: 10_000,
         ready_at: Utc::now(),
         not_before: None,
-        call: Some(Box::new(manifest.call(action, Some(connection)))),
+        call: Some(Box::new(ActionCall::new(
+            manifest,
+            action,
+            Some(connection),
+        ))),
         reply_to: None,
     }
 }

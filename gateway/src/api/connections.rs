@@ -24,10 +24,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use weft_domain::connector::Credentials;
 use weft_domain::manifest::{self, Action, Auth, Grant, Manifest, RateLimit, ResponseSpec};
-use weft_domain::messages::{ConnectionUpdate, Outcome, SealedConnection};
+use weft_domain::messages::{ActionCall, Outcome};
 
-use crate::api::connectors::{self, Call, Connector, action_timeout};
 use crate::auth::Workspace;
+use crate::catalog::{self, Connector};
+use crate::connection_store::{self, load};
+use crate::direct::{self, Call, action_timeout};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::{List, Page};
@@ -138,89 +140,6 @@ impl ConnectionView {
             updated_at: row.try_get("updated_at")?,
         })
     }
-}
-
-/// A connection as the gateway uses it to make calls.
-pub(crate) struct StoredConnection {
-    pub id: Uuid,
-    pub connector: String,
-    pub config: Value,
-    pub credentials: Option<String>,
-    pub credential_fields: Vec<String>,
-    pub status: String,
-    pub rate_limit: Option<RateLimit>,
-}
-
-impl StoredConnection {
-    /// The connection as a task carries it: credentials still sealed.
-    pub(crate) fn sealed(self) -> SealedConnection {
-        SealedConnection {
-            id: self.id,
-            config: self.config,
-            credentials: self.credentials,
-        }
-    }
-}
-
-/// The connection `id` of `workspace`, if it exists.
-pub(crate) async fn load(
-    client: &impl GenericClient,
-    workspace: Workspace,
-    id: Uuid,
-) -> Result<Option<StoredConnection>, ApiError> {
-    let statement = client
-        .prepare_cached(
-            "SELECT id, connector, config, credentials, credential_fields, status, rate_limit
-             FROM connections WHERE id = $1 AND workspace_id = $2",
-        )
-        .await?;
-    let Some(row) = client.query_opt(&statement, &[&id, &workspace.id]).await? else {
-        return Ok(None);
-    };
-    let rate_limit: Option<Value> = row.try_get("rate_limit")?;
-    Ok(Some(StoredConnection {
-        id: row.try_get("id")?,
-        connector: row.try_get("connector")?,
-        config: row.try_get("config")?,
-        credentials: row.try_get("credentials")?,
-        credential_fields: row.try_get("credential_fields")?,
-        status: row.try_get("status")?,
-        rate_limit: rate_limit.and_then(|value| serde_json::from_value(value).ok()),
-    }))
-}
-
-/// Records that a call was made through connection `id`, and what the worker learned about
-/// it: refreshed tokens are stored, a refused refresh marks it `error`.
-pub(crate) async fn record_use(
-    state: &AppState,
-    workspace: Workspace,
-    id: Uuid,
-    update: Option<&ConnectionUpdate>,
-) -> Result<(), ApiError> {
-    let update = update.filter(|update| {
-        let ours = update.id == id;
-        if !ours {
-            tracing::warn!(connection_id = %id, other = %update.id, "a result updated another connection than the one called; ignored");
-        }
-        ours
-    });
-    let credentials = update.and_then(|u| u.credentials.as_deref());
-    let error = update.and_then(|u| u.error.as_deref());
-    let client = state.pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "UPDATE connections SET last_used_at = now(),
-                 credentials = COALESCE($3, credentials),
-                 status = CASE WHEN $4::text IS NULL THEN status ELSE 'error' END,
-                 last_error = COALESCE($4, last_error),
-                 updated_at = CASE WHEN $3::text IS NULL AND $4::text IS NULL THEN updated_at ELSE now() END
-             WHERE id = $1 AND workspace_id = $2",
-        )
-        .await?;
-    client
-        .execute(&statement, &[&id, &workspace.id, &credentials, &error])
-        .await?;
-    Ok(())
 }
 
 /// One problem in a connection's fields.
@@ -426,24 +345,22 @@ async fn manifest_for(
     workspace: Workspace,
     key: &str,
 ) -> Result<Result<Manifest, FieldProblem>, ApiError> {
-    Ok(
-        match connectors::resolve(client, workspace.id, key).await? {
-            None => Err(problem(
-                "connector",
-                format!(
-                    "unknown connector `{key}`: it is neither built in nor registered in this workspace"
-                ),
-            )),
-            Some(Connector::Http) => Err(problem(
-                "connector",
-                "the http connector takes no connection: put headers and credentials in each request's input",
-            )),
-            Some(connector) => Ok(connector
-                .manifest()
-                .cloned()
-                .expect("every connector but http has a manifest")),
-        },
-    )
+    Ok(match catalog::resolve(client, workspace.id, key).await? {
+        None => Err(problem(
+            "connector",
+            format!(
+                "unknown connector `{key}`: it is neither built in nor registered in this workspace"
+            ),
+        )),
+        Some(Connector::Http) => Err(problem(
+            "connector",
+            "the http connector takes no connection: put headers and credentials in each request's input",
+        )),
+        Some(connector) => Ok(connector
+            .manifest()
+            .cloned()
+            .expect("every connector but http has a manifest")),
+    })
 }
 
 fn apply(credentials: &mut Credentials, changes: CredentialChanges) {
@@ -944,7 +861,7 @@ pub async fn test(
             manifest.key
         ),
     })?;
-    let connection = connectors::usable_connection(&client, workspace, id, &manifest).await?;
+    let connection = connection_store::usable_connection(&client, workspace, id, &manifest).await?;
     drop(client);
     let timeout = action_timeout(request.timeout.as_deref());
     let action = Action {
@@ -957,8 +874,8 @@ pub async fn test(
         response: ResponseSpec::default(),
         idempotency: None,
     };
-    let call = manifest.call(&action, Some(connection.sealed()));
-    let result = connectors::dispatch(
+    let call = ActionCall::new(&manifest, &action, Some(connection.sealed()));
+    let result = direct::dispatch(
         &state,
         workspace,
         Call {

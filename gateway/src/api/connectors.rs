@@ -11,9 +11,6 @@
 //! queue, executed by a worker, whose result comes back on this process's reply queue
 //! ([`crate::replies`]) instead of the results queue.
 
-use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,61 +18,28 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio_postgres::Row;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use weft_domain::connector::prepare_http;
 use weft_domain::manifest::{
-    self, Auth, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, InvalidManifest, Manifest, RESERVED_KEYS,
-    Trigger,
+    self, Auth, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, InvalidManifest, Manifest, Trigger,
 };
-use weft_domain::messages::{self, ActionCall, NodeResult, NodeTask, Outcome};
-use weft_domain::scenario::{
-    BuiltinCatalog, Catalog, DEFAULT_NODE_TIMEOUT, NodeKind, Problem, Scenario,
-};
-use weft_runtime::config::parse_duration;
+use weft_domain::messages::{ActionCall, NodeResult, Outcome};
+use weft_domain::scenario::DEFAULT_NODE_TIMEOUT;
 use weft_runtime::rate_limit;
 
-use crate::api::connections::{self, StoredConnection};
 use crate::auth::Workspace;
+use crate::catalog::{
+    Connector, is_builtin_key, registered_columns, registered_from, registered_from_row, resolve,
+};
+use crate::connection_store::{self, StoredConnection};
+use crate::direct::{self, Call, action_timeout};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::{List, PageQuery};
-use crate::replies;
 use crate::state::AppState;
 
-/// Time a directly executed action may take beyond its own timeout: queueing, and an
-/// OAuth token refresh before the request.
-const REPLY_MARGIN: Duration = Duration::from_secs(10);
-
-/// A connector as a key resolves in a workspace.
-pub(crate) enum Connector {
-    /// The free-form `http` connector, written in code.
-    Http,
-    Builtin(&'static Manifest),
-    Registered(Box<Registered>),
-}
-
-/// A workspace's own connector, at its current version.
-pub(crate) struct Registered {
-    manifest: Manifest,
-    /// The manifest as it was registered.
-    source: Value,
-    revision: i32,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
 impl Connector {
-    /// The manifest; `None` for the `http` connector.
-    pub(crate) fn manifest(&self) -> Option<&Manifest> {
-        match self {
-            Self::Http => None,
-            Self::Builtin(manifest) => Some(manifest),
-            Self::Registered(registered) => Some(&registered.manifest),
-        }
-    }
-
     fn view(&self, with_manifest: bool) -> ConnectorView {
         let Some(manifest) = self.manifest() else {
             return http_view(with_manifest);
@@ -251,72 +215,6 @@ fn http_view(with_manifest: bool) -> ConnectorView {
             })
         }),
     }
-}
-
-/// The columns of a workspace connector at its current version; `c` is `connectors`, `v`
-/// its current `connector_versions` row.
-macro_rules! registered_columns {
-    () => {
-        "c.key, c.current_version, c.created_at, c.updated_at, v.manifest"
-    };
-}
-
-macro_rules! registered_from {
-    () => {
-        " FROM connectors c
-          JOIN connector_versions v
-            ON v.workspace_id = c.workspace_id AND v.key = c.key AND v.version = c.current_version "
-    };
-}
-
-fn registered_from_row(row: &Row) -> Result<Registered, ApiError> {
-    let source: Value = row.try_get("manifest")?;
-    let key: String = row.try_get("key")?;
-    // Checked when it was saved, so this only fails if the format changed incompatibly.
-    let manifest = serde_json::from_value(source.clone()).map_err(|e| {
-        ApiError::Internal(
-            format!("stored manifest of connector `{key}` no longer parses: {e}").into(),
-        )
-    })?;
-    Ok(Registered {
-        manifest,
-        source,
-        revision: row.try_get("current_version")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-/// The connector `key` names in `workspace`, if any.
-pub(crate) async fn resolve(
-    client: &impl GenericClient,
-    workspace: Uuid,
-    key: &str,
-) -> Result<Option<Connector>, ApiError> {
-    if key == HTTP_CONNECTOR {
-        return Ok(Some(Connector::Http));
-    }
-    if let Some(builtin) = manifest::builtin(key) {
-        return Ok(Some(Connector::Builtin(builtin)));
-    }
-    let statement = client
-        .prepare_cached(concat!(
-            "SELECT ",
-            registered_columns!(),
-            registered_from!(),
-            "WHERE c.workspace_id = $1 AND c.key = $2 AND c.deleted_at IS NULL"
-        ))
-        .await?;
-    client
-        .query_opt(&statement, &[&workspace, &key])
-        .await?
-        .map(|row| registered_from_row(&row).map(|r| Connector::Registered(Box::new(r))))
-        .transpose()
-}
-
-/// Whether `key` names a connector that ships with Weft (or is reserved for one).
-fn is_builtin_key(key: &str) -> bool {
-    RESERVED_KEYS.contains(&key) || manifest::builtin(key).is_some()
 }
 
 fn invalid_manifest(invalid: InvalidManifest) -> ApiError {
@@ -734,7 +632,7 @@ pub async fn execute(
             timeout,
             not_before: None,
         };
-        let result = dispatch(&state, workspace, call).await?;
+        let result = direct::dispatch(&state, workspace, call).await?;
         return Ok(Json(ExecutionResult::from_result(&result)));
     };
     let action = manifest
@@ -745,7 +643,9 @@ pub async fn execute(
         .check(&action.input_schema, &request.input)
         .map_err(invalid_input)?;
     let connection = match request.connection_id {
-        Some(id) => Some(usable_connection(&client, workspace, id, manifest).await?),
+        Some(id) => {
+            Some(connection_store::usable_connection(&client, workspace, id, manifest).await?)
+        }
         None if manifest.auth == Auth::None => None,
         None => {
             return Err(ApiError::bad_request(
@@ -769,9 +669,9 @@ pub async fn execute(
         None => None,
     };
     let connection_id = connection.as_ref().map(|c| c.id);
-    let call = manifest.call(action, connection.map(StoredConnection::sealed));
+    let call = ActionCall::new(manifest, action, connection.map(StoredConnection::sealed));
     drop(client);
-    let result = dispatch(
+    let result = direct::dispatch(
         &state,
         workspace,
         Call {
@@ -785,459 +685,14 @@ pub async fn execute(
     )
     .await?;
     if let Some(id) = connection_id {
-        connections::record_use(&state, workspace, id, result.connection.as_ref()).await?;
+        connection_store::record_use(&state, workspace, id, result.connection.as_ref()).await?;
     }
     Ok(Json(ExecutionResult::from_result(&result)))
-}
-
-/// A connection that can make calls for `manifest`'s connector.
-pub(crate) async fn usable_connection(
-    client: &impl GenericClient,
-    workspace: Workspace,
-    id: Uuid,
-    manifest: &Manifest,
-) -> Result<StoredConnection, ApiError> {
-    let connection = connections::load(client, workspace, id)
-        .await?
-        .ok_or(ApiError::NotFound("connection"))?;
-    if connection.connector != manifest.key {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!(
-                "connection {id} belongs to connector `{}`, not `{}`",
-                connection.connector, manifest.key
-            ),
-        ));
-    }
-    if connection.status == "pending" {
-        return Err(ApiError::Conflict {
-            code: "connection_pending",
-            message: format!(
-                "connection {id} is not authorized yet: finish its OAuth flow at GET /api/v1/oauth/{}/start?connection_id={id}",
-                manifest.key
-            ),
-        });
-    }
-    Ok(connection)
-}
-
-/// An action's own timeout (checked at registration), or the default.
-pub(crate) fn action_timeout(timeout: Option<&str>) -> Duration {
-    timeout
-        .and_then(|text| parse_duration(text).ok())
-        .unwrap_or(DEFAULT_NODE_TIMEOUT)
-}
-
-/// One call to run through a worker.
-pub(crate) struct Call<'a> {
-    pub connector: &'a str,
-    pub action: &'a str,
-    pub input: Value,
-    /// `None` for `http.request`, whose input is the request.
-    pub call: Option<ActionCall>,
-    pub timeout: Duration,
-    /// Not before this instant (a rate-limit slot).
-    pub not_before: Option<DateTime<Utc>>,
-}
-
-/// Sends the call to the workers as a one-node run of its own and waits for the result.
-pub(crate) async fn dispatch(
-    state: &AppState,
-    workspace: Workspace,
-    call: Call<'_>,
-) -> Result<NodeResult, ApiError> {
-    let now = Utc::now();
-    let delay = call
-        .not_before
-        .and_then(|at| (at - now).to_std().ok())
-        .unwrap_or_default();
-    let task = NodeTask {
-        v: messages::VERSION,
-        run_id: Uuid::now_v7(),
-        workspace_id: workspace.id,
-        node_id: "execute".to_owned(),
-        item_index: None,
-        attempt: 1,
-        connector: call.connector.to_owned(),
-        action: call.action.to_owned(),
-        input: call.input,
-        timeout_ms: u64::try_from(call.timeout.as_millis()).unwrap_or(u64::MAX),
-        ready_at: now,
-        not_before: call.not_before.filter(|_| !delay.is_zero()),
-        call: call.call.map(Box::new),
-        reply_to: None,
-    };
-    replies::execute(state, task, call.timeout + delay + REPLY_MARGIN).await
-}
-
-/// The connectors and connections a scenario definition names, loaded before it is
-/// checked: the catalog of scenario validation for one workspace.
-#[derive(Default)]
-pub(crate) struct WorkspaceCatalog {
-    /// The workspace's own connectors the definition names, by key.
-    registered: HashMap<String, Manifest>,
-    /// The workspace's connections the definition names: id → connector key.
-    connections: HashMap<Uuid, String>,
-}
-
-impl WorkspaceCatalog {
-    /// Loads what `definition` refers to; what does not exist is simply absent, and
-    /// reported by the checks.
-    pub(crate) async fn load(
-        client: &impl GenericClient,
-        workspace: Workspace,
-        definition: &Value,
-    ) -> Result<Self, ApiError> {
-        let nodes = definition
-            .get("nodes")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        // The nodes, and a poll trigger, name connectors and connections the same way.
-        let trigger = definition.get("trigger");
-        let named = |field: &str| -> BTreeSet<String> {
-            nodes
-                .iter()
-                .chain(trigger)
-                .filter_map(|node| node.get(field).and_then(Value::as_str))
-                .map(str::to_owned)
-                .collect()
-        };
-        let keys: Vec<String> = named("connector")
-            .into_iter()
-            .filter(|key| !is_builtin_key(key))
-            .collect();
-        let ids: Vec<Uuid> = named("connection")
-            .iter()
-            .filter_map(|id| Uuid::parse_str(id).ok())
-            .collect();
-        let mut registered = HashMap::new();
-        if !keys.is_empty() {
-            let rows = client
-                .query(
-                    concat!(
-                        "SELECT ",
-                        registered_columns!(),
-                        registered_from!(),
-                        "WHERE c.workspace_id = $1 AND c.key = ANY($2) AND c.deleted_at IS NULL"
-                    ),
-                    &[&workspace.id, &keys],
-                )
-                .await?;
-            for row in &rows {
-                let found = registered_from_row(row)?;
-                registered.insert(found.manifest.key.clone(), found.manifest);
-            }
-        }
-        let mut connections = HashMap::new();
-        if !ids.is_empty() {
-            let rows = client
-                .query(
-                    "SELECT id, connector FROM connections WHERE workspace_id = $1 AND id = ANY($2)",
-                    &[&workspace.id, &ids],
-                )
-                .await?;
-            for row in &rows {
-                connections.insert(row.try_get("id")?, row.try_get("connector")?);
-            }
-        }
-        Ok(Self {
-            registered,
-            connections,
-        })
-    }
-
-    fn manifest(&self, key: &str) -> Option<&Manifest> {
-        manifest::builtin(key).or_else(|| self.registered.get(key))
-    }
-
-    /// What a schema-level parse cannot know: a poll trigger must name a poll trigger of a
-    /// connector of the workspace; and every action node (and poll trigger) of a manifest
-    /// connector whose auth is not `none` must name a connection of that connector in this
-    /// workspace. A connection named (with any auth) must exist.
-    pub(crate) fn check_references(&self, scenario: &Scenario) -> Vec<Problem> {
-        let mut problems = self.check_poll(scenario);
-        for node in &scenario.nodes {
-            let NodeKind::Action {
-                connector,
-                connection,
-                ..
-            } = &node.kind
-            else {
-                continue;
-            };
-            let problem = |message: String| Problem {
-                node: Some(node.id.clone()),
-                field: "connection".to_owned(),
-                message,
-            };
-            if connector == HTTP_CONNECTOR {
-                if connection.is_some() {
-                    problems.push(problem(
-                        "the http connector takes no connection: put headers and credentials in the input".to_owned(),
-                    ));
-                }
-                continue;
-            }
-            let Some(manifest) = self.manifest(connector) else {
-                continue;
-            };
-            let Some(connection) = connection else {
-                if manifest.auth != Auth::None {
-                    problems.push(problem(format!(
-                        "required: connector `{connector}` uses {} auth; name one of its connections (see GET /api/v1/connections?connector={connector})",
-                        manifest.auth.kind()
-                    )));
-                }
-                continue;
-            };
-            let Ok(id) = Uuid::parse_str(connection) else {
-                problems.push(problem(format!("`{connection}` is not a connection id")));
-                continue;
-            };
-            if let Err(message) = self.check_connection(id, connector) {
-                problems.push(problem(message));
-            }
-        }
-        problems
-    }
-
-    /// A connection named for `connector` must be one of its connections here.
-    fn check_connection(&self, id: Uuid, connector: &str) -> Result<(), String> {
-        match self.connections.get(&id) {
-            None => Err(format!("no connection {id} in this workspace")),
-            Some(owner) if owner != connector => Err(format!(
-                "connection {id} belongs to connector `{owner}`, not `{connector}`"
-            )),
-            Some(_) => Ok(()),
-        }
-    }
-
-    fn check_poll(&self, scenario: &Scenario) -> Vec<Problem> {
-        let Some(poll) = &scenario.poll else {
-            return Vec::new();
-        };
-        let problem = |field: &str, message: String| Problem {
-            node: None,
-            field: format!("trigger.{field}"),
-            message,
-        };
-        let connector = &poll.connector;
-        let Some(manifest) = self.manifest(connector) else {
-            let message = if connector == HTTP_CONNECTOR {
-                "the http connector has no triggers".to_owned()
-            } else {
-                format!(
-                    "unknown connector `{connector}`: it is neither built in nor registered in this workspace"
-                )
-            };
-            return vec![problem("connector", message)];
-        };
-        let mut problems = Vec::new();
-        let polls: Vec<&str> = manifest
-            .triggers
-            .iter()
-            .filter(|t| matches!(t, Trigger::Poll { .. }))
-            .map(Trigger::key)
-            .collect();
-        if !polls.contains(&poll.trigger.as_str()) {
-            let message = if polls.is_empty() {
-                format!("connector `{connector}` has no poll triggers")
-            } else {
-                format!(
-                    "connector `{connector}` has no poll trigger `{}` (it has: {})",
-                    poll.trigger,
-                    polls.join(", ")
-                )
-            };
-            problems.push(problem("trigger", message));
-        }
-        match poll.connection {
-            None if manifest.auth != Auth::None => problems.push(problem(
-                "connection",
-                format!(
-                    "required: connector `{connector}` uses {} auth; name one of its connections",
-                    manifest.auth.kind()
-                ),
-            )),
-            None => {}
-            Some(id) => {
-                if let Err(message) = self.check_connection(id, connector) {
-                    problems.push(problem("connection", message));
-                }
-            }
-        }
-        problems
-    }
-}
-
-impl Catalog for WorkspaceCatalog {
-    fn check_action(&self, connector: &str, action: &str) -> Result<(), String> {
-        if connector == HTTP_CONNECTOR {
-            return BuiltinCatalog.check_action(connector, action);
-        }
-        let manifest = self.manifest(connector).ok_or_else(|| {
-            format!(
-                "unknown connector `{connector}`: it is neither built in nor registered in this workspace"
-            )
-        })?;
-        if manifest.action(action).is_some() {
-            return Ok(());
-        }
-        let known: Vec<&str> = manifest.actions.iter().map(|a| a.key.as_str()).collect();
-        Err(format!(
-            "connector `{connector}` has no action `{action}` (it has: {})",
-            known.join(", ")
-        ))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn custom(auth: Value) -> Manifest {
-        manifest::validate(&json!({
-            "key": "crm", "name": "CRM", "version": "1.0.0", "base_url": "https://crm.test",
-            "auth": auth,
-            "actions": [{"key": "find", "name": "Find", "request": {"method": "GET", "path": "/find"}}]
-        }))
-        .expect("valid manifest")
-    }
-
-    fn catalog(auth: Value, connections: &[(Uuid, &str)]) -> WorkspaceCatalog {
-        WorkspaceCatalog {
-            registered: HashMap::from([("crm".to_owned(), custom(auth))]),
-            connections: connections
-                .iter()
-                .map(|(id, key)| (*id, (*key).to_owned()))
-                .collect(),
-        }
-    }
-
-    fn scenario(catalog: &WorkspaceCatalog, node: Value) -> Scenario {
-        Scenario::parse(
-            &json!({"name": "s", "trigger": {"type": "manual"}, "nodes": [node]}),
-            catalog,
-        )
-        .expect("parses")
-    }
-
-    #[test]
-    fn the_catalog_knows_http_the_builtins_and_the_workspace_connectors() {
-        let catalog = catalog(json!({"type": "none"}), &[]);
-        assert_eq!(catalog.check_action("http", "request"), Ok(()));
-        assert_eq!(catalog.check_action("crm", "find"), Ok(()));
-        let builtin = &manifest::builtins()[0];
-        assert_eq!(
-            catalog.check_action(&builtin.key, &builtin.actions[0].key),
-            Ok(())
-        );
-        let missing = catalog
-            .check_action("crm", "delete")
-            .expect_err("no such action");
-        assert!(
-            missing.contains("has no action `delete` (it has: find)"),
-            "{missing}"
-        );
-        let unknown = catalog.check_action("erp", "find").expect_err("unknown");
-        assert!(unknown.contains("unknown connector `erp`"), "{unknown}");
-    }
-
-    #[test]
-    fn action_nodes_of_authenticated_connectors_need_a_connection_of_their_connector() {
-        let mine = Uuid::now_v7();
-        let github = Uuid::now_v7();
-        let catalog = catalog(
-            json!({"type": "bearer"}),
-            &[(mine, "crm"), (github, "github")],
-        );
-        let node = |connection: Option<String>| {
-            let mut node =
-                json!({"id": "find", "type": "action", "connector": "crm", "action": "find"});
-            if let Some(connection) = connection {
-                node["connection"] = Value::String(connection);
-            }
-            node
-        };
-
-        let ok = scenario(&catalog, node(Some(mine.to_string())));
-        assert!(catalog.check_references(&ok).is_empty());
-
-        let cases = [
-            (None, "required: connector `crm` uses bearer auth"),
-            (Some("nope".to_owned()), "`nope` is not a connection id"),
-            (Some(Uuid::now_v7().to_string()), "in this workspace"),
-            (
-                Some(github.to_string()),
-                "belongs to connector `github`, not `crm`",
-            ),
-        ];
-        for (connection, expected) in cases {
-            let problems = catalog.check_references(&scenario(&catalog, node(connection)));
-            assert_eq!(problems.len(), 1, "{problems:?}");
-            assert_eq!(problems[0].node.as_deref(), Some("find"));
-            assert_eq!(problems[0].field, "connection");
-            assert!(
-                problems[0].message.contains(expected),
-                "{expected}: {problems:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn poll_triggers_name_a_poll_trigger_of_the_connector_and_a_connection_of_it() {
-        let github = manifest::builtin("github").expect("github ships");
-        let poll_key = github
-            .triggers
-            .iter()
-            .find(|t| matches!(t, Trigger::Poll { .. }))
-            .map(Trigger::key)
-            .expect("github has a poll trigger");
-        let mine = Uuid::now_v7();
-        let catalog = catalog(json!({"type": "none"}), &[(mine, "github")]);
-        let poll = |trigger: Value| {
-            let definition = json!({
-                "name": "s", "trigger": trigger,
-                "nodes": [{"id": "t", "type": "transform", "output": {}}]
-            });
-            catalog.check_references(&Scenario::parse(&definition, &catalog).expect("parses"))
-        };
-        assert!(
-            poll(json!({"type": "poll", "connector": "github", "trigger": poll_key, "connection": mine.to_string()}))
-                .is_empty()
-        );
-        let problems = poll(json!({"type": "poll", "connector": "github", "trigger": "nope"}));
-        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            ["trigger.trigger", "trigger.connection"],
-            "{problems:?}"
-        );
-        assert!(problems[0].message.contains(poll_key), "{problems:?}");
-        let problems = poll(json!({"type": "poll", "connector": "crm", "trigger": "new"}));
-        assert_eq!(problems[0].message, "connector `crm` has no poll triggers");
-        let problems = poll(json!({"type": "poll", "connector": "erp", "trigger": "new"}));
-        assert_eq!(problems[0].field, "trigger.connector");
-    }
-
-    #[test]
-    fn connectors_without_auth_need_no_connection_and_http_takes_none() {
-        let catalog = catalog(json!({"type": "none"}), &[]);
-        let node = json!({"id": "find", "type": "action", "connector": "crm", "action": "find"});
-        assert!(
-            catalog
-                .check_references(&scenario(&catalog, node))
-                .is_empty()
-        );
-        let http = json!({
-            "id": "get", "type": "action", "connector": "http", "action": "request",
-            "connection": Uuid::now_v7().to_string(), "input": {"url": "https://x.test"}
-        });
-        let problems = catalog.check_references(&scenario(&catalog, http));
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].message.contains("takes no connection"));
-    }
 
     #[test]
     fn views_name_the_auth_type_actions_and_origin() {
@@ -1255,11 +710,5 @@ mod tests {
             manifest["actions"][0]["input_schema"]["required"],
             json!(["url"])
         );
-    }
-
-    #[test]
-    fn an_action_timeout_is_its_own_or_the_default() {
-        assert_eq!(action_timeout(Some("5s")), Duration::from_secs(5));
-        assert_eq!(action_timeout(None), DEFAULT_NODE_TIMEOUT);
     }
 }

@@ -25,9 +25,9 @@ use weft_domain::manifest::{Auth, Grant, Manifest, OAuth2};
 use weft_domain::oauth::{self, OAuthError, Pkce};
 use weft_runtime::token_endpoint;
 
-use crate::api::connections::{self, StoredConnection};
-use crate::api::connectors::{self, Connector};
 use crate::auth::Workspace;
+use crate::catalog::{self, Connector};
+use crate::connection_store::{self, StoredConnection};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::secrets::oauth_verifier_aad;
@@ -63,7 +63,7 @@ async fn oauth_manifest(
     workspace: Workspace,
     key: &str,
 ) -> Result<Manifest, ApiError> {
-    match connectors::resolve(client, workspace.id, key).await? {
+    match catalog::resolve(client, workspace.id, key).await? {
         None => Err(ApiError::NotFound("connector")),
         Some(Connector::Http) => Err(ApiError::bad_request(
             "not_oauth",
@@ -158,7 +158,7 @@ pub async fn start(
     let client = state.pool.get().await?;
     let manifest = oauth_manifest(&client, workspace, &connector).await?;
     let spec = code_grant(&manifest)?;
-    let connection = connections::load(&client, workspace, query.connection_id)
+    let connection = connection_store::load(&client, workspace, query.connection_id)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
     if connection.connector != manifest.key {
@@ -282,7 +282,7 @@ pub async fn callback(
         id: row.try_get("workspace_id")?,
     };
     let connection_id: Uuid = row.try_get("connection_id")?;
-    let connection = connections::load(&client, workspace, connection_id)
+    let connection = connection_store::load(&client, workspace, connection_id)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
 

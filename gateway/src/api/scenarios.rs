@@ -22,8 +22,8 @@ use uuid::Uuid;
 use weft_domain::crypto::KeyRing;
 use weft_domain::scenario::{Invalid, Problem, Scenario, TriggerKind, WebhookSignature};
 
-use crate::api::connectors::WorkspaceCatalog;
 use crate::auth::Workspace;
+use crate::catalog::WorkspaceCatalog;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::paging::{List, PageQuery};
