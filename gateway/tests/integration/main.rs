@@ -1,0 +1,12 @@
+//! The gateway's integration tests, one binary: each module is one area of the API,
+//! run against an in-process fleet (`weft_testkit::Fleet`) on the real PostgreSQL and
+//! RabbitMQ. The tracing test is a binary of its own: it installs a process-wide tracer.
+
+mod api;
+mod connections;
+mod connectors;
+mod limits;
+mod metrics;
+mod oauth;
+mod responses;
+mod webhooks;
