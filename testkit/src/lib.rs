@@ -55,6 +55,27 @@ pub fn http_node(id: &str, after: &[&str], input: Value) -> Value {
     json!({"id": id, "type": "action", "connector": "http", "action": "request", "after": after, "input": input})
 }
 
+/// Checks again every 50 ms until `check` gives `Ok`, and returns its value; panics after
+/// `timeout` with `what` and the last `Err` (what was seen instead).
+pub async fn eventually<T, E, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within {timeout:?}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// One in-process service and how to stop it.
 pub struct Service {
     stop: CancellationToken,
@@ -152,8 +173,8 @@ pub struct Fleet {
     keys: String,
     gateway: Option<Service>,
     extra: Vec<Service>,
-    pub schedulers: Vec<Service>,
-    pub workers: Vec<Service>,
+    schedulers: Vec<Service>,
+    workers: Vec<Service>,
 }
 
 /// A workspace and its API key.
@@ -189,12 +210,10 @@ impl Fleet {
         };
         fleet.start_gateway().await;
         for _ in 0..schedulers {
-            let scheduler = fleet.spawn_scheduler().await;
-            fleet.schedulers.push(scheduler);
+            fleet.add_scheduler().await;
         }
         for _ in 0..workers {
-            let worker = fleet.spawn_worker().await;
-            fleet.workers.push(worker);
+            fleet.add_worker().await;
         }
         fleet
     }
@@ -257,6 +276,38 @@ impl Fleet {
                 .expect("gateway serves");
         });
         (api_url, service)
+    }
+
+    /// The fleet's own schedulers, in the order they started.
+    pub fn schedulers(&self) -> &[Service] {
+        &self.schedulers
+    }
+
+    /// The fleet's own workers, in the order they started.
+    pub fn workers(&self) -> &[Service] {
+        &self.workers
+    }
+
+    /// Starts one more scheduler that the fleet keeps and stops with itself.
+    pub async fn add_scheduler(&mut self) {
+        let scheduler = self.spawn_scheduler().await;
+        self.schedulers.push(scheduler);
+    }
+
+    /// Starts one more worker that the fleet keeps and stops with itself.
+    pub async fn add_worker(&mut self) {
+        let worker = self.spawn_worker().await;
+        self.workers.push(worker);
+    }
+
+    /// Stops the fleet's scheduler `index` gracefully.
+    pub async fn stop_scheduler(&mut self, index: usize) {
+        self.schedulers.remove(index).stop().await;
+    }
+
+    /// Kills the fleet's worker `index` abruptly, as a crash would.
+    pub fn kill_worker(&mut self, index: usize) {
+        self.workers.remove(index).kill();
     }
 
     /// Starts one more scheduler on the same database and namespace.
@@ -492,22 +543,29 @@ impl Fleet {
         run_id: &str,
         timeout: Duration,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let (status, run) = self
-                .call(workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
-                .await;
+        self.wait_for_run_where(workspace, run_id, timeout, "finished", |run| {
+            !matches!(run["status"].as_str(), Some("queued" | "running"))
+        })
+        .await
+    }
+
+    /// Polls a run until `done` holds for it (`what` says what that means, for the
+    /// failure message), and returns it.
+    pub async fn wait_for_run_where(
+        &self,
+        workspace: &Workspace,
+        run_id: &str,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/api/v1/runs/{run_id}");
+        eventually(&format!("run {run_id} {what}"), timeout, || async {
+            let (status, run) = self.call(workspace, "GET", &path, None).await;
             assert_eq!(status, 200, "run lookup: {run}");
-            let state = run["status"].as_str().unwrap_or_default();
-            if !matches!(state, "queued" | "running") {
-                return run;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "run {run_id} still {state} after {timeout:?}: {run}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if done(&run) { Ok(run) } else { Err(run) }
+        })
+        .await
     }
 
     /// Creates a connection through the API (`{connector, name, config, credentials}`);

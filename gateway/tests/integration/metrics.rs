@@ -116,7 +116,7 @@ async fn every_binary_serves_health_readiness_and_clean_metrics() {
         ),
         (
             "scheduler",
-            fleet.schedulers[0].ops.clone(),
+            fleet.schedulers()[0].ops.clone(),
             vec![
                 "weft_runs_finished_total",
                 "weft_run_duration_seconds",
@@ -127,7 +127,7 @@ async fn every_binary_serves_health_readiness_and_clean_metrics() {
         ),
         (
             "worker",
-            fleet.workers[0].ops.clone(),
+            fleet.workers()[0].ops.clone(),
             vec![
                 "weft_node_duration_seconds",
                 "weft_external_requests_total",

@@ -41,15 +41,9 @@ async fn wait_until(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        let run = get_run(fleet, workspace, run_id).await;
-        if done(&run) {
-            return run;
-        }
-        assert!(Instant::now() < deadline, "never {what}: {run}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    fleet
+        .wait_for_run_where(workspace, run_id, RUN_TIMEOUT, what, done)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,8 +249,7 @@ async fn a_run_cancelled_before_it_was_taken_up_never_starts() {
     assert_eq!(cancelled["status"], "cancelled");
 
     // The scheduler now consumes the run's request, and takes nothing up.
-    let scheduler = fleet.spawn_scheduler().await;
-    fleet.schedulers.push(scheduler);
+    fleet.add_scheduler().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(get_run(&fleet, &workspace, &run_id).await, cancelled);
     assert!(upstream.received().is_empty());
@@ -537,8 +530,7 @@ async fn a_task_whose_worker_never_answers_is_dispatched_again_after_its_deadlin
     assert_eq!((task.run_id.to_string(), task.attempt), (run_id.clone(), 1));
 
     // Its prefetch is full, so the next attempt goes to this live worker.
-    let worker = fleet.spawn_worker().await;
-    fleet.workers.push(worker);
+    fleet.add_worker().await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(node(&run, "call")["attempts"], 2, "{run}");

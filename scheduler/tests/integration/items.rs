@@ -321,8 +321,7 @@ async fn an_item_whose_worker_never_answers_is_dispatched_again_after_its_deadli
     let lost = task.item_index.expect("an item's task") as usize;
     assert_eq!(task.attempt, 1);
 
-    let worker = fleet.spawn_worker().await;
-    fleet.workers.push(worker);
+    fleet.add_worker().await;
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");
     let items = node(&run, "each")["items"].clone();
@@ -385,17 +384,15 @@ async fn cancelling_a_run_cancels_the_items_and_records_a_late_item_result() {
     assert!(each["items"][2]["finished_at"].is_string(), "{each}");
 
     // The first item's request finishes after the cancel: recorded, nothing follows.
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let run = loop {
-        let (_, run) = fleet
-            .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
-            .await;
-        if node(&run, "each")["items"][0]["status"] == "completed" {
-            break run;
-        }
-        assert!(Instant::now() < deadline, "never recorded: {run}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let run = fleet
+        .wait_for_run_where(
+            &workspace,
+            &run_id,
+            RUN_TIMEOUT,
+            "recorded the late item",
+            |run| node(run, "each")["items"][0]["status"] == "completed",
+        )
+        .await;
     assert_eq!(run["status"], "cancelled");
     assert_eq!(node(&run, "each")["status"], "cancelled");
     assert_eq!(
@@ -466,10 +463,9 @@ async fn a_worker_killed_mid_delay_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    fleet.workers.pop().expect("the fleet's worker").kill();
+    fleet.kill_worker(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let replacement = fleet.spawn_worker().await;
-    fleet.workers.push(replacement);
+    fleet.add_worker().await;
 
     let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
     assert_eq!(run["status"], "completed", "{run}");

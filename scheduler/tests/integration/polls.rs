@@ -4,7 +4,6 @@
 //! the item as `trigger.body`, however often it is listed or its answer is delivered; a
 //! failing poll backs off and marks its connection; pages are followed through the cursor.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use weft_domain::messages::{NodeResult, Outcome, VERSION};
 use weft_runtime::queue::Publisher;
-use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace, amqp_url};
+use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace, amqp_url, eventually};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(30);
@@ -79,25 +78,6 @@ fn items(list: &[(u32, &str)]) -> Value {
     json!({ "items": items })
 }
 
-/// Waits until `check` gives a value.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The triggers of the scenario's runs, oldest first.
 async fn run_triggers(fleet: &Fleet, scenario: Uuid) -> Vec<(Uuid, Value)> {
     fleet
@@ -143,9 +123,11 @@ async fn baseline_done(fleet: &Fleet, scenario: Uuid) -> bool {
 
 /// Waits for `polls` more requests to the upstream's `/items` after the `seen` first.
 async fn more_polls(upstream: &Upstream, seen: usize, polls: usize) -> usize {
-    eventually("more polls", || async {
+    eventually("more polls", WAIT, || async {
         let count = upstream.received_on("/items").len();
-        (count >= seen + polls).then_some(count)
+        (count >= seen + polls)
+            .then_some(count)
+            .ok_or(format!("{count} polls"))
     })
     .await
 }
@@ -154,7 +136,7 @@ async fn more_polls(upstream: &Upstream, seen: usize, polls: usize) -> usize {
 async fn polls_counted(fleet: &Fleet, outcome: &str) -> u64 {
     let series = format!("weft_polls_total{{outcome=\"{outcome}\"}} ");
     let mut total = 0;
-    for scheduler in &fleet.schedulers {
+    for scheduler in fleet.schedulers() {
         let text = fleet.metrics(&scheduler.ops).await;
         total += text
             .lines()
@@ -177,8 +159,11 @@ async fn the_baseline_starts_nothing_and_each_new_item_starts_one_run_across_two
     let connection = feed(&fleet, &workspace, &upstream).await;
     let scenario = polling(&fleet, &workspace, &connection).await;
 
-    eventually("the baseline", || async {
-        baseline_done(&fleet, scenario).await.then_some(())
+    eventually("the baseline", WAIT, || async {
+        baseline_done(&fleet, scenario)
+            .await
+            .then_some(())
+            .ok_or("no baseline recorded")
     })
     .await;
     let seen = more_polls(&upstream, 0, 3).await;
@@ -202,8 +187,11 @@ async fn the_baseline_starts_nothing_and_each_new_item_starts_one_run_across_two
             items(&[(4, "d"), (3, "c"), (2, "b"), (1, "a")]),
         )],
     );
-    eventually("runs of the two new items", || async {
-        (started_items(&fleet, scenario).await.len() >= 2).then_some(())
+    eventually("runs of the two new items", WAIT, || async {
+        let started = started_items(&fleet, scenario).await;
+        (started.len() >= 2)
+            .then_some(())
+            .ok_or(format!("runs of {started:?}"))
     })
     .await;
     let seen = more_polls(&upstream, seen, 3).await;
@@ -222,8 +210,11 @@ async fn the_baseline_starts_nothing_and_each_new_item_starts_one_run_across_two
             items(&[(5, "e"), (4, "d"), (3, "c"), (2, "b"), (1, "a")]),
         )],
     );
-    eventually("the run of the fifth item", || async {
-        (started_items(&fleet, scenario).await.len() >= 3).then_some(())
+    eventually("the run of the fifth item", WAIT, || async {
+        let started = started_items(&fleet, scenario).await;
+        (started.len() >= 3)
+            .then_some(())
+            .ok_or(format!("runs of {started:?}"))
     })
     .await;
     more_polls(&upstream, seen, 3).await;
@@ -312,8 +303,11 @@ async fn an_answer_delivered_twice_or_listed_again_never_starts_a_second_run() {
     );
     answer_twice(&baseline, items(&[(1, "a")])).await;
     worker.done().await;
-    eventually("the baseline", || async {
-        baseline_done(&fleet, scenario).await.then_some(())
+    eventually("the baseline", WAIT, || async {
+        baseline_done(&fleet, scenario)
+            .await
+            .then_some(())
+            .ok_or("no baseline recorded")
     })
     .await;
 
@@ -321,8 +315,9 @@ async fn an_answer_delivered_twice_or_listed_again_never_starts_a_second_run() {
     assert_ne!(second.run_id, baseline.run_id, "each poll has its own id");
     let late = answer_twice(&second, items(&[(2, "b"), (1, "a")])).await;
     worker.done().await;
-    eventually("the run of the new item", || async {
-        (!run_triggers(&fleet, scenario).await.is_empty()).then_some(())
+    eventually("the run of the new item", WAIT, || async {
+        let runs = run_triggers(&fleet, scenario).await;
+        (!runs.is_empty()).then_some(()).ok_or("no run")
     })
     .await;
 
@@ -337,8 +332,11 @@ async fn an_answer_delivered_twice_or_listed_again_never_starts_a_second_run() {
     let fourth = worker.take(WAIT).await.expect("the fourth poll");
     answer_twice(&fourth, items(&[(3, "c"), (2, "b"), (1, "a")])).await;
     worker.done().await;
-    eventually("the run of the third item", || async {
-        (run_triggers(&fleet, scenario).await.len() >= 2).then_some(())
+    eventually("the run of the third item", WAIT, || async {
+        let runs = run_triggers(&fleet, scenario).await;
+        (runs.len() >= 2)
+            .then_some(())
+            .ok_or(format!("{} runs", runs.len()))
     })
     .await;
     // One more poll answered: everything before it has been handled.
@@ -366,7 +364,7 @@ async fn a_failing_poll_backs_off_marks_its_connection_and_recovers() {
     let connection = feed(&fleet, &workspace, &upstream).await;
     let scenario = polling(&fleet, &workspace, &connection).await;
 
-    let marked = eventually("the connection's last_error", || async {
+    let marked = eventually("the connection's last_error", WAIT, || async {
         let (status, body) = fleet
             .call(
                 &workspace,
@@ -376,13 +374,16 @@ async fn a_failing_poll_backs_off_marks_its_connection_and_recovers() {
             )
             .await;
         assert_eq!(status, 200, "{body}");
-        body["last_error"].as_str().map(str::to_owned)
+        body["last_error"].as_str().map(str::to_owned).ok_or(body)
     })
     .await;
     assert!(marked.contains("500"), "{marked}");
 
-    eventually("the poll after the failures", || async {
-        baseline_done(&fleet, scenario).await.then_some(())
+    eventually("the poll after the failures", WAIT, || async {
+        baseline_done(&fleet, scenario)
+            .await
+            .then_some(())
+            .ok_or("no baseline recorded")
     })
     .await;
     let polls = upstream.received_on("/items");
@@ -449,8 +450,11 @@ async fn pages_are_followed_through_the_cursor_for_the_baseline_and_after() {
     let connection = feed(&fleet, &workspace, &upstream).await;
     let scenario = polling(&fleet, &workspace, &connection).await;
 
-    eventually("the baseline of every page", || async {
-        baseline_done(&fleet, scenario).await.then_some(())
+    eventually("the baseline of every page", WAIT, || async {
+        baseline_done(&fleet, scenario)
+            .await
+            .then_some(())
+            .ok_or("no baseline recorded")
     })
     .await;
     let queries: Vec<String> = upstream
@@ -472,7 +476,13 @@ async fn pages_are_followed_through_the_cursor_for_the_baseline_and_after() {
     *grown.lock().expect("flag") = true;
     eventually(
         "runs of the items new on the first and the last page",
-        || async { (run_triggers(&fleet, scenario).await.len() >= 2).then_some(()) },
+        WAIT,
+        || async {
+            let runs = run_triggers(&fleet, scenario).await;
+            (runs.len() >= 2)
+                .then_some(())
+                .ok_or(format!("{} runs", runs.len()))
+        },
     )
     .await;
     more_polls(&upstream, seen, 6).await;

@@ -2,10 +2,10 @@
 //! read again from the node rows when another scheduler moved the run on.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use weft_testkit::{Fleet, Upstream, http_node, node};
+use weft_testkit::{Fleet, Upstream, eventually, http_node, node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const STEPS: usize = 6;
@@ -36,7 +36,7 @@ fn chain(upstream: &Upstream) -> Value {
 
 /// A scheduler's metrics: each sample's value by its name and labels as exposed.
 async fn scrape(fleet: &Fleet, scheduler: usize) -> HashMap<String, f64> {
-    let text = fleet.metrics(&fleet.schedulers[scheduler].ops).await;
+    let text = fleet.metrics(&fleet.schedulers()[scheduler].ops).await;
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
@@ -146,31 +146,32 @@ async fn results_that_queued_up_are_recorded_in_batches_exactly_once() {
     for _ in 0..RUNS {
         run_ids.push(fleet.fire(&hook, json!({})).await);
     }
-    let deadline = Instant::now() + RUN_TIMEOUT;
     for run_id in &run_ids {
-        loop {
-            let (_, run) = fleet
-                .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
-                .await;
-            let nodes = run["nodes"].as_array().into_iter().flatten();
-            if nodes.filter(|n| n["status"] == "queued").count() == 2 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "branches not dispatched: {run}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        fleet
+            .wait_for_run_where(
+                &workspace,
+                run_id,
+                RUN_TIMEOUT,
+                "dispatched both branches",
+                |run| {
+                    let nodes = run["nodes"].as_array().into_iter().flatten();
+                    nodes.filter(|n| n["status"] == "queued").count() == 2
+                },
+            )
+            .await;
     }
     // The scheduler stops; a worker answers every branch; the results wait in the queue.
-    fleet.schedulers.remove(0).stop().await;
-    let worker = fleet.spawn_worker().await;
-    fleet.workers.push(worker);
-    while upstream.received().len() < 2 * RUNS {
-        assert!(Instant::now() < deadline, "branches not called");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    fleet.stop_scheduler(0).await;
+    fleet.add_worker().await;
+    eventually("every branch called", RUN_TIMEOUT, || async {
+        let called = upstream.received().len();
+        (called >= 2 * RUNS)
+            .then_some(())
+            .ok_or(format!("{called} calls"))
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let scheduler = fleet.spawn_scheduler().await;
-    fleet.schedulers.push(scheduler);
+    fleet.add_scheduler().await;
 
     for run_id in &run_ids {
         let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;

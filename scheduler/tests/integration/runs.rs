@@ -411,7 +411,7 @@ async fn a_test_run_works_on_a_draft_and_stays_out_of_the_run_metrics() {
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
-    let scheduler_ops = &fleet.schedulers[0].ops;
+    let scheduler_ops = &fleet.schedulers()[0].ops;
     assert_eq!(
         finished(&fleet.metrics(scheduler_ops).await),
         0.0,

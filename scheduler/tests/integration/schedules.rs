@@ -54,7 +54,7 @@ fn scheduled_at(run: &Value) -> DateTime<Utc> {
 /// `weft_runs_started_total{trigger="schedule"}` summed over the fleet's schedulers.
 async fn schedule_runs_started(fleet: &Fleet) -> u64 {
     let mut total = 0;
-    for scheduler in &fleet.schedulers {
+    for scheduler in fleet.schedulers() {
         let text = fleet.metrics(&scheduler.ops).await;
         let series = "weft_runs_started_total{trigger=\"schedule\"} ";
         total += text

@@ -29,8 +29,7 @@ async fn a_task_left_unacked_by_a_dead_worker_is_redelivered_and_the_run_complet
     assert_eq!(task.run_id.to_string(), run_id);
     doomed.crash().await;
 
-    let worker = fleet.spawn_worker().await;
-    fleet.workers.push(worker);
+    fleet.add_worker().await;
     let run = fleet
         .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
         .await;
