@@ -1,4 +1,4 @@
-//! The declarative HTTP engine's pure half (DESIGN §5): every connector action, and the
+//! The declarative HTTP engine's pure half (architecture §6): every connector action, and the
 //! built-in `http` connector's free-form request, becomes one [`PreparedRequest`]; the
 //! connection's [`Credentials`] are put in by [`authorize`]; the answer becomes the
 //! action's output through [`interpret`]. The worker does the sending.
@@ -152,7 +152,7 @@ pub fn prepare(
     })
 }
 
-/// The built-in `http` connector's input (DESIGN §6).
+/// The built-in `http` connector's input (architecture §7).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpInput {

@@ -1,4 +1,4 @@
-//! The master key ring and authenticated encryption of secrets (DESIGN §5):
+//! The master key ring and authenticated encryption of secrets (architecture §6):
 //! XChaCha20-Poly1305 with a random 24-byte nonce; the ciphertext names its key, and the
 //! associated data binds it to the row it belongs to.
 

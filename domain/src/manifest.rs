@@ -1,4 +1,4 @@
-//! Connector manifests (DESIGN §5): what an API can do, as data. A manifest is checked
+//! Connector manifests (architecture §6): what an API can do, as data. A manifest is checked
 //! against its own JSON Schema ([`MANIFEST_SCHEMA`]) and then for what a schema cannot
 //! say (HTTP methods, templates, JSONPaths, unique keys), so that an error names the JSON
 //! path and the problem: `actions[2].request.method: "FETCH" is not an HTTP method`.

@@ -1,4 +1,4 @@
-//! The messages between the services (DESIGN §1, §3): JSON, versioned by `v`.
+//! The messages between the services (architecture §1, §4): JSON, versioned by `v`.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,5 @@
 //! Retry policy, exponential backoff with jitter, and the delay tiers that carry a
-//! delayed task (DESIGN §3: one queue per tier, queue-level TTL, no head-of-line blocking).
+//! delayed task (architecture §4: one queue per tier, queue-level TTL, no head-of-line blocking).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The scenario definition (DESIGN §4): parsed from JSON and validated when it is saved,
+//! The scenario definition (architecture §5): parsed from JSON and validated when it is saved,
 //! so that a stored version always runs. Every problem names the node, the field and the
 //! cause.
 
@@ -20,7 +20,7 @@ use crate::template::Templates;
 
 /// Most nodes a scenario may have.
 pub const MAX_NODES: usize = 500;
-/// Default run timeout (DESIGN §2.6).
+/// Default run timeout (architecture §3.6).
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default timeout of one action request.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(30);

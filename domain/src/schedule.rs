@@ -1,4 +1,4 @@
-//! Cron schedules (DESIGN §4): a pattern of 5 fields, or 6 with seconds first, read on the
+//! Cron schedules (architecture §5): a pattern of 5 fields, or 6 with seconds first, read on the
 //! wall clock of an IANA time zone. Pure: this module says at which instants a schedule
 //! ticks; the scheduler decides which ticks to fire.
 //!

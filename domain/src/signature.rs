@@ -1,4 +1,4 @@
-//! Webhook signatures (DESIGN §4): the schemes a webhook trigger can require, and the
+//! Webhook signatures (architecture §5): the schemes a webhook trigger can require, and the
 //! verification of one delivery. Pure: the headers, the raw body bytes, the secret and the
 //! current time go in, a verdict comes out. Whatever a sender puts in a request, nothing
 //! here panics.

@@ -1,4 +1,4 @@
-//! The gateway's configuration (DESIGN §8): `WEFT_*` environment variables, also accepted
+//! The gateway's configuration (architecture §8): `WEFT_*` environment variables, also accepted
 //! as flags.
 
 use std::ffi::OsStr;

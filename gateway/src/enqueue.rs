@@ -1,5 +1,5 @@
 //! Starting a run: the one path shared by manual runs and webhooks, and the heart of the
-//! gateway's guarantee (DESIGN §2.1): **202 means recorded and confirmed.**
+//! gateway's guarantee (architecture §3.1): **202 means recorded and confirmed.**
 //!
 //! 1. The run is inserted as `queued`, pinned to the scenario's current version.
 //! 2. `RunRequested` is published and the broker's confirm awaited (durable queue).
@@ -177,7 +177,7 @@ async fn publish(
     Ok(())
 }
 
-/// Publishes `RunRequested` for a recorded run and awaits the confirm (DESIGN §2.1). If
+/// Publishes `RunRequested` for a recorded run and awaits the confirm (architecture §3.1). If
 /// the broker does not take it, the run is marked as never started and the caller gets
 /// 503, as for any other trigger.
 pub async fn announce(state: &AppState, workspace_id: Uuid, run_id: Uuid) -> Result<(), ApiError> {

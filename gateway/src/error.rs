@@ -1,5 +1,5 @@
 //! Every way a request can fail, and the HTTP status and JSON body each one becomes
-//! (DESIGN §6): `{"error": {"code", "message", "details"}}`.
+//! (architecture §7): `{"error": {"code", "message", "details"}}`.
 //!
 //! Handlers return `Result<_, ApiError>`; the mapping to a status lives here only, so a
 //! newcomer can read the whole error contract of the API in one place.

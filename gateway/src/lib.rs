@@ -1,4 +1,4 @@
-//! The gateway: Weft's HTTP front door (DESIGN §1, §6). It serves the REST API and the
+//! The gateway: Weft's HTTP front door (architecture §1, §7). It serves the REST API and the
 //! webhook endpoints, records runs in PostgreSQL and hands them to the scheduler over
 //! RabbitMQ, answering 202 only once the broker has confirmed the message.
 //!

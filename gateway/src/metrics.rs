@@ -1,4 +1,4 @@
-//! The gateway's Prometheus metrics (DESIGN §7). Labels never carry ids: routes are
+//! The gateway's Prometheus metrics (architecture §8). Labels never carry ids: routes are
 //! recorded by their template (`/api/v1/runs/{id}`), never by the raw path.
 
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! Cursor paging (DESIGN §6): `limit` and `cursor` in, `{"items", "next_cursor"}` out.
+//! Cursor paging (architecture §7): `limit` and `cursor` in, `{"items", "next_cursor"}` out.
 //!
 //! The cursor is the sort key of the last item returned (a UUIDv7 id, which is
 //! time-ordered, or a version number), so the next page is `key < cursor`: stable while

@@ -1,4 +1,4 @@
-//! The gateway's private reply queue (DESIGN §3, `weft.replies`): how an HTTP request
+//! The gateway's private reply queue (architecture §4, `weft.replies`): how an HTTP request
 //! waiting on work done elsewhere gets its answer back: the worker's `NodeResult` of an
 //! action executed directly, or the scheduler's `RunFinished` of a webhook that responds
 //! on completion.

@@ -1,5 +1,5 @@
-//! Secrets the gateway keeps in PostgreSQL, encrypted under the master key ring (DESIGN
-//! §5): webhook signature secrets, connection credentials, and the PKCE verifiers of OAuth
+//! Secrets the gateway keeps in PostgreSQL, encrypted under the master key ring (architecture
+//! §6): webhook signature secrets, connection credentials, and the PKCE verifiers of OAuth
 //! flows in progress. Each ciphertext's associated data names its row and purpose, so a
 //! ciphertext copied to another row does not decrypt.
 //!

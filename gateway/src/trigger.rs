@@ -1,4 +1,4 @@
-//! What a run was started with: the `trigger` scope of templates (DESIGN §4) — `body`,
+//! What a run was started with: the `trigger` scope of templates (architecture §5) — `body`,
 //! `headers`, `query`, `method` — captured from a webhook request or a manual payload.
 //!
 //! The capture is stored in the run record and shown by the API, so credentials the

@@ -1,4 +1,4 @@
-//! Start-up configuration shared by every binary (DESIGN §8): environment variables with
+//! Start-up configuration shared by every binary (architecture §8): environment variables with
 //! a `WEFT_` prefix, also accepted as flags. A missing or malformed setting stops the
 //! process with one line naming it.
 

@@ -1,4 +1,4 @@
-//! Egress control (DESIGN §5): requests on behalf of users (connector actions, OAuth token
+//! Egress control (architecture §6): requests on behalf of users (connector actions, OAuth token
 //! endpoints) may not reach loopback, private, link-local or cloud-metadata addresses,
 //! checked on the resolved address, unless `WEFT_EGRESS_ALLOW` lists them.
 //!

@@ -1,4 +1,4 @@
-//! RabbitMQ: the topology of DESIGN §3, publishing with confirms, and consumers run under
+//! RabbitMQ: the topology of architecture §4, publishing with confirms, and consumers run under
 //! a supervisor that reconnects with backoff.
 
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! Fleet-wide rate limits (DESIGN §5): a limit of `requests` per `per` spaces calls
+//! Fleet-wide rate limits (architecture §6): a limit of `requests` per `per` spaces calls
 //! `per / requests` apart. The next free slot of each limited key lives in one PostgreSQL
 //! row that every scheduler and gateway reserves from, so the limit holds across all of
 //! them and all workers together; a task is not executed before its slot.

@@ -1,4 +1,4 @@
-//! The scheduler's configuration (DESIGN §8).
+//! The scheduler's configuration (architecture §8).
 
 use std::net::SocketAddr;
 use std::time::Duration;

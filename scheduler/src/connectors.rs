@@ -1,4 +1,4 @@
-//! Connector actions at dispatch (DESIGN §5): the manifest version the run pinned, the
+//! Connector actions at dispatch (architecture §6): the manifest version the run pinned, the
 //! connection's sealed credentials, the input checked against the action's schema, and a
 //! fleet-wide rate-limit slot. A task that cannot be sent (unknown action, missing
 //! connection, invalid input) becomes a permanent failure recorded like a worker's result,

@@ -1,4 +1,4 @@
-//! The scheduler's metrics (DESIGN §7). Labels never carry ids.
+//! The scheduler's metrics (architecture §8). Labels never carry ids.
 
 use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec, Registry};
 use weft_domain::scenario::TriggerKind;

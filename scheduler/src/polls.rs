@@ -1,4 +1,4 @@
-//! Poll triggers (DESIGN §4): a connector's trigger of kind `poll` is a request a worker
+//! Poll triggers (architecture §5): a connector's trigger of kind `poll` is a request a worker
 //! sends every `interval`; each item it lists with an id not seen before starts one run.
 //!
 //! Every active scenario triggered by polling has a `poll_state` row. Each pass of every

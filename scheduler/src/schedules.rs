@@ -1,4 +1,4 @@
-//! Schedule triggers (DESIGN §4): each pass finds the active scenarios whose current
+//! Schedule triggers (architecture §5): each pass finds the active scenarios whose current
 //! version is scheduled and fires the ticks that came due, each exactly once however many
 //! schedulers run.
 //!

@@ -72,7 +72,7 @@ pub struct Run {
     pub revision: i64,
 }
 
-/// Locks a run row (DESIGN invariant 4: results of one run are serialized).
+/// Locks a run row (architecture §3.4: results of one run are serialized).
 pub async fn lock_run(
     tx: &Transaction<'_>,
     run_id: Uuid,

@@ -1,4 +1,4 @@
-//! The sweeper: nothing waits forever (DESIGN §2.6). Safe on every replica at once: each
+//! The sweeper: nothing waits forever (architecture §3.6). Safe on every replica at once: each
 //! action goes through the engine, which locks the run and re-checks its state.
 
 use std::sync::Arc;

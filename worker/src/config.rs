@@ -1,4 +1,4 @@
-//! The worker's configuration (DESIGN §8).
+//! The worker's configuration (architecture §8).
 
 use std::net::SocketAddr;
 

@@ -1,4 +1,4 @@
-//! The declarative HTTP engine (DESIGN §5): one code path executes the built-in `http`
+//! The declarative HTTP engine (architecture §6): one code path executes the built-in `http`
 //! connector and every manifest action. A task's request is prepared, its connection's
 //! credentials are opened (only here, only for this attempt) and put in as the auth type
 //! says, OAuth2 tokens are obtained or renewed when needed, the request is sent through

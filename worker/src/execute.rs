@@ -1,5 +1,5 @@
 //! One task, from delivery to published result: the at-least-once contract of the worker
-//! (DESIGN §2.3): execute, publish the result with a confirm, only then ack.
+//! (architecture §3.3): execute, publish the result with a confirm, only then ack.
 
 use std::sync::Arc;
 use std::time::Duration;

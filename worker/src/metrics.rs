@@ -1,4 +1,4 @@
-//! The worker's metrics (DESIGN §7). Labels never carry ids.
+//! The worker's metrics (architecture §8). Labels never carry ids.
 
 use prometheus::{HistogramVec, IntCounterVec, IntGauge, Registry};
 use weft_runtime::telemetry::{FAST_BUCKETS, SLOW_BUCKETS, counter, gauge, histogram};

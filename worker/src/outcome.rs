@@ -1,4 +1,4 @@
-//! Classification of an upstream answer (DESIGN §5): success; retryable (network error,
+//! Classification of an upstream answer (architecture §6): success; retryable (network error,
 //! timeout, 5xx, 408); rate limited (429: wait per `Retry-After`, not a failed attempt);
 //! permanent (other 4xx).
 

@@ -1,4 +1,4 @@
-//! Connections (DESIGN §5, §6): one account of a connector. Its `config` is not secret and
+//! Connections (architecture §6, §7): one account of a connector. Its `config` is not secret and
 //! is shown; its credentials go in, are sealed at once under the key ring (the associated
 //! data binds them to the workspace and the connection), and never come out: answers say
 //! which credential fields are set, never their values.

@@ -1,4 +1,4 @@
-//! Connectors (DESIGN §5): the catalog a workspace sees (the `http` connector, the
+//! Connectors (architecture §6): the catalog a workspace sees (the `http` connector, the
 //! built-in manifests, and its own), its own registered, updated and deleted through the
 //! API, and one action executed directly through the workers.
 //!
@@ -155,7 +155,7 @@ pub struct TriggerSummary {
     pub description: Option<String>,
 }
 
-/// The input of `http.request` (DESIGN §6), as a JSON Schema for the catalog.
+/// The input of `http.request` (architecture §7), as a JSON Schema for the catalog.
 fn http_input_schema() -> Value {
     json!({
         "type": "object",
@@ -329,7 +329,7 @@ pub async fn get(
     Ok(Json(connector.view(true)))
 }
 
-/// Register a connector: a manifest (DESIGN §5) under a key not used in the workspace.
+/// Register a connector: a manifest (architecture §6) under a key not used in the workspace.
 #[utoipa::path(
     post,
     path = "/api/v1/connectors",
@@ -524,7 +524,7 @@ pub struct ExecuteRequest {
     /// `http` connector takes none.
     pub connection_id: Option<Uuid>,
     /// The action's input, checked against its `input_schema` (for `http.request`: the
-    /// request, DESIGN §6).
+    /// request, architecture §7).
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub input: Value,

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN §6): the routes, and the OpenAPI document generated from them.
+//! The HTTP API (architecture §7): the routes, and the OpenAPI document generated from them.
 //!
 //! Every handler carries `#[utoipa::path]`, and routes are registered through
 //! `utoipa_axum::routes!`, so a route cannot exist without being documented.

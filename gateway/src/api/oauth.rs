@@ -1,4 +1,4 @@
-//! The OAuth2 authorization-code flow of a connection (DESIGN §5, §6), with PKCE (S256).
+//! The OAuth2 authorization-code flow of a connection (architecture §6, §7), with PKCE (S256).
 //!
 //! 1. `GET /api/v1/oauth/{connector}/start?connection_id=…` (API key): records a `state`
 //!    (random, single-use, valid ten minutes, bound to the workspace and the connection)

@@ -127,7 +127,7 @@ impl ScenarioView {
     }
 }
 
-/// Validates a definition (DESIGN §4) against the connectors and connections of the
+/// Validates a definition (architecture §5) against the connectors and connections of the
 /// workspace; a 400 lists every problem found.
 async fn validate(
     client: &impl GenericClient,

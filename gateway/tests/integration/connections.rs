@@ -1,4 +1,4 @@
-//! Connections (DESIGN §5, §6): credentials go in and never come out — not in an answer,
+//! Connections (architecture §6, §7): credentials go in and never come out — not in an answer,
 //! not in clear in the database — and are bound to their row; tests and key rotation.
 
 use serde_json::{Value, json};

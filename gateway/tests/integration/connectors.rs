@@ -1,4 +1,4 @@
-//! The connector catalog and direct execution (DESIGN §5, §6), against the real database,
+//! The connector catalog and direct execution (architecture §6, §7), against the real database,
 //! broker and workers, with a local server standing in for the connector's API.
 
 use std::collections::BTreeSet;

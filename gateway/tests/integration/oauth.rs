@@ -1,4 +1,4 @@
-//! The OAuth2 authorization-code flow of a connection (DESIGN §5, §6), end to end against
+//! The OAuth2 authorization-code flow of a connection (architecture §6, §7), end to end against
 //! a local authorization server: the authorize redirect (state, PKCE challenge), the code
 //! exchange (with the verifier), single-use states bound to their workspace, refusals.
 
