@@ -5,13 +5,14 @@
 //!
 //! The built-in manifests ship in `domain/connectors/` and are embedded at build time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use http::HeaderName;
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{PatternOptions, ValidationError, ValidationOptions, Validator};
+use quick_cache::sync::Cache;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json_path::JsonPath;
@@ -844,7 +845,7 @@ const MAX_INPUT_PROBLEMS: usize = 10;
 /// compiling each distinct schema once. Shared by every task of a process.
 pub struct InputSchemas {
     /// By the schema's JSON text.
-    compiled: Mutex<HashMap<String, Arc<Validator>>>,
+    compiled: Cache<String, Arc<Validator>>,
 }
 
 impl Default for InputSchemas {
@@ -856,7 +857,7 @@ impl Default for InputSchemas {
 impl fmt::Debug for InputSchemas {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InputSchemas")
-            .field("compiled", &self.lock().len())
+            .field("compiled", &self.compiled.len())
             .finish()
     }
 }
@@ -864,7 +865,7 @@ impl fmt::Debug for InputSchemas {
 impl InputSchemas {
     pub fn new() -> Self {
         Self {
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Cache::new(INPUT_SCHEMA_CACHE),
         }
     }
 
@@ -898,29 +899,18 @@ impl InputSchemas {
 
     fn validator(&self, schema: &Value) -> Result<Arc<Validator>, String> {
         let text = schema.to_string();
-        if let Some(validator) = self.lock().get(&text) {
-            return Ok(Arc::clone(validator));
+        if let Some(validator) = self.compiled.get(&text) {
+            return Ok(validator);
         }
-        // Compiled outside the lock: other tasks keep checking while this one compiles.
+        // Compiled outside the cache's lock: other tasks keep checking while this one compiles.
         let validator = Arc::new(schema_options().build(schema).map_err(|e| {
             format!(
                 "the action's input_schema is not a valid JSON Schema ({}); fix the connector manifest",
                 truncate(e.to_string())
             )
         })?);
-        let mut compiled = self.lock();
-        if compiled.len() >= INPUT_SCHEMA_CACHE
-            && let Some(evicted) = compiled.keys().next().cloned()
-        {
-            compiled.remove(&evicted);
-        }
-        compiled.insert(text, Arc::clone(&validator));
+        self.compiled.insert(text, Arc::clone(&validator));
         Ok(validator)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Validator>>> {
-        // The map is only ever a cache: a panic elsewhere cannot leave it inconsistent.
-        self.compiled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -1306,7 +1296,11 @@ mod tests {
             let schema = json!({"type": "integer", "maximum": limit});
             assert_eq!(schemas.check(&schema, &json!(0)), Ok(()));
         }
-        assert_eq!(schemas.lock().len(), INPUT_SCHEMA_CACHE);
+        assert!(
+            schemas.compiled.len() <= INPUT_SCHEMA_CACHE,
+            "{}",
+            schemas.compiled.len()
+        );
         let schema = json!({"type": "integer", "maximum": 3});
         assert!(schemas.check(&schema, &json!(4)).is_err());
     }

@@ -4,12 +4,13 @@
 //! connection, invalid input) becomes a permanent failure recorded like a worker's result,
 //! so nothing is ever called upstream for it.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
+use quick_cache::sync::Cache;
 use serde_json::Value;
 use uuid::Uuid;
 use weft_domain::manifest::{
@@ -46,10 +47,18 @@ impl std::ops::Deref for Found {
 }
 
 /// Resolves connector actions for tasks; versions are immutable, so they are cached.
-#[derive(Default)]
 pub struct Connectors {
-    versions: Mutex<HashMap<Uuid, Arc<Manifest>>>,
+    versions: Cache<Uuid, Arc<Manifest>>,
     input_schemas: InputSchemas,
+}
+
+impl Default for Connectors {
+    fn default() -> Self {
+        Self {
+            versions: Cache::new(VERSION_CACHE_SIZE),
+            input_schemas: InputSchemas::default(),
+        }
+    }
 }
 
 /// What a call goes through: its connection, and the rate-limit key and slot interval
@@ -369,8 +378,8 @@ impl Connectors {
         workspace_id: Uuid,
         version_id: Uuid,
     ) -> Result<Option<Arc<Manifest>>, DbError> {
-        if let Some(found) = self.lock().get(&version_id) {
-            return Ok(Some(found.clone()));
+        if let Some(found) = self.versions.get(&version_id) {
+            return Ok(Some(found));
         }
         let statement = tx
             .prepare_cached(
@@ -388,16 +397,8 @@ impl Connectors {
             return Ok(None);
         };
         let parsed = Arc::new(parsed);
-        let mut cache = self.lock();
-        if cache.len() >= VERSION_CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(version_id, parsed.clone());
+        self.versions.insert(version_id, parsed.clone());
         Ok(Some(parsed))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<Manifest>>> {
-        self.versions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -5,9 +5,9 @@
 //! it was stored at (see `migrations/V10__run_revision.sql`), and taken out of the cache
 //! while its result is handled, so a failed transaction leaves nothing stale behind.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use quick_cache::unsync::Cache;
 use uuid::Uuid;
 use weft_domain::graph::RunState;
 
@@ -26,7 +26,8 @@ enum Entry {
 
 pub struct RunCache {
     capacity: usize,
-    entries: Mutex<HashMap<Uuid, Entry>>,
+    /// Behind one lock: `take` and `put` read and change an entry in one step.
+    entries: Mutex<Cache<Uuid, Entry>>,
 }
 
 impl RunCache {
@@ -34,7 +35,7 @@ impl RunCache {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Cache::new(capacity.max(1))),
         }
     }
 
@@ -42,7 +43,7 @@ impl RunCache {
     /// there is none or it is stale.
     pub fn take(&self, run: Uuid, revision: i64) -> Option<RunState> {
         let mut entries = self.lock();
-        match entries.remove(&run)? {
+        match entries.remove(&run)?.1 {
             Entry::State {
                 revision: stored,
                 state,
@@ -58,20 +59,17 @@ impl RunCache {
     /// Keeps `state` as of `revision` (already committed), unless the run was marked too
     /// large or a newer revision is already stored.
     pub fn put(&self, run: Uuid, revision: i64, state: RunState) {
+        if self.capacity == 0 {
+            return;
+        }
         let mut entries = self.lock();
-        match entries.get(&run) {
+        match entries.peek(&run) {
             Some(Entry::TooLarge) => return,
             Some(Entry::State { revision: held, .. }) if *held > revision => return,
-            Some(_) => {}
-            None if entries.len() >= self.capacity => {
-                // Full: make room by dropping an arbitrary run; it reads its rows next time.
-                let Some(victim) = entries.keys().next().copied() else {
-                    return;
-                };
-                entries.remove(&victim);
-            }
-            None => {}
+            _ => {}
         }
+        // When full, the cache evicts a run it expects to be least useful; that run reads
+        // its rows next time.
         entries.insert(run, Entry::State { revision, state });
     }
 
@@ -87,7 +85,7 @@ impl RunCache {
         self.lock().remove(&run);
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Cache<Uuid, Entry>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -1,12 +1,13 @@
 //! The PostgreSQL adapter for runs and node runs. Every query is scoped to a workspace.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::Transaction;
 use futures_util::future::try_join_all;
+use quick_cache::sync::Cache;
 use serde_json::Value;
 use uuid::Uuid;
 use weft_domain::graph::{ItemState, NodeState, NodeStatus, RunState};
@@ -388,13 +389,20 @@ impl Catalog for CheckedAtSave {
 }
 
 /// Immutable scenario versions, parsed once per process.
-#[derive(Default)]
 pub struct Definitions {
-    cache: Mutex<HashMap<(Uuid, i32), Arc<Scenario>>>,
+    cache: Cache<(Uuid, i32), Arc<Scenario>>,
 }
 
-/// Versions kept in memory before the cache starts over.
+/// Versions kept in memory; past that the least useful are evicted.
 const DEFINITION_CACHE_SIZE: usize = 10_000;
+
+impl Default for Definitions {
+    fn default() -> Self {
+        Self {
+            cache: Cache::new(DEFINITION_CACHE_SIZE),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DefinitionError {
@@ -413,8 +421,8 @@ impl Definitions {
         run: &Run,
     ) -> Result<Arc<Scenario>, DefinitionError> {
         let key = (run.scenario_id, run.version);
-        if let Some(found) = self.lock().get(&key) {
-            return Ok(found.clone());
+        if let Some(found) = self.cache.get(&key) {
+            return Ok(found);
         }
         let statement = tx
             .prepare_cached(
@@ -432,18 +440,8 @@ impl Definitions {
             .ok_or(DefinitionError::Missing)?;
         let definition: Value = row.get(0);
         let scenario = Arc::new(Scenario::parse(&definition, &CheckedAtSave)?);
-        let mut cache = self.lock();
-        if cache.len() >= DEFINITION_CACHE_SIZE {
-            cache.clear();
-        }
-        cache.insert(key, scenario.clone());
+        self.cache.insert(key, scenario.clone());
         Ok(scenario)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Uuid, i32), Arc<Scenario>>> {
-        self.cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
