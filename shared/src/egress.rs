@@ -1,6 +1,7 @@
 //! Egress control (DESIGN §5): requests on behalf of users (connector actions, OAuth token
-//! endpoints) may not reach loopback, private, link-local or cloud-metadata addresses,
-//! checked on the resolved address, unless `WEFT_EGRESS_ALLOW` lists them.
+//! endpoints) may not reach loopback, private, link-local, cloud-metadata or any other
+//! address that is not globally reachable, checked on the resolved address, unless
+//! `WEFT_EGRESS_ALLOW` lists them.
 //!
 //! [`GuardedClient`] is the only way such requests are sent: its resolver drops forbidden
 //! addresses (so DNS tricks do not get around the rule), its redirect policy checks every
@@ -9,7 +10,7 @@
 
 use std::error::Error as _;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,49 +55,104 @@ impl FromStr for EgressRule {
     }
 }
 
-/// The rule an internal address breaks, for the message of a refusal.
+/// The rule an internal address breaks, for the message of a refusal. Besides private
+/// and local networks this covers every special-purpose block of the IANA registries that
+/// is not globally reachable (shared, benchmarking, documentation, reserved), and the
+/// IPv6 forms that carry an IPv4 address, judged by that address: a translator or relay
+/// on the way would deliver them to it.
 fn internal_kind(ip: IpAddr) -> Option<&'static str> {
     match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() {
-                Some("private")
-            } else if a == 169 && b == 254 {
-                // Includes 169.254.169.254, the cloud metadata service.
-                Some("link-local or metadata")
-            } else if v4.is_unspecified() || a == 0 {
-                Some("unspecified")
-            } else if v4.is_broadcast() || v4.is_multicast() {
-                Some("broadcast or multicast")
-            } else if v4.is_documentation() {
-                Some("documentation")
-            } else if a == 100 && (64..128).contains(&b) {
-                Some("carrier-grade NAT")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return internal_kind(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if v6.is_multicast() {
-                Some("broadcast or multicast")
-            } else if (first & 0xfe00) == 0xfc00 {
-                Some("private")
-            } else if (first & 0xffc0) == 0xfe80 {
-                Some("link-local or metadata")
-            } else {
-                None
-            }
-        }
+        IpAddr::V4(v4) => internal_v4_kind(v4),
+        IpAddr::V6(v6) => internal_v6_kind(v6),
+    }
+}
+
+fn internal_v4_kind(v4: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = v4.octets();
+    if v4.is_loopback() {
+        Some("loopback")
+    } else if v4.is_private() {
+        Some("private")
+    } else if v4.is_link_local() {
+        // Includes 169.254.169.254, the cloud metadata service.
+        Some("link-local or metadata")
+    } else if a == 0 {
+        Some("unspecified")
+    } else if v4.is_broadcast() || v4.is_multicast() {
+        Some("broadcast or multicast")
+    } else if v4.is_documentation() {
+        Some("documentation")
+    } else if a == 100 && (b & 0xc0) == 64 {
+        Some("carrier-grade NAT")
+    } else if a == 192 && b == 0 && c == 0 {
+        Some("IETF protocol assignment")
+    } else if a == 198 && (b & 0xfe) == 18 {
+        Some("benchmarking")
+    } else if a >= 240 {
+        Some("reserved")
+    } else {
+        None
+    }
+}
+
+fn internal_v6_kind(v6: Ipv6Addr) -> Option<&'static str> {
+    if v6.is_loopback() {
+        return Some("loopback");
+    }
+    if v6.is_unspecified() {
+        return Some("unspecified");
+    }
+    if let Some(v4) = embedded_ipv4(v6) {
+        return match v4 {
+            Embedded::Address(v4) => internal_v4_kind(v4),
+            Embedded::Unknown => Some("local-use NAT64"),
+        };
+    }
+    let segments = v6.segments();
+    let first = segments[0];
+    if v6.is_multicast() {
+        Some("broadcast or multicast")
+    } else if (first & 0xfe00) == 0xfc00 {
+        Some("private")
+    } else if (first & 0xffc0) == 0xfe80 {
+        Some("link-local or metadata")
+    } else if (first & 0xffc0) == 0xfec0 {
+        Some("site-local")
+    } else if first == 0x2001 && segments[1] == 0x0db8 {
+        Some("documentation")
+    } else {
+        None
+    }
+}
+
+/// What an IPv6 address that carries an IPv4 address leads to.
+enum Embedded {
+    Address(Ipv4Addr),
+    /// A local-use NAT64 address (64:ff9b:1::/48) whose prefix length is the operator's
+    /// choice: where the IPv4 address sits in it cannot be told.
+    Unknown,
+}
+
+/// The IPv4 address inside an IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96),
+/// NAT64 (64:ff9b::/96, RFC 6052; 64:ff9b:1::/48, RFC 8215), 6to4 (2002::/16, RFC 3056)
+/// or Teredo (2001::/32, RFC 4380) address.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<Embedded> {
+    let segments = v6.segments();
+    let octets = v6.octets();
+    let last = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
+    match segments {
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(Embedded::Address(last)),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(Embedded::Address(last)),
+        // The /96 form of the local-use prefix, the one deployments use, puts the address
+        // last like the well-known prefix; any other layout is refused.
+        [0x64, 0xff9b, 1, 0, 0, 0, _, _] => Some(Embedded::Address(last)),
+        [0x64, 0xff9b, 1, ..] => Some(Embedded::Unknown),
+        [0x2002, high, low, ..] => Some(Embedded::Address(Ipv4Addr::from(
+            (u32::from(high) << 16) | u32::from(low),
+        ))),
+        // The Teredo client's public address is stored with every bit flipped.
+        [0x2001, 0, ..] => Some(Embedded::Address(Ipv4Addr::from(!u32::from(last)))),
+        _ => None,
     }
 }
 
@@ -146,8 +202,19 @@ impl EgressPolicy {
             return Ok(());
         };
         let name = host.trim_end_matches('.').to_ascii_lowercase();
+        // An address carrying an IPv4 address is let through by the rules that let that
+        // address through, as it is refused by the rules that refuse it.
+        let carried = match ip {
+            IpAddr::V6(v6) => match embedded_ipv4(v6) {
+                Some(Embedded::Address(v4)) => Some(IpAddr::V4(v4)),
+                _ => None,
+            },
+            IpAddr::V4(_) => None,
+        };
         let allowed = self.rules.iter().any(|allow| match allow {
-            EgressRule::Network(net) => net.contains(&ip),
+            EgressRule::Network(net) => {
+                net.contains(&ip) || carried.is_some_and(|v4| net.contains(&v4))
+            }
             EgressRule::Host(allowed) => *allowed == name,
         });
         if allowed {
@@ -381,6 +448,149 @@ mod tests {
         }
         assert!(policy.permits("example.com", ip("93.184.216.34")));
         assert!(policy.permits("h", ip("2606:4700::1111")));
+    }
+
+    /// Each special-purpose block with an address inside it and one just outside it.
+    const RANGES: &[(&str, &str, Option<&str>)] = &[
+        ("100.64.0.0/10", "100.64.0.0", Some("carrier-grade NAT")),
+        (
+            "100.64.0.0/10",
+            "100.127.255.255",
+            Some("carrier-grade NAT"),
+        ),
+        ("100.64.0.0/10", "100.63.255.255", None),
+        ("100.64.0.0/10", "100.128.0.0", None),
+        (
+            "192.0.0.0/24",
+            "192.0.0.8",
+            Some("IETF protocol assignment"),
+        ),
+        ("192.0.0.0/24", "192.0.1.0", None),
+        ("192.0.2.0/24", "192.0.2.1", Some("documentation")),
+        ("192.0.2.0/24", "192.0.3.0", None),
+        ("198.18.0.0/15", "198.18.0.1", Some("benchmarking")),
+        ("198.18.0.0/15", "198.19.255.255", Some("benchmarking")),
+        ("198.18.0.0/15", "198.17.255.255", None),
+        ("198.18.0.0/15", "198.20.0.0", None),
+        ("198.51.100.0/24", "198.51.100.7", Some("documentation")),
+        ("198.51.100.0/24", "198.51.101.0", None),
+        ("203.0.113.0/24", "203.0.113.9", Some("documentation")),
+        ("203.0.113.0/24", "203.0.114.0", None),
+        ("240.0.0.0/4", "240.0.0.1", Some("reserved")),
+        (
+            "240.0.0.0/4",
+            "239.255.255.255",
+            Some("broadcast or multicast"),
+        ),
+        ("240.0.0.0/4", "255.255.255.254", Some("reserved")),
+        (
+            "broadcast",
+            "255.255.255.255",
+            Some("broadcast or multicast"),
+        ),
+        ("224.0.0.0/4", "224.0.0.1", Some("broadcast or multicast")),
+        ("224.0.0.0/4", "223.255.255.255", None),
+        ("0.0.0.0/8", "0.1.2.3", Some("unspecified")),
+        ("0.0.0.0/8", "1.0.0.0", None),
+        (
+            "169.254.0.0/16",
+            "169.254.169.254",
+            Some("link-local or metadata"),
+        ),
+        ("169.254.0.0/16", "169.255.0.0", None),
+        // IPv4-mapped, judged by the address it carries.
+        ("::ffff:0:0/96", "::ffff:127.0.0.1", Some("loopback")),
+        ("::ffff:0:0/96", "::ffff:10.1.2.3", Some("private")),
+        (
+            "::ffff:0:0/96",
+            "::ffff:100.64.0.1",
+            Some("carrier-grade NAT"),
+        ),
+        ("::ffff:0:0/96", "::ffff:8.8.8.8", None),
+        // IPv4-compatible.
+        ("::/96", "::127.0.0.1", Some("loopback")),
+        ("::/96", "::169.254.169.254", Some("link-local or metadata")),
+        ("::/96", "::8.8.8.8", None),
+        ("::/96", "::1:0:0:0", None),
+        // NAT64, the well-known prefix and the local-use one.
+        ("64:ff9b::/96", "64:ff9b::10.0.0.1", Some("private")),
+        (
+            "64:ff9b::/96",
+            "64:ff9b::192.0.0.170",
+            Some("IETF protocol assignment"),
+        ),
+        ("64:ff9b::/96", "64:ff9b::8.8.8.8", None),
+        ("64:ff9b::/96", "64:ff9a:ffff:ffff:ffff:ffff:a00:1", None),
+        ("64:ff9b:1::/48", "64:ff9b:1::127.0.0.1", Some("loopback")),
+        ("64:ff9b:1::/48", "64:ff9b:1::8.8.8.8", None),
+        (
+            "64:ff9b:1::/48",
+            "64:ff9b:1:a00:1::",
+            Some("local-use NAT64"),
+        ),
+        ("64:ff9b:1::/48", "64:ff9b:2::10.0.0.1", None),
+        // 6to4 carries its address in bits 16 to 48.
+        ("2002::/16", "2002:a00:1::1", Some("private")),
+        (
+            "2002::/16",
+            "2002:a9fe:a9fe::",
+            Some("link-local or metadata"),
+        ),
+        ("2002::/16", "2002:808:808::1", None),
+        ("2002::/16", "2003:a00:1::1", None),
+        // Teredo carries the client's address with every bit flipped: !127.0.0.1.
+        (
+            "2001::/32",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            Some("loopback"),
+        ),
+        ("2001::/32", "2001:0:4136:e378:8000:63bf:f7f7:f7f7", None),
+        ("2001::/32", "2001:1::80ff:fffe", None),
+        ("2001:db8::/32", "2001:db8::1", Some("documentation")),
+        ("2001:db8::/32", "2001:db9::1", None),
+        ("fec0::/10", "fec0::1", Some("site-local")),
+        ("fec0::/10", "feff:ffff::1", Some("site-local")),
+        ("fec0::/10", "ff00::1", Some("broadcast or multicast")),
+        ("fc00::/7", "fc00::1", Some("private")),
+        ("fc00::/7", "fdff:ffff::1", Some("private")),
+        ("fc00::/7", "fe00::1", None),
+        ("fc00::/7", "fbff:ffff::1", None),
+        ("fe80::/10", "febf::1", Some("link-local or metadata")),
+        ("ff00::/8", "ff02::1", Some("broadcast or multicast")),
+    ];
+
+    #[test]
+    fn every_special_purpose_range_is_refused_and_its_neighbours_are_not() {
+        for (range, address, expected) in RANGES {
+            assert_eq!(
+                internal_kind(ip(address)),
+                *expected,
+                "{address} (the case of {range})"
+            );
+        }
+    }
+
+    #[test]
+    fn the_allow_list_opens_the_reserved_ranges_and_what_carries_them() {
+        let refused: Vec<&str> = RANGES
+            .iter()
+            .filter(|(_, _, expected)| expected.is_some())
+            .map(|(_, address, _)| *address)
+            .collect();
+        let closed = EgressPolicy::default();
+        let open = EgressPolicy::new(
+            ["0.0.0.0/0", "::/0"]
+                .map(|rule| rule.parse().expect("rule"))
+                .to_vec(),
+        );
+        for address in refused {
+            assert!(!closed.permits("h", ip(address)), "{address}");
+            assert!(open.permits("h", ip(address)), "{address}");
+        }
+        let private = EgressPolicy::new(vec!["10.0.0.0/8".parse().expect("rule")]);
+        assert!(private.permits("h", ip("::ffff:10.1.2.3")));
+        assert!(private.permits("h", ip("2002:a00:1::1")));
+        assert!(!private.permits("h", ip("::ffff:127.0.0.1")));
     }
 
     #[test]
