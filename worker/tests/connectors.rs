@@ -206,6 +206,58 @@ async fn each_auth_type_sends_its_credential_exactly_where_the_manifest_says() {
 }
 
 #[tokio::test]
+async fn a_value_in_the_path_reaches_the_upstream_as_one_encoded_segment() {
+    let upstream = Upstream::start().await;
+    let engine = engine();
+    let item = call(
+        &upstream.url,
+        json!({"type": "none"}),
+        json!({"request": {"method": "GET", "path": "/items/{{ input.id }}"}}),
+        None,
+    );
+    for id in ["x?admin=1", "../jump"] {
+        let execution = engine
+            .execute(&task(
+                Some(item.clone()),
+                json!({ "id": id }),
+                Uuid::now_v7(),
+            ))
+            .await;
+        assert!(execution.result.is_ok(), "{id}: {execution:?}");
+    }
+    let received: Vec<(String, String)> = upstream
+        .received()
+        .into_iter()
+        .map(|r| (r.path, r.query))
+        .collect();
+    assert_eq!(
+        received,
+        [
+            ("/items/x%3Fadmin%3D1".to_owned(), String::new()),
+            ("/items/..%2Fjump".to_owned(), String::new()),
+        ]
+    );
+
+    let execution = engine
+        .execute(&task(Some(item), json!({"id": ".."}), Uuid::now_v7()))
+        .await;
+    let failure = error(&execution);
+    assert_eq!(failure.class, ErrorClass::Permanent);
+    assert!(
+        failure
+            .message
+            .starts_with("request.path: {{ input.id }} renders to a `..` segment"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(
+        upstream.received().len(),
+        2,
+        "nothing is sent for a dot segment"
+    );
+}
+
+#[tokio::test]
 async fn a_key_echoed_back_by_the_upstream_is_cut_from_output_and_errors() {
     let upstream = Upstream::start().await;
     upstream.script(
