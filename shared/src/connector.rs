@@ -27,6 +27,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::crypto::{CryptoError, KeyRing};
+use crate::egress::Carrying;
 use crate::limits::{MAX_SELECTED_BYTES, MAX_SELECTED_NODES};
 use crate::manifest::{Auth, BodyType, KeyLocation, ResponseSpec};
 use crate::messages::{ActionCall, ErrorClass, NodeError, connection_aad, truncate_body};
@@ -44,6 +45,8 @@ pub struct PreparedRequest {
     /// The request's own timeout (the action's `timeout`, the `http` input's `timeout`);
     /// the node's timeout bounds it in any case.
     pub timeout: Option<Duration>,
+    /// Whether [`authorize`] put credentials in, which keeps redirects on the origin.
+    pub carrying: Carrying,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +153,7 @@ pub fn prepare(
         headers,
         body,
         timeout,
+        carrying: Carrying::Nothing,
     })
 }
 
@@ -205,6 +209,7 @@ pub fn prepare_http(input: &Value) -> Result<PreparedRequest, NodeError> {
         headers,
         body,
         timeout,
+        carrying: Carrying::Nothing,
     })
 }
 
@@ -537,6 +542,9 @@ pub fn authorize(
     auth: &Auth,
     credentials: &Credentials,
 ) -> Result<(), NodeError> {
+    if *auth != Auth::None {
+        request.carrying = Carrying::Credentials;
+    }
     match auth {
         Auth::None => {}
         Auth::ApiKey {

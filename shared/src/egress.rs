@@ -4,16 +4,16 @@
 //! `WEFT_EGRESS_ALLOW` lists them.
 //!
 //! [`GuardedClient`] is the only way such requests are sent: its resolver drops forbidden
-//! addresses (so DNS tricks do not get around the rule), its redirect policy checks every
-//! hop, and [`GuardedClient::execute`] checks hosts written as IP literals, which never
-//! reach a resolver.
+//! addresses (so DNS tricks do not get around the rule), and [`GuardedClient::execute`]
+//! checks hosts written as IP literals, which never reach a resolver, and follows
+//! redirects itself, checking every hop and keeping credentials on their origin.
 
 use std::error::Error as _;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -282,11 +282,26 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// A redirect that is not followed: to another origin with credentials, to a scheme
+/// other than http(s), or one too many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectRefused(String);
+
+impl fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
 /// A request that was not answered: refused by the policy, or failed on the way.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error("{0}")]
     Refused(EgressRefused),
+    #[error("{0}")]
+    Redirect(RedirectRefused),
     /// Its `Display` includes the URL, whose query may carry a credential: describe it
     /// with [`SendError::describe`] instead.
     #[error("request failed")]
@@ -299,6 +314,7 @@ impl SendError {
     pub fn describe(&self) -> String {
         match self {
             Self::Refused(refused) => refused.to_string(),
+            Self::Redirect(refused) => refused.to_string(),
             Self::Http(error) => {
                 let kind = if error.is_timeout() {
                     "the request timed out"
@@ -332,6 +348,7 @@ impl SendError {
     pub fn refusal(&self) -> Option<&EgressRefused> {
         match self {
             Self::Refused(refused) => Some(refused),
+            Self::Redirect(_) => None,
             Self::Http(error) => {
                 let mut source = error.source();
                 while let Some(cause) = source {
@@ -350,6 +367,86 @@ impl From<reqwest::Error> for SendError {
     fn from(error: reqwest::Error) -> Self {
         Self::Http(error)
     }
+}
+
+/// What a request carries that Weft put in, which decides where its redirects may lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrying {
+    /// A connection's credentials (an auth header, an API key in a header or the query,
+    /// a basic, bearer or OAuth token) or an OAuth client's secret: a redirect to another
+    /// origin (scheme, host or port) is refused, since the credential would go with it.
+    Credentials,
+    /// Nothing of Weft's: redirects are followed wherever the policy permits, without the
+    /// `Authorization`, `Cookie` and `Proxy-Authorization` headers once the origin changes.
+    Nothing,
+}
+
+/// Headers dropped when a redirect changes the origin, as browsers and reqwest do.
+const CROSS_ORIGIN_DROPPED: [&str; 5] = [
+    "authorization",
+    "cookie",
+    "cookie2",
+    "proxy-authorization",
+    "www-authenticate",
+];
+
+/// Headers that describe a body, dropped with it when a redirect turns a request into a
+/// GET.
+const PAYLOAD_HEADERS: [&str; 4] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+];
+
+/// The request a redirect asks for (RFC 9110 §15.4, as browsers and reqwest make it):
+/// 301 and 302 turn a POST into a GET, 303 turns anything but HEAD into a GET, 307 and 308
+/// repeat the request as it was. `None` when the response is no redirect to follow: not
+/// one of these statuses, no usable `Location`, or a body that cannot be sent again.
+fn redirected(
+    response: &reqwest::Response,
+    previous: Option<reqwest::Request>,
+) -> Result<Option<reqwest::Request>, RedirectRefused> {
+    let status = response.status().as_u16();
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+        return Ok(None);
+    }
+    let Some(mut next) = previous else {
+        return Ok(None);
+    };
+    let Some(location) = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|location| response.url().join(location).ok())
+    else {
+        return Ok(None);
+    };
+    if !matches!(location.scheme(), "http" | "https") {
+        return Err(RedirectRefused(format!(
+            "redirected to a `{}` URL; only http and https redirects are followed",
+            location.scheme()
+        )));
+    }
+    let becomes_get = match status {
+        301 | 302 => next.method() == reqwest::Method::POST,
+        303 => next.method() != reqwest::Method::HEAD,
+        _ => false,
+    };
+    if becomes_get {
+        *next.method_mut() = reqwest::Method::GET;
+        *next.body_mut() = None;
+        for header in PAYLOAD_HEADERS {
+            next.headers_mut().remove(header);
+        }
+    }
+    if location.origin() != response.url().origin() {
+        for header in CROSS_ORIGIN_DROPPED {
+            next.headers_mut().remove(header);
+        }
+    }
+    *next.url_mut() = location;
+    Ok(Some(next))
 }
 
 /// A shared HTTP client (one per process, for connection pooling) that sends only where
@@ -371,7 +468,6 @@ impl fmt::Debug for GuardedClient {
 impl GuardedClient {
     /// `user_agent` names the process, e.g. `weft-worker/0.1.0`.
     pub fn new(policy: EgressPolicy, user_agent: &str) -> Result<Self, reqwest::Error> {
-        let redirect_policy = policy.clone();
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -380,15 +476,10 @@ impl GuardedClient {
             // Through a proxy, only the proxy's address would be checked, never the
             // target's: requests on behalf of users always connect directly.
             .no_proxy()
-            .redirect(redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= MAX_REDIRECTS {
-                    return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
-                }
-                match redirect_policy.check_url(attempt.url()) {
-                    Ok(()) => attempt.follow(),
-                    Err(refused) => attempt.error(refused),
-                }
-            }))
+            // `execute` follows redirects itself: where one may lead depends on what the
+            // request carries, which reqwest's redirect policy (one synchronous closure
+            // for the whole client) cannot see.
+            .redirect(redirect::Policy::none())
             .build()?;
         Ok(Self { client, policy })
     }
@@ -402,18 +493,52 @@ impl GuardedClient {
         self.client.request(method, url)
     }
 
-    /// Sends a request if the policy permits its destination.
-    pub async fn execute(&self, request: reqwest::Request) -> Result<reqwest::Response, SendError> {
-        self.policy
-            .check_url(request.url())
-            .map_err(SendError::Refused)?;
-        self.client.execute(request).await.map_err(|error| {
-            let error = SendError::Http(error);
-            match error.refusal() {
-                Some(refused) => SendError::Refused(refused.clone()),
-                None => error,
+    /// Sends a request if the policy permits its destination, and follows its redirects
+    /// (at most [`MAX_REDIRECTS`]), each hop checked the same way. With
+    /// [`Carrying::Credentials`], a redirect to another origin is refused. No `Referer`
+    /// is sent: the previous URL's query may hold a key. The request's timeout bounds all
+    /// of its hops together.
+    pub async fn execute(
+        &self,
+        request: reqwest::Request,
+        carrying: Carrying,
+    ) -> Result<reqwest::Response, SendError> {
+        let origin = request.url().origin();
+        let deadline = request.timeout().map(|timeout| Instant::now() + *timeout);
+        let mut request = request;
+        let mut followed = 0;
+        loop {
+            self.policy
+                .check_url(request.url())
+                .map_err(SendError::Refused)?;
+            let again = request.try_clone();
+            let response = self.client.execute(request).await.map_err(|error| {
+                let error = SendError::Http(error);
+                match error.refusal() {
+                    Some(refused) => SendError::Refused(refused.clone()),
+                    None => error,
+                }
+            })?;
+            let Some(mut next) = redirected(&response, again).map_err(SendError::Redirect)? else {
+                return Ok(response);
+            };
+            if followed == MAX_REDIRECTS {
+                return Err(SendError::Redirect(RedirectRefused(format!(
+                    "more than {MAX_REDIRECTS} redirects"
+                ))));
             }
-        })
+            if carrying == Carrying::Credentials && next.url().origin() != origin {
+                return Err(SendError::Redirect(RedirectRefused(format!(
+                    "redirected to {}; credentials are not sent to another origin",
+                    next.url().origin().ascii_serialization()
+                ))));
+            }
+            if let Some(deadline) = deadline {
+                *next.timeout_mut() = Some(deadline.saturating_duration_since(Instant::now()));
+            }
+            request = next;
+            followed += 1;
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::egress::{GuardedClient, SendError};
+use crate::egress::{Carrying, GuardedClient, SendError};
 use crate::manifest::{Grant, OAuth2};
 
 /// How long a token endpoint may take to answer.
@@ -205,10 +205,15 @@ async fn token_request(
         .form(form)
         .build()
         .map_err(|e| OAuthError::Settings(format!("the token request cannot be built: {e}")))?;
-    let mut response = http.execute(request).await.map_err(|e| match e {
-        SendError::Refused(refused) => OAuthError::Egress(refused.to_string()),
-        other => OAuthError::Unreachable(other.describe()),
-    })?;
+    // The form carries the client secret, and a code or refresh token.
+    let mut response = http
+        .execute(request, Carrying::Credentials)
+        .await
+        .map_err(|e| match e {
+            SendError::Refused(refused) => OAuthError::Egress(refused.to_string()),
+            SendError::Redirect(refused) => OAuthError::Egress(refused.to_string()),
+            other => OAuthError::Unreachable(other.describe()),
+        })?;
     let status = response.status().as_u16();
     let content_type = response
         .headers()

@@ -793,6 +793,200 @@ async fn credentials_sealed_for_another_connection_do_not_open() {
     assert!(upstream.received().is_empty());
 }
 
+/// What the second upstream, another origin, was sent: nothing.
+fn assert_other_origin_received_nothing(other: &Upstream) {
+    let received = other.received();
+    assert!(received.is_empty(), "another origin was sent {received:?}");
+}
+
+fn assert_redirect_refused(execution: &Execution, other: &Upstream) {
+    let failure = error(execution);
+    assert_eq!(failure.class, ErrorClass::Permanent, "{failure:?}");
+    assert!(
+        failure.message.ends_with(&format!(
+            "redirected to {}; credentials are not sent to another origin",
+            other.url
+        )),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn a_credential_never_follows_a_redirect_to_another_origin() {
+    let upstream = Upstream::start().await;
+    let other = Upstream::start().await;
+    let landing = format!("{}/landing?page=1", other.url);
+    let cases = [
+        (
+            301,
+            json!({"type": "api_key", "in": "header", "name": "X-Api-Key"}),
+            json!({"api_key": "header-key-redirect-1"}),
+        ),
+        (
+            307,
+            json!({"type": "api_key", "in": "query", "name": "api_key"}),
+            json!({"api_key": "query-key-redirect-2"}),
+        ),
+        (
+            302,
+            json!({"type": "bearer"}),
+            json!({"token": "bearer-redirect-3"}),
+        ),
+        (
+            308,
+            json!({"type": "basic"}),
+            json!({"username": "ada", "password": "basic-redirect-4"}),
+        ),
+        (
+            303,
+            oauth(&upstream, "authorization_code", json!([])),
+            json!({"client_id": "c", "client_secret": "client-secret-redirect-5",
+                   "access_token": "access-redirect-5", "expires_at": in_seconds(3600)}),
+        ),
+    ];
+    let engine = engine();
+    for (status, auth, credentials) in cases {
+        let path = format!("/moved/{status}");
+        upstream.script(
+            &path,
+            vec![Reply::json(status, json!({})).header("location", &landing)],
+        );
+        let connection = connection(credentials);
+        let task = task(
+            Some(call(
+                &upstream.url,
+                auth.clone(),
+                json!({"request": {"method": "POST", "path": path, "body": {"a": 1}}}),
+                Some(&connection),
+            )),
+            json!({}),
+            connection.workspace_id,
+        );
+        let execution = engine.execute(&task).await;
+        assert_redirect_refused(&execution, &other);
+        assert_eq!(
+            execution.connection, None,
+            "{auth}: not the connection's fault"
+        );
+        assert_no_secret(
+            &task,
+            &execution,
+            &[
+                "header-key-redirect-1",
+                "query-key-redirect-2",
+                "bearer-redirect-3",
+                "basic-redirect-4",
+                "access-redirect-5",
+            ],
+        );
+        assert_eq!(upstream.received_on(&path).len(), 1, "{auth}");
+    }
+    assert_other_origin_received_nothing(&other);
+}
+
+#[tokio::test]
+async fn an_oauth_token_request_never_follows_a_redirect_to_another_origin() {
+    let upstream = Upstream::start().await;
+    let other = Upstream::start().await;
+    // A 307 would repeat the POST, client secret and all, at the other origin.
+    upstream.script(
+        "/token",
+        vec![Reply::json(307, json!({})).header("location", &format!("{}/token", other.url))],
+    );
+    let engine = engine();
+    let machine = connection(json!({"client_id": "machine", "client_secret": "token-secret-6"}));
+    let client_credentials = task(
+        Some(call(
+            &upstream.url,
+            oauth(&upstream, "client_credentials", json!(["read"])),
+            json!({"request": {"method": "GET", "path": "/items"}}),
+            Some(&machine),
+        )),
+        json!({}),
+        machine.workspace_id,
+    );
+    let execution = engine.execute(&client_credentials).await;
+    assert_redirect_refused(&execution, &other);
+    assert_no_secret(&client_credentials, &execution, &["token-secret-6"]);
+
+    let expired = connection(json!({
+        "client_id": "c", "client_secret": "token-secret-7", "access_token": "old-7",
+        "refresh_token": "refresh-redirect-7", "expires_at": in_seconds(-10)
+    }));
+    let refresh = task(
+        Some(call(
+            &upstream.url,
+            oauth(&upstream, "authorization_code", json!([])),
+            json!({"request": {"method": "GET", "path": "/items"}}),
+            Some(&expired),
+        )),
+        json!({}),
+        expired.workspace_id,
+    );
+    let execution = engine.execute(&refresh).await;
+    assert_redirect_refused(&execution, &other);
+    assert_no_secret(
+        &refresh,
+        &execution,
+        &["token-secret-7", "refresh-redirect-7"],
+    );
+
+    assert_eq!(upstream.received_on("/token").len(), 2);
+    assert!(upstream.received_on("/items").is_empty());
+    assert_other_origin_received_nothing(&other);
+}
+
+#[tokio::test]
+async fn same_origin_redirects_keep_their_credentials_and_others_are_followed_without_them() {
+    let upstream = Upstream::start().await;
+    let other = Upstream::start().await;
+    upstream.script(
+        "/old",
+        vec![Reply::json(302, json!({})).header("location", "/new?page=2")],
+    );
+    let engine = engine();
+    let connection = connection(json!({"token": "same-origin-token-8"}));
+    let bearer = task(
+        Some(call(
+            &upstream.url,
+            json!({"type": "bearer"}),
+            json!({"request": {"method": "GET", "path": "/old"}}),
+            Some(&connection),
+        )),
+        json!({}),
+        connection.workspace_id,
+    );
+    let execution = engine.execute(&bearer).await;
+    let output = execution.result.as_ref().expect("followed");
+    assert_eq!(output["body"]["path"], "/new");
+    let new = upstream.received_on("/new");
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].query, "page=2");
+    assert_eq!(
+        header(&new[0], "authorization").as_deref(),
+        Some("Bearer same-origin-token-8")
+    );
+    assert_eq!(header(&new[0], "referer"), None);
+
+    // A request without credentials of Weft's goes where it is sent, as before, less the
+    // Authorization header its input gave.
+    upstream.script(
+        "/away",
+        vec![Reply::json(302, json!({})).header("location", &format!("{}/there", other.url))],
+    );
+    let free = NodeTask {
+        input: json!({"url": format!("{}/away", upstream.url),
+                      "headers": {"Authorization": "Bearer typed-in-9"}}),
+        ..task(None, json!({}), Uuid::now_v7())
+    };
+    let execution = engine.execute(&free).await;
+    assert!(execution.result.is_ok(), "{execution:?}");
+    let there = other.received_on("/there");
+    assert_eq!(there.len(), 1);
+    assert_eq!(header(&there[0], "authorization"), None);
+}
+
 fn is_egress_refusal(error: &NodeError) -> bool {
     error.class == ErrorClass::Permanent && error.message.contains("egress to")
 }
