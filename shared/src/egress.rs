@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::{Url, redirect};
+use secrecy::{ExposeSecret, SecretString};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_REDIRECTS: usize = 10;
@@ -174,6 +175,14 @@ impl EgressRefused {
     }
 }
 
+impl EgressRefused {
+    fn unresolved(host: &str) -> Self {
+        Self(format!(
+            "egress to `{host}` is refused: the name does not resolve here, and through WEFT_EGRESS_PROXY a target is checked before the proxy is asked (list the host in WEFT_EGRESS_ALLOW to let the proxy resolve it)"
+        ))
+    }
+}
+
 impl fmt::Display for EgressRefused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -182,14 +191,170 @@ impl fmt::Display for EgressRefused {
 
 impl std::error::Error for EgressRefused {}
 
+/// `WEFT_EGRESS_PROXY`: the http or https forward proxy every request on behalf of users
+/// leaves through, with its credentials if it has any. The password never shows: not in
+/// `Debug`, not in an error.
+#[derive(Clone)]
+pub struct EgressProxy {
+    /// Scheme, host and port only.
+    url: Url,
+    username: String,
+    password: Option<SecretString>,
+}
+
+impl fmt::Debug for EgressProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EgressProxy")
+            .field("url", &self.url.as_str())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl FromStr for EgressProxy {
+    type Err = String;
+
+    /// The reasons it gives never quote the text: it may hold the password.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shape = "write it as http(s)://[user:password@]host:port";
+        let mut url =
+            Url::parse(text.trim()).map_err(|e| format!("it is not a URL ({e}): {shape}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "scheme `{}` is not http or https: {shape}",
+                url.scheme()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("it names no host: {shape}"));
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!("it has a path, query or fragment: {shape}"));
+        }
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|decoded| decoded.into_owned())
+                .map_err(|_| "its user or password is not UTF-8 once percent-decoded".to_owned())
+        };
+        let username = decode(url.username())?;
+        let password = url
+            .password()
+            .map(decode)
+            .transpose()?
+            .map(SecretString::from);
+        // Neither can fail on an http(s) URL with a host.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Ok(Self {
+            url,
+            username,
+            password,
+        })
+    }
+}
+
+impl EgressProxy {
+    fn host(&self) -> Option<&str> {
+        self.url.host_str()
+    }
+
+    fn to_reqwest(&self) -> Result<reqwest::Proxy, reqwest::Error> {
+        let proxy = reqwest::Proxy::all(self.url.clone())?;
+        Ok(match (&self.password, self.username.is_empty()) {
+            (None, true) => proxy,
+            (password, _) => proxy.basic_auth(
+                &self.username,
+                password.as_ref().map_or("", ExposeSecret::expose_secret),
+            ),
+        })
+    }
+}
+
+/// Parses `WEFT_EGRESS_PROXY` for clap without echoing the value in the error, as clap's
+/// usual "invalid value '…'" would: the URL may hold the proxy's password.
+#[derive(Debug, Clone, Copy)]
+pub struct EgressProxyParser;
+
+impl clap::builder::TypedValueParser for EgressProxyParser {
+    type Value = EgressProxy;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<EgressProxy, clap::Error> {
+        let invalid = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid WEFT_EGRESS_PROXY: {reason}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("it is not UTF-8".to_owned()))?;
+        text.parse().map_err(invalid)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct EgressPolicy {
     rules: Vec<EgressRule>,
+    proxy: Option<EgressProxy>,
 }
 
 impl EgressPolicy {
     pub fn new(rules: Vec<EgressRule>) -> Self {
-        Self { rules }
+        Self { rules, proxy: None }
+    }
+
+    /// Sends every request through `proxy` (`WEFT_EGRESS_PROXY`), when there is one.
+    pub fn through(mut self, proxy: Option<EgressProxy>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Whether a host name is let through by name, whatever it resolves to.
+    fn allows_host(&self, host: &str) -> bool {
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        self.rules
+            .iter()
+            .any(|rule| matches!(rule, EgressRule::Host(allowed) if *allowed == name))
+    }
+
+    /// Checks where a request goes before it is sent. Directly, a host name is checked
+    /// by the resolver on what is connected to. Through a proxy, the proxy resolves the
+    /// name and connects, so it is resolved here first and refused if *any* of its
+    /// addresses is forbidden: which one the proxy picks cannot be told, and a name
+    /// mixing a public address with an internal one is the rebinding trick itself. A
+    /// name that does not resolve here is refused too, as it cannot be checked. (A name
+    /// that resolves differently a moment later at the proxy is for the proxy's own
+    /// policy to catch; connecting directly has no such gap.)
+    async fn check_target(&self, url: &Url) -> Result<(), EgressRefused> {
+        self.check_url(url)?;
+        let (Some(_), Some(host)) = (&self.proxy, url.host_str()) else {
+            return Ok(());
+        };
+        if literal_ip(url).is_some() || self.allows_host(host) {
+            return Ok(());
+        }
+        let port = url.port_or_known_default().unwrap_or(80);
+        let resolved = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|_| EgressRefused::unresolved(host))?;
+        let mut any = false;
+        for addr in resolved {
+            self.check_ip(host, addr.ip())?;
+            any = true;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(EgressRefused::unresolved(host))
+        }
     }
 
     /// Whether `host` (as written in the URL), resolved to `ip`, may be called.
@@ -263,6 +428,18 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            // Through a proxy, the only name the client resolves is the proxy's: the
+            // operator's own choice, usually on an internal network. Targets are checked
+            // before the proxy is asked (`EgressPolicy::check_target`).
+            let is_proxy = policy
+                .proxy
+                .as_ref()
+                .and_then(EgressProxy::host)
+                .is_some_and(|proxy| proxy.eq_ignore_ascii_case(&host));
+            if is_proxy {
+                let addrs: Addrs = Box::new(resolved.into_iter());
+                return Ok(addrs);
+            }
             let mut refusal = None;
             let mut permitted = Vec::new();
             for addr in resolved {
@@ -468,19 +645,23 @@ impl fmt::Debug for GuardedClient {
 impl GuardedClient {
     /// `user_agent` names the process, e.g. `weft-worker/0.1.0`.
     pub fn new(policy: EgressPolicy, user_agent: &str) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(user_agent)
             .dns_resolver(policy.resolver())
-            // Through a proxy, only the proxy's address would be checked, never the
-            // target's: requests on behalf of users always connect directly.
-            .no_proxy()
             // `execute` follows redirects itself: where one may lead depends on what the
-            // request carries, which reqwest's redirect policy (one synchronous closure
-            // for the whole client) cannot see.
-            .redirect(redirect::Policy::none())
-            .build()?;
+            // request carries, and through a proxy each hop's name must be resolved to be
+            // checked, neither of which reqwest's redirect policy (one synchronous closure
+            // for the whole client) can do.
+            .redirect(redirect::Policy::none());
+        // Only the configured proxy, never one from the environment (`HTTP_PROXY`): the
+        // guard checks targets through it knowingly.
+        let builder = match &policy.proxy {
+            Some(proxy) => builder.proxy(proxy.to_reqwest()?),
+            None => builder.no_proxy(),
+        };
+        let client = builder.build()?;
         Ok(Self { client, policy })
     }
 
@@ -509,7 +690,8 @@ impl GuardedClient {
         let mut followed = 0;
         loop {
             self.policy
-                .check_url(request.url())
+                .check_target(request.url())
+                .await
                 .map_err(SendError::Refused)?;
             let again = request.try_clone();
             let response = self.client.execute(request).await.map_err(|error| {
@@ -716,6 +898,103 @@ mod tests {
         assert!(private.permits("h", ip("::ffff:10.1.2.3")));
         assert!(private.permits("h", ip("2002:a00:1::1")));
         assert!(!private.permits("h", ip("::ffff:127.0.0.1")));
+    }
+
+    #[test]
+    fn a_proxy_url_keeps_its_password_out_of_sight() {
+        let proxy: EgressProxy = "http://ops%40corp:s3cr%3At-pw@proxy.corp.internal:3128"
+            .parse()
+            .expect("a proxy URL");
+        assert_eq!(proxy.url.as_str(), "http://proxy.corp.internal:3128/");
+        assert_eq!(proxy.username, "ops@corp");
+        assert_eq!(
+            proxy.password.as_ref().map(ExposeSecret::expose_secret),
+            Some("s3cr:t-pw")
+        );
+        let debug = format!("{proxy:?}");
+        assert!(!debug.contains("s3cr"), "{debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+        assert!("https://proxy.test".parse::<EgressProxy>().is_ok());
+
+        for (bad, expected) in [
+            (
+                "proxy.test:3128",
+                "scheme `proxy.test` is not http or https",
+            ),
+            ("not a url", "it is not a URL"),
+            (
+                "socks5://u:s3cr-pw@proxy.test:1080",
+                "scheme `socks5` is not http or https",
+            ),
+            (
+                "http://u:s3cr-pw@proxy.test:3128/path",
+                "it has a path, query or fragment",
+            ),
+            (
+                "http://u:s3cr-pw@proxy.test:3128/?q=1",
+                "it has a path, query or fragment",
+            ),
+            ("http://u:s3cr-pw@:3128", "it is not a URL"),
+        ] {
+            let error = bad.parse::<EgressProxy>().expect_err(bad);
+            assert!(error.starts_with(expected), "{bad}: {error}");
+            assert!(!error.contains("s3cr"), "{bad}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn through_a_proxy_a_target_name_is_resolved_and_refused_if_any_address_is_internal() {
+        let proxy = Some("http://127.0.0.1:3128".parse().expect("proxy"));
+        let through = EgressPolicy::default().through(proxy.clone());
+        let url = |text: &str| Url::parse(text).expect("URL");
+        let refused = through
+            .check_target(&url("http://localhost:8080/x"))
+            .await
+            .expect_err("localhost is loopback");
+        assert!(
+            refused.to_string().starts_with("egress to `localhost` ("),
+            "{refused}"
+        );
+        assert!(
+            through
+                .check_target(&url("http://10.0.0.1/"))
+                .await
+                .is_err()
+        );
+        let unresolved = through
+            .check_target(&url("http://no-such-host.invalid/"))
+            .await
+            .expect_err("cannot be checked");
+        assert!(
+            unresolved
+                .to_string()
+                .contains("the name does not resolve here"),
+            "{unresolved}"
+        );
+        assert!(
+            through
+                .check_target(&url("http://93.184.215.14/"))
+                .await
+                .is_ok(),
+            "a public address"
+        );
+        // Directly, names are left to the resolver, which checks what is connected to.
+        let direct = EgressPolicy::default();
+        assert!(
+            direct
+                .check_target(&url("http://localhost:8080/x"))
+                .await
+                .is_ok()
+        );
+        // A host allowed by name goes to the proxy unresolved.
+        let named =
+            EgressPolicy::new(vec!["partner.invalid".parse().expect("rule")]).through(proxy);
+        assert!(
+            named
+                .check_target(&url("http://partner.invalid/"))
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

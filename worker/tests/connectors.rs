@@ -4,6 +4,8 @@
 //! ever ends up in what an attempt records.
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -985,6 +987,140 @@ async fn same_origin_redirects_keep_their_credentials_and_others_are_followed_wi
     let there = other.received_on("/there");
     assert_eq!(there.len(), 1);
     assert_eq!(header(&there[0], "authorization"), None);
+}
+
+const PROXY_PASSWORD: &str = "proxy-pa55word-12";
+
+/// A stand-in forward proxy on 127.0.0.1: it records the head of every request (request
+/// line and headers) and answers each with a 200 of its own, going nowhere.
+struct StandInProxy {
+    url: String,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl StandInProxy {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy port");
+        let url = format!(
+            "http://weft-egress:{PROXY_PASSWORD}@{}",
+            listener.local_addr().expect("bound address")
+        );
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&heads);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => head.extend_from_slice(&chunk[..read]),
+                    }
+                }
+                recorded
+                    .lock()
+                    .expect("heads")
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let body = r#"{"via": "proxy"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Self { url, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("heads").clone()
+    }
+}
+
+fn engine_through(proxy: &str, allow: &[&str]) -> Engine {
+    let rules = allow
+        .iter()
+        .map(|rule| rule.parse().expect("egress rule"))
+        .collect();
+    let policy = EgressPolicy::new(rules).through(Some(proxy.parse().expect("proxy URL")));
+    Engine::new(policy, ring(), 1 << 20).expect("engine starts")
+}
+
+#[tokio::test]
+async fn through_the_egress_proxy_requests_carry_its_credentials_and_targets_are_still_checked() {
+    let proxy = StandInProxy::start();
+    let engine = engine_through(&proxy.url, &["partner.invalid"]);
+    // A public address, and a name allowed by name (left for the proxy to resolve).
+    let targets = [
+        "http://93.184.215.14/items?page=1",
+        "http://partner.invalid/hook",
+    ];
+    for url in targets {
+        let execution = engine
+            .execute(&task(None, json!({ "url": url }), Uuid::now_v7()))
+            .await;
+        let output = execution.result.as_ref().expect("the proxy answers");
+        assert_eq!(output["body"], json!({"via": "proxy"}), "{url}");
+    }
+    let heads = proxy.heads();
+    let request_lines: Vec<&str> = heads.iter().filter_map(|h| h.lines().next()).collect();
+    assert_eq!(
+        request_lines,
+        targets.map(|url| format!("GET {url} HTTP/1.1"))
+    );
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("weft-egress:{PROXY_PASSWORD}"));
+    for head in &heads {
+        assert!(
+            head.to_ascii_lowercase().contains(&format!(
+                "proxy-authorization: basic {}",
+                credentials.to_ascii_lowercase()
+            )),
+            "{head}"
+        );
+    }
+
+    // Forbidden targets are refused before the proxy is asked, by address or by name.
+    for url in [
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:9/x",
+        "http://[::ffff:127.0.0.1]/x",
+    ] {
+        let execution = engine
+            .execute(&task(None, json!({ "url": url }), Uuid::now_v7()))
+            .await;
+        assert!(is_egress_refusal(error(&execution)), "{url}: {execution:?}");
+    }
+    assert_eq!(
+        proxy.heads().len(),
+        2,
+        "the proxy was asked for nothing forbidden"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_egress_proxy_is_retried_and_its_password_never_shows() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let engine = engine_through(
+        &format!("http://weft-egress:{PROXY_PASSWORD}@127.0.0.1:{port}"),
+        &[],
+    );
+    let task = task(
+        None,
+        json!({"url": "http://93.184.215.14/items"}),
+        Uuid::now_v7(),
+    );
+    let execution = engine.execute(&task).await;
+    assert_eq!(
+        error(&execution).class,
+        ErrorClass::Retryable,
+        "{execution:?}"
+    );
+    assert_no_secret(&task, &execution, &[PROXY_PASSWORD]);
 }
 
 fn is_egress_refusal(error: &NodeError) -> bool {
