@@ -525,11 +525,13 @@ fn basic(user: &SecretString, password: &SecretString) -> String {
     ))
 }
 
-fn secret_header(value: &str) -> Result<HeaderValue, NodeError> {
+/// A credential as a header value, never echoed: a line break in it would otherwise let
+/// a stored credential add headers of its own.
+fn secret_header(name: &HeaderName, value: &str) -> Result<HeaderValue, NodeError> {
     let mut header = HeaderValue::from_str(value).map_err(|_| {
-        permanent(
-            "a credential of the connection is not a valid header value: update the connection",
-        )
+        permanent(format!(
+            "a credential of the connection is not a valid value for the `{name}` header (line breaks or control characters): update the connection"
+        ))
     })?;
     header.set_sensitive(true);
     Ok(header)
@@ -559,7 +561,8 @@ pub fn authorize(
                         permanent(format!("auth.name: `{name}` is not a header name"))
                     })?;
                     let value = format!("{}{key}", prefix.as_deref().unwrap_or(""));
-                    request.headers.insert(header, secret_header(&value)?);
+                    let value = secret_header(&header, &value)?;
+                    request.headers.insert(header, value);
                 }
                 KeyLocation::Query => {
                     request.url.query_pairs_mut().append_pair(name, key);
@@ -568,23 +571,26 @@ pub fn authorize(
         }
         Auth::Bearer => {
             let token = credentials.require("token")?;
-            request
-                .headers
-                .insert(AUTHORIZATION, secret_header(&format!("Bearer {token}"))?);
+            request.headers.insert(
+                AUTHORIZATION,
+                secret_header(&AUTHORIZATION, &format!("Bearer {token}"))?,
+            );
         }
         Auth::Basic => {
             let user = credentials.require("username")?;
             let password = credentials.require("password")?;
             let encoded = STANDARD.encode(format!("{user}:{password}"));
-            request
-                .headers
-                .insert(AUTHORIZATION, secret_header(&format!("Basic {encoded}"))?);
+            request.headers.insert(
+                AUTHORIZATION,
+                secret_header(&AUTHORIZATION, &format!("Basic {encoded}"))?,
+            );
         }
         Auth::Oauth2(_) => {
             let token = credentials.require("access_token")?;
-            request
-                .headers
-                .insert(AUTHORIZATION, secret_header(&format!("Bearer {token}"))?);
+            request.headers.insert(
+                AUTHORIZATION,
+                secret_header(&AUTHORIZATION, &format!("Bearer {token}"))?,
+            );
         }
     }
     Ok(())
@@ -1229,6 +1235,19 @@ mod tests {
             error.message.contains("`access_token`"),
             "{}",
             error.message
+        );
+        let error = authorized(
+            Auth::ApiKey {
+                location: KeyLocation::Header,
+                name: "X-Api-Key".into(),
+                prefix: None,
+            },
+            json!({"api_key": "k-1\r\nX-Admin: yes"}),
+        )
+        .expect_err("a line break");
+        assert_eq!(
+            error.message,
+            "a credential of the connection is not a valid value for the `x-api-key` header (line breaks or control characters): update the connection"
         );
         let none = authorized(Auth::None, json!({})).expect("none");
         assert!(none.headers.is_empty());

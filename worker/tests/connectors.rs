@@ -971,6 +971,40 @@ async fn same_origin_redirects_keep_their_credentials_and_others_are_followed_wi
     );
     assert_eq!(header(&new[0], "referer"), None);
 
+    // A 303 turns a POST into a GET without its body; a 307 repeats it, body and all.
+    for (status, method, body) in [(303, "GET", Value::Null), (307, "POST", json!({"n": 1}))] {
+        let from = format!("/post/{status}");
+        let to = format!("/after/{status}");
+        upstream.script(
+            &from,
+            vec![Reply::json(status, json!({})).header("location", &to)],
+        );
+        let post = task(
+            Some(call(
+                &upstream.url,
+                json!({"type": "bearer"}),
+                json!({"request": {"method": "POST", "path": from, "body": {"n": 1}}}),
+                Some(&connection),
+            )),
+            json!({}),
+            connection.workspace_id,
+        );
+        assert!(engine.execute(&post).await.result.is_ok(), "{status}");
+        let after = upstream.received_on(&to);
+        assert_eq!(after.len(), 1, "{status}");
+        assert_eq!(after[0].method, method, "{status}");
+        let sent = if after[0].body == json!("") {
+            Value::Null
+        } else {
+            after[0].body.clone()
+        };
+        assert_eq!(sent, body, "{status}");
+        assert_eq!(
+            header(&after[0], "authorization").as_deref(),
+            Some("Bearer same-origin-token-8")
+        );
+    }
+
     // A request without credentials of Weft's goes where it is sent, as before, less the
     // Authorization header its input gave.
     upstream.script(
