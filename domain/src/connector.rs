@@ -7,6 +7,8 @@
 //! connection's config; `base_url` sees only `config`). Credentials are never in their
 //! scope: only the auth type puts them into a request, so no template can leak them.
 
+pub mod path;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
@@ -31,6 +33,19 @@ use crate::manifest::{Auth, BodyType, KeyLocation, ResponseSpec};
 use crate::messages::{ActionCall, ErrorClass, NodeError, connection_aad, truncate_body};
 use crate::oauth::TokenSet;
 use crate::template::{self, Templates, is_template};
+use path::PathTemplate;
+
+/// What a request carries that Weft put in, which decides where its redirects may lead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrying {
+    /// A connection's credentials (an auth header, an API key in a header or the query,
+    /// a basic, bearer or OAuth token) or an OAuth client's secret: a redirect to another
+    /// origin (scheme, host or port) is refused, since the credential would go with it.
+    Credentials,
+    /// Nothing of Weft's: redirects are followed wherever the policy permits, without the
+    /// `Authorization`, `Cookie` and `Proxy-Authorization` headers once the origin changes.
+    Nothing,
+}
 
 /// A request ready to send, before or after its credentials were put in.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +57,8 @@ pub struct PreparedRequest {
     /// The request's own timeout (the action's `timeout`, the `http` input's `timeout`);
     /// the node's timeout bounds it in any case.
     pub timeout: Option<Duration>,
+    /// Whether [`authorize`] put credentials in, which keeps redirects on the origin.
+    pub carrying: Carrying,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,10 +112,9 @@ pub fn prepare(
     let base_url = parse_url("base_url", &base)?;
     let spec = &call.request;
     let method = parse_method("request.method", &spec.method)?;
-    let path = match render("request.path", &Value::String(spec.path.clone()), &scope)? {
-        Value::Null => String::new(),
-        value => text(&value),
-    };
+    let path = PathTemplate::parse(&spec.path)
+        .and_then(|path| path.render(templates, &scope))
+        .map_err(|e| permanent(format!("request.path: {e}")))?;
     let mut url = join(&base_url, &base, &path)?;
 
     let mut query = Vec::new();
@@ -149,6 +165,7 @@ pub fn prepare(
         headers,
         body,
         timeout,
+        carrying: Carrying::Nothing,
     })
 }
 
@@ -204,6 +221,7 @@ pub fn prepare_http(input: &Value) -> Result<PreparedRequest, NodeError> {
         headers,
         body,
         timeout,
+        carrying: Carrying::Nothing,
     })
 }
 
@@ -244,7 +262,8 @@ fn parse_method(field: &str, text: &str) -> Result<Method, NodeError> {
 
 /// Appends `path` to the base URL. The result must stay under the base URL: a path that
 /// changes the host (`@evil.test/`) or climbs out of the base path (`/../`) would send the
-/// connection's credentials somewhere else.
+/// connection's credentials somewhere else. "Under" counts whole segments: a base path
+/// `/api` admits `/api` and `/api/…`, never `/api2/…`.
 fn join(base_url: &Url, base: &str, path: &str) -> Result<Url, NodeError> {
     if path.is_empty() {
         return Ok(base_url.clone());
@@ -260,9 +279,11 @@ fn join(base_url: &Url, base: &str, path: &str) -> Result<Url, NodeError> {
         && url.port_or_known_default() == base_url.port_or_known_default()
         && url.username() == base_url.username()
         && url.password() == base_url.password();
+    let base_path = base_url.path().trim_end_matches('/');
     let under_base = url
         .path()
-        .starts_with(base_url.path().trim_end_matches('/'));
+        .strip_prefix(base_path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
     if !same_origin || !under_base {
         return Err(permanent(format!(
             "request.path `{}` leads outside the base URL {}",
@@ -516,11 +537,13 @@ fn basic(user: &SecretString, password: &SecretString) -> String {
     ))
 }
 
-fn secret_header(value: &str) -> Result<HeaderValue, NodeError> {
+/// A credential as a header value, never echoed: a line break in it would otherwise let
+/// a stored credential add headers of its own.
+fn secret_header(name: &HeaderName, value: &str) -> Result<HeaderValue, NodeError> {
     let mut header = HeaderValue::from_str(value).map_err(|_| {
-        permanent(
-            "a credential of the connection is not a valid header value: update the connection",
-        )
+        permanent(format!(
+            "a credential of the connection is not a valid value for the `{name}` header (line breaks or control characters): update the connection"
+        ))
     })?;
     header.set_sensitive(true);
     Ok(header)
@@ -533,6 +556,9 @@ pub fn authorize(
     auth: &Auth,
     credentials: &Credentials,
 ) -> Result<(), NodeError> {
+    if *auth != Auth::None {
+        request.carrying = Carrying::Credentials;
+    }
     match auth {
         Auth::None => {}
         Auth::ApiKey {
@@ -547,7 +573,8 @@ pub fn authorize(
                         permanent(format!("auth.name: `{name}` is not a header name"))
                     })?;
                     let value = format!("{}{key}", prefix.as_deref().unwrap_or(""));
-                    request.headers.insert(header, secret_header(&value)?);
+                    let value = secret_header(&header, &value)?;
+                    request.headers.insert(header, value);
                 }
                 KeyLocation::Query => {
                     request.url.query_pairs_mut().append_pair(name, key);
@@ -556,23 +583,26 @@ pub fn authorize(
         }
         Auth::Bearer => {
             let token = credentials.require("token")?;
-            request
-                .headers
-                .insert(AUTHORIZATION, secret_header(&format!("Bearer {token}"))?);
+            request.headers.insert(
+                AUTHORIZATION,
+                secret_header(&AUTHORIZATION, &format!("Bearer {token}"))?,
+            );
         }
         Auth::Basic => {
             let user = credentials.require("username")?;
             let password = credentials.require("password")?;
             let encoded = STANDARD.encode(format!("{user}:{password}"));
-            request
-                .headers
-                .insert(AUTHORIZATION, secret_header(&format!("Basic {encoded}"))?);
+            request.headers.insert(
+                AUTHORIZATION,
+                secret_header(&AUTHORIZATION, &format!("Basic {encoded}"))?,
+            );
         }
         Auth::Oauth2(_) => {
             let token = credentials.require("access_token")?;
-            request
-                .headers
-                .insert(AUTHORIZATION, secret_header(&format!("Bearer {token}"))?);
+            request.headers.insert(
+                AUTHORIZATION,
+                secret_header(&AUTHORIZATION, &format!("Bearer {token}"))?,
+            );
         }
     }
     Ok(())
@@ -997,24 +1027,116 @@ mod tests {
 
     #[test]
     fn a_path_cannot_leave_the_base_url() {
-        for path in ["@evil.test/x", "/../admin", "/%2e%2e/admin"] {
-            let error = prepared(
-                json!({"method": "GET", "path": "{{ input.p }}"}),
-                json!({"p": path}),
+        for path in ["/../admin", "/%2e%2e/admin", "/../v12/x", "/./../v1x"] {
+            let error = prepared(json!({"method": "GET", "path": path}), json!({}))
+                .expect_err("outside the base URL");
+            assert_eq!(
+                error.message,
+                format!("request.path `{path}` leads outside the base URL https://api.test"),
             );
-            match error {
-                Err(error) => assert!(
-                    error.message.contains("leads outside the base URL"),
-                    "{path}: {}",
-                    error.message
-                ),
-                Ok(request) => assert!(
-                    request.url.as_str().starts_with("https://api.test/v1/"),
-                    "{path} escaped to {}",
-                    request.url
-                ),
-            }
         }
+        for (path, url) in [
+            ("", "https://api.test/v1"),
+            ("/", "https://api.test/v1/"),
+            ("/items/../x", "https://api.test/v1/x"),
+            ("@evil.test/x", "https://api.test/v1/@evil.test/x"),
+        ] {
+            let request = prepared(json!({"method": "GET", "path": path}), json!({}))
+                .expect("under the base URL");
+            assert_eq!(request.url.as_str(), url, "{path}");
+        }
+    }
+
+    #[test]
+    fn a_value_in_the_path_is_one_segment_whatever_it_holds() {
+        for (value, url) in [
+            ("x?admin=1", "https://api.test/v1/items/x%3Fadmin%3D1"),
+            ("../jump", "https://api.test/v1/items/..%2Fjump"),
+            ("@evil.test", "https://api.test/v1/items/%40evil.test"),
+            ("%2e%2e", "https://api.test/v1/items/%252e%252e"),
+            ("a#b", "https://api.test/v1/items/a%23b"),
+        ] {
+            let request = prepared(
+                json!({"method": "GET", "path": "/items/{{ input.id }}"}),
+                json!({"id": value}),
+            )
+            .expect("one segment");
+            assert_eq!(request.url.as_str(), url, "{value}");
+            assert_eq!(request.url.query(), None, "{value}");
+        }
+        for value in [".", ".."] {
+            let error = prepared(
+                json!({"method": "GET", "path": "/items/{{ input.id }}/delete"}),
+                json!({"id": value}),
+            )
+            .expect_err("a dot segment");
+            assert_eq!(error.class, ErrorClass::Permanent);
+            assert!(
+                error.message.starts_with(&format!(
+                    "request.path: {{{{ input.id }}}} renders to a `{value}` segment"
+                )),
+                "{}",
+                error.message
+            );
+        }
+        let file = prepared(
+            json!({"method": "GET", "path": "/files/{{ input.file | segments }}"}),
+            json!({"file": "docs/a b.md"}),
+        )
+        .expect("several segments");
+        assert_eq!(file.url.as_str(), "https://api.test/v1/files/docs/a%20b.md");
+        let error = prepared(
+            json!({"method": "GET", "path": "/files/{{ input.file | segments }}"}),
+            json!({"file": "docs/../../admin"}),
+        )
+        .expect_err("a dot segment");
+        assert!(
+            error.message.starts_with("request.path: "),
+            "{}",
+            error.message
+        );
+    }
+
+    #[test]
+    fn query_names_and_values_are_encoded_and_header_values_cannot_break_lines() {
+        let request = prepared(
+            json!({"method": "GET", "path": "/q",
+                   "query": {"a&b=c": "{{ input.v }}", "plain": "x y"}}),
+            json!({"v": "1&admin=true#f+g\nh"}),
+        )
+        .expect("prepares");
+        assert_eq!(
+            request.url.query(),
+            Some("a%26b%3Dc=1%26admin%3Dtrue%23f%2Bg%0Ah&plain=x+y")
+        );
+        let pairs: Vec<(String, String)> = request.url.query_pairs().into_owned().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a&b=c".to_owned(), "1&admin=true#f+g\nh".to_owned()),
+                ("plain".to_owned(), "x y".to_owned())
+            ]
+        );
+        for value in ["a\r\nX-Admin: 1", "a\nb", "a\rb", "nul\u{0}"] {
+            let error = prepared(
+                json!({"method": "GET", "path": "/", "headers": {"X-Trace": "{{ input.v }}"}}),
+                json!({ "v": value }),
+            )
+            .expect_err("not a header value");
+            assert_eq!(error.class, ErrorClass::Permanent);
+            assert_eq!(
+                error.message,
+                "request.headers.X-Trace: the value is not a valid header value (control characters or line breaks)",
+                "{value}"
+            );
+        }
+        let error = prepare_http(&json!({"url": "https://x.test/", "headers": {"X-A": "a\r\nb"}}))
+            .expect_err("not a header value");
+        assert!(
+            error.message.starts_with("input.headers.X-A: "),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
@@ -1125,6 +1247,19 @@ mod tests {
             error.message.contains("`access_token`"),
             "{}",
             error.message
+        );
+        let error = authorized(
+            Auth::ApiKey {
+                location: KeyLocation::Header,
+                name: "X-Api-Key".into(),
+                prefix: None,
+            },
+            json!({"api_key": "k-1\r\nX-Admin: yes"}),
+        )
+        .expect_err("a line break");
+        assert_eq!(
+            error.message,
+            "a credential of the connection is not a valid value for the `x-api-key` header (line breaks or control characters): update the connection"
         );
         let none = authorized(Auth::None, json!({})).expect("none");
         assert!(none.headers.is_empty());

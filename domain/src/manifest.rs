@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
+use crate::connector::path::PathTemplate;
 use crate::template::{Templates, is_template};
 
 /// The key of the only connector written in code: a free-form HTTP request.
@@ -187,7 +188,8 @@ pub struct Action {
 #[serde(deny_unknown_fields)]
 pub struct RequestSpec {
     pub method: String,
-    /// Appended to the base URL.
+    /// Appended to the base URL; each placeholder renders to one percent-encoded path
+    /// segment, or to several when marked `| segments` (see [`crate::connector::path`]).
     pub path: String,
     /// A value rendering to `null` leaves the parameter out.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -690,7 +692,7 @@ impl Checker<'_> {
             );
         }
         if let Some(target) = request.get("path").and_then(Value::as_str) {
-            self.template(join(path, "path"), target);
+            self.path(join(path, "path"), target);
         }
         if let Some(query) = request.get("query").and_then(Value::as_object) {
             let query_path = join(path, "query");
@@ -764,6 +766,19 @@ impl Checker<'_> {
             && let Err(e) = self.templates.variables(source)
         {
             self.problem(path, format!("template does not parse: {e}"));
+        }
+    }
+
+    /// A request path: text and placeholders, each placeholder's expression a template.
+    fn path(&mut self, path: String, source: &str) {
+        match PathTemplate::parse(source) {
+            Err(e) => self.problem(path, e),
+            Ok(template) => {
+                for placeholder in template.placeholders() {
+                    let expression = format!("{{{{ {} }}}}", placeholder.expression);
+                    self.template(path.clone(), &expression);
+                }
+            }
         }
     }
 
@@ -1065,6 +1080,39 @@ mod tests {
             problems(&manifest)[0]
                 .starts_with("triggers[0].request.path: template does not parse:")
         );
+    }
+
+    #[test]
+    fn a_path_is_checked_as_text_and_placeholders_at_load() {
+        let at = "/actions/0/request/path";
+        let marked = with(
+            full_manifest(),
+            at,
+            json!("/files/{{ input.file | segments }}"),
+        );
+        assert!(validate(&marked).is_ok(), "{:?}", validate(&marked));
+        for (path, expected) in [
+            (
+                "/c/{% if input.a %}x{% endif %}",
+                "a path holds only text and {{ }} placeholders, no {% %} statements",
+            ),
+            (
+                "/c/{{ input.file | segments | lower }}",
+                "`segments` marks a whole placeholder as several path segments, so it comes last",
+            ),
+            (
+                "/c/{{ input.file | segments('/') }}",
+                "`segments` takes no arguments",
+            ),
+            ("/c/{{ input.a + }}", "template does not parse"),
+        ] {
+            let found = problems(&with(full_manifest(), at, json!(path)));
+            assert_eq!(found.len(), 1, "{path}: {found:?}");
+            assert!(
+                found[0].starts_with(&format!("actions[0].request.path: {expected}")),
+                "{path}: {found:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use weft_domain::crypto::KeyRing;
 use weft_runtime::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
-use weft_runtime::egress::EgressRule;
+use weft_runtime::egress::{EgressProxy, EgressProxyParser, EgressRule};
 
 // Value names are the variables' names, so clap's one-line errors name the variable.
 #[derive(clap::Parser, Debug, Clone)]
@@ -89,6 +89,17 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub egress_allow: Vec<EgressRule>,
+    /// The http(s) forward proxy OAuth token requests leave through (the same setting as the workers'), as
+    /// `http(s)://[user:password@]host:port`; targets are still checked by the egress
+    /// rules (names resolved first) before the proxy is asked.
+    #[arg(
+        long,
+        env = "WEFT_EGRESS_PROXY",
+        value_name = "WEFT_EGRESS_PROXY",
+        hide_env_values = true,
+        value_parser = EgressProxyParser
+    )]
+    pub egress_proxy: Option<EgressProxy>,
 }
 
 /// An absolute http(s) URL with no query or fragment; a trailing slash is dropped.
@@ -192,6 +203,33 @@ mod tests {
                 error.render()
             );
         }
+    }
+
+    #[test]
+    fn a_malformed_egress_proxy_is_named_in_one_line_without_its_password() {
+        let key = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+        let error = Config::try_parse_from([
+            "weft-gateway",
+            "--master-keys",
+            key,
+            "--egress-proxy",
+            "http://ops:pr0xy-pa55@proxy.corp:3128/some/path",
+        ])
+        .expect_err("a path");
+        let message = error.render().to_string();
+        assert_eq!(
+            message.trim_end(),
+            "error: invalid WEFT_EGRESS_PROXY: it has a path, query or fragment: write it as http(s)://[user:password@]host:port"
+        );
+        let config = Config::try_parse_from([
+            "weft-gateway",
+            "--master-keys",
+            key,
+            "--egress-proxy",
+            "https://ops:pr0xy-pa55@proxy.corp:3128",
+        ])
+        .expect("an https proxy");
+        assert!(!format!("{config:?}").contains("pr0xy-pa55"));
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Gateway {
         }
         let registry = telemetry::registry("gateway");
         let oauth_http = GuardedClient::new(
-            EgressPolicy::new(config.egress_allow),
+            EgressPolicy::new(config.egress_allow).through(config.egress_proxy),
             concat!("weft-gateway/", env!("CARGO_PKG_VERSION")),
         )
         .map_err(StartError::Http)?;

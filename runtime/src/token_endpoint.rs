@@ -14,6 +14,8 @@ use reqwest::{Method, Url};
 use weft_domain::manifest::{Grant, OAuth2};
 use weft_domain::oauth::{OAuthError, TokenSet, read_token_response};
 
+use weft_domain::connector::Carrying;
+
 use crate::egress::{GuardedClient, SendError};
 
 /// How long a token endpoint may take to answer.
@@ -98,10 +100,15 @@ async fn token_request(
         .form(form)
         .build()
         .map_err(|e| OAuthError::Settings(format!("the token request cannot be built: {e}")))?;
-    let mut response = http.execute(request).await.map_err(|e| match e {
-        SendError::Refused(refused) => OAuthError::Egress(refused.to_string()),
-        other => OAuthError::Unreachable(other.describe()),
-    })?;
+    // The form carries the client secret, and a code or refresh token.
+    let mut response = http
+        .execute(request, Carrying::Credentials)
+        .await
+        .map_err(|e| match e {
+            SendError::Refused(refused) => OAuthError::Egress(refused.to_string()),
+            SendError::Redirect(refused) => OAuthError::Egress(refused.to_string()),
+            other => OAuthError::Unreachable(other.describe()),
+        })?;
     let status = response.status().as_u16();
     let content_type = response
         .headers()

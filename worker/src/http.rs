@@ -9,7 +9,7 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value, json};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
-use weft_domain::connector::{Body, PreparedRequest};
+use weft_domain::connector::{Body, Carrying, PreparedRequest};
 use weft_domain::limits;
 use weft_domain::messages::{ErrorClass, NodeError};
 use weft_runtime::egress::{EgressPolicy, GuardedClient, SendError};
@@ -57,6 +57,7 @@ impl HttpEngine {
         timeout: Duration,
     ) -> Result<Response, NodeError> {
         let timeout = request.timeout.map_or(timeout, |own| own.min(timeout));
+        let carrying = request.carrying;
         let mut builder = self
             .client
             .request(request.method, request.url)
@@ -73,7 +74,10 @@ impl HttpEngine {
             .map_err(|e| permanent(SendError::Http(e).describe()))?;
         let span = client_span(&request);
         trace::inject_http(&span, request.headers_mut());
-        let result = self.exchange(request).instrument(span.clone()).await;
+        let result = self
+            .exchange(request, carrying)
+            .instrument(span.clone())
+            .await;
         match &result {
             Ok(response) => {
                 span.record("http.response.status_code", response.status);
@@ -90,10 +94,14 @@ impl HttpEngine {
         result
     }
 
-    async fn exchange(&self, request: reqwest::Request) -> Result<Response, NodeError> {
+    async fn exchange(
+        &self,
+        request: reqwest::Request,
+        carrying: Carrying,
+    ) -> Result<Response, NodeError> {
         let response = self
             .client
-            .execute(request)
+            .execute(request, carrying)
             .await
             .map_err(|e| transport_error(&e))?;
         let status = response.status().as_u16();
@@ -193,11 +201,14 @@ fn without_secrets(url: &reqwest::Url) -> reqwest::Url {
     url
 }
 
-/// A request that got no (complete) response: refused egress is permanent, a timeout is
-/// a timeout, anything else on the network is worth a retry. The message never holds
-/// the URL, whose query may carry a credential.
+/// A request that got no (complete) response: refused egress or a refused redirect is
+/// permanent, a timeout is a timeout, anything else on the network is worth a retry. The
+/// message never holds the URL, whose query may carry a credential.
 pub fn transport_error(error: &SendError) -> NodeError {
     if let Some(refused) = error.refusal() {
+        return permanent(refused.to_string());
+    }
+    if let SendError::Redirect(refused) = error {
         return permanent(refused.to_string());
     }
     if error.is_timeout() {

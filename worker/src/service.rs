@@ -33,7 +33,8 @@ impl Worker {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let topology = Topology::new(&config.broker.namespace);
         let publisher = Publisher::new(&config.broker.amqp_url, "weft-worker publisher", topology);
-        let policy = EgressPolicy::new(config.egress_allow.clone());
+        let policy =
+            EgressPolicy::new(config.egress_allow.clone()).through(config.egress_proxy.clone());
         let executor = Arc::new(Executor {
             engine: Engine::new(
                 policy,

@@ -4,6 +4,8 @@
 //! ever ends up in what an attempt records.
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -203,6 +205,58 @@ async fn each_auth_type_sends_its_credential_exactly_where_the_manifest_says() {
     );
     assert_eq!(header(&received[4], "authorization"), None);
     assert_eq!(received[4].query, "");
+}
+
+#[tokio::test]
+async fn a_value_in_the_path_reaches_the_upstream_as_one_encoded_segment() {
+    let upstream = Upstream::start().await;
+    let engine = engine();
+    let item = call(
+        &upstream.url,
+        json!({"type": "none"}),
+        json!({"request": {"method": "GET", "path": "/items/{{ input.id }}"}}),
+        None,
+    );
+    for id in ["x?admin=1", "../jump"] {
+        let execution = engine
+            .execute(&task(
+                Some(item.clone()),
+                json!({ "id": id }),
+                Uuid::now_v7(),
+            ))
+            .await;
+        assert!(execution.result.is_ok(), "{id}: {execution:?}");
+    }
+    let received: Vec<(String, String)> = upstream
+        .received()
+        .into_iter()
+        .map(|r| (r.path, r.query))
+        .collect();
+    assert_eq!(
+        received,
+        [
+            ("/items/x%3Fadmin%3D1".to_owned(), String::new()),
+            ("/items/..%2Fjump".to_owned(), String::new()),
+        ]
+    );
+
+    let execution = engine
+        .execute(&task(Some(item), json!({"id": ".."}), Uuid::now_v7()))
+        .await;
+    let failure = error(&execution);
+    assert_eq!(failure.class, ErrorClass::Permanent);
+    assert!(
+        failure
+            .message
+            .starts_with("request.path: {{ input.id }} renders to a `..` segment"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(
+        upstream.received().len(),
+        2,
+        "nothing is sent for a dot segment"
+    );
 }
 
 #[tokio::test]
@@ -739,6 +793,368 @@ async fn credentials_sealed_for_another_connection_do_not_open() {
     );
     assert_ne!(original_id, moved.sealed.id);
     assert!(upstream.received().is_empty());
+}
+
+/// What the second upstream, another origin, was sent: nothing.
+fn assert_other_origin_received_nothing(other: &Upstream) {
+    let received = other.received();
+    assert!(received.is_empty(), "another origin was sent {received:?}");
+}
+
+fn assert_redirect_refused(execution: &Execution, other: &Upstream) {
+    let failure = error(execution);
+    assert_eq!(failure.class, ErrorClass::Permanent, "{failure:?}");
+    assert!(
+        failure.message.ends_with(&format!(
+            "redirected to {}; credentials are not sent to another origin",
+            other.url
+        )),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test]
+async fn a_credential_never_follows_a_redirect_to_another_origin() {
+    let upstream = Upstream::start().await;
+    let other = Upstream::start().await;
+    let landing = format!("{}/landing?page=1", other.url);
+    let cases = [
+        (
+            301,
+            json!({"type": "api_key", "in": "header", "name": "X-Api-Key"}),
+            json!({"api_key": "header-key-redirect-1"}),
+        ),
+        (
+            307,
+            json!({"type": "api_key", "in": "query", "name": "api_key"}),
+            json!({"api_key": "query-key-redirect-2"}),
+        ),
+        (
+            302,
+            json!({"type": "bearer"}),
+            json!({"token": "bearer-redirect-3"}),
+        ),
+        (
+            308,
+            json!({"type": "basic"}),
+            json!({"username": "ada", "password": "basic-redirect-4"}),
+        ),
+        (
+            303,
+            oauth(&upstream, "authorization_code", json!([])),
+            json!({"client_id": "c", "client_secret": "client-secret-redirect-5",
+                   "access_token": "access-redirect-5", "expires_at": in_seconds(3600)}),
+        ),
+    ];
+    let engine = engine();
+    for (status, auth, credentials) in cases {
+        let path = format!("/moved/{status}");
+        upstream.script(
+            &path,
+            vec![Reply::json(status, json!({})).header("location", &landing)],
+        );
+        let connection = connection(credentials);
+        let task = task(
+            Some(call(
+                &upstream.url,
+                auth.clone(),
+                json!({"request": {"method": "POST", "path": path, "body": {"a": 1}}}),
+                Some(&connection),
+            )),
+            json!({}),
+            connection.workspace_id,
+        );
+        let execution = engine.execute(&task).await;
+        assert_redirect_refused(&execution, &other);
+        assert_eq!(
+            execution.connection, None,
+            "{auth}: not the connection's fault"
+        );
+        assert_no_secret(
+            &task,
+            &execution,
+            &[
+                "header-key-redirect-1",
+                "query-key-redirect-2",
+                "bearer-redirect-3",
+                "basic-redirect-4",
+                "access-redirect-5",
+            ],
+        );
+        assert_eq!(upstream.received_on(&path).len(), 1, "{auth}");
+    }
+    assert_other_origin_received_nothing(&other);
+}
+
+#[tokio::test]
+async fn an_oauth_token_request_never_follows_a_redirect_to_another_origin() {
+    let upstream = Upstream::start().await;
+    let other = Upstream::start().await;
+    // A 307 would repeat the POST, client secret and all, at the other origin.
+    upstream.script(
+        "/token",
+        vec![Reply::json(307, json!({})).header("location", &format!("{}/token", other.url))],
+    );
+    let engine = engine();
+    let machine = connection(json!({"client_id": "machine", "client_secret": "token-secret-6"}));
+    let client_credentials = task(
+        Some(call(
+            &upstream.url,
+            oauth(&upstream, "client_credentials", json!(["read"])),
+            json!({"request": {"method": "GET", "path": "/items"}}),
+            Some(&machine),
+        )),
+        json!({}),
+        machine.workspace_id,
+    );
+    let execution = engine.execute(&client_credentials).await;
+    assert_redirect_refused(&execution, &other);
+    assert_no_secret(&client_credentials, &execution, &["token-secret-6"]);
+
+    let expired = connection(json!({
+        "client_id": "c", "client_secret": "token-secret-7", "access_token": "old-7",
+        "refresh_token": "refresh-redirect-7", "expires_at": in_seconds(-10)
+    }));
+    let refresh = task(
+        Some(call(
+            &upstream.url,
+            oauth(&upstream, "authorization_code", json!([])),
+            json!({"request": {"method": "GET", "path": "/items"}}),
+            Some(&expired),
+        )),
+        json!({}),
+        expired.workspace_id,
+    );
+    let execution = engine.execute(&refresh).await;
+    assert_redirect_refused(&execution, &other);
+    assert_no_secret(
+        &refresh,
+        &execution,
+        &["token-secret-7", "refresh-redirect-7"],
+    );
+
+    assert_eq!(upstream.received_on("/token").len(), 2);
+    assert!(upstream.received_on("/items").is_empty());
+    assert_other_origin_received_nothing(&other);
+}
+
+#[tokio::test]
+async fn same_origin_redirects_keep_their_credentials_and_others_are_followed_without_them() {
+    let upstream = Upstream::start().await;
+    let other = Upstream::start().await;
+    upstream.script(
+        "/old",
+        vec![Reply::json(302, json!({})).header("location", "/new?page=2")],
+    );
+    let engine = engine();
+    let connection = connection(json!({"token": "same-origin-token-8"}));
+    let bearer = task(
+        Some(call(
+            &upstream.url,
+            json!({"type": "bearer"}),
+            json!({"request": {"method": "GET", "path": "/old"}}),
+            Some(&connection),
+        )),
+        json!({}),
+        connection.workspace_id,
+    );
+    let execution = engine.execute(&bearer).await;
+    let output = execution.result.as_ref().expect("followed");
+    assert_eq!(output["body"]["path"], "/new");
+    let new = upstream.received_on("/new");
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].query, "page=2");
+    assert_eq!(
+        header(&new[0], "authorization").as_deref(),
+        Some("Bearer same-origin-token-8")
+    );
+    assert_eq!(header(&new[0], "referer"), None);
+
+    // A 303 turns a POST into a GET without its body; a 307 repeats it, body and all.
+    for (status, method, body) in [(303, "GET", Value::Null), (307, "POST", json!({"n": 1}))] {
+        let from = format!("/post/{status}");
+        let to = format!("/after/{status}");
+        upstream.script(
+            &from,
+            vec![Reply::json(status, json!({})).header("location", &to)],
+        );
+        let post = task(
+            Some(call(
+                &upstream.url,
+                json!({"type": "bearer"}),
+                json!({"request": {"method": "POST", "path": from, "body": {"n": 1}}}),
+                Some(&connection),
+            )),
+            json!({}),
+            connection.workspace_id,
+        );
+        assert!(engine.execute(&post).await.result.is_ok(), "{status}");
+        let after = upstream.received_on(&to);
+        assert_eq!(after.len(), 1, "{status}");
+        assert_eq!(after[0].method, method, "{status}");
+        let sent = if after[0].body == json!("") {
+            Value::Null
+        } else {
+            after[0].body.clone()
+        };
+        assert_eq!(sent, body, "{status}");
+        assert_eq!(
+            header(&after[0], "authorization").as_deref(),
+            Some("Bearer same-origin-token-8")
+        );
+    }
+
+    // A request without credentials of Weft's goes where it is sent, as before, less the
+    // Authorization header its input gave.
+    upstream.script(
+        "/away",
+        vec![Reply::json(302, json!({})).header("location", &format!("{}/there", other.url))],
+    );
+    let free = NodeTask {
+        input: json!({"url": format!("{}/away", upstream.url),
+                      "headers": {"Authorization": "Bearer typed-in-9"}}),
+        ..task(None, json!({}), Uuid::now_v7())
+    };
+    let execution = engine.execute(&free).await;
+    assert!(execution.result.is_ok(), "{execution:?}");
+    let there = other.received_on("/there");
+    assert_eq!(there.len(), 1);
+    assert_eq!(header(&there[0], "authorization"), None);
+}
+
+const PROXY_PASSWORD: &str = "proxy-pa55word-12";
+
+/// A stand-in forward proxy on 127.0.0.1: it records the head of every request (request
+/// line and headers) and answers each with a 200 of its own, going nowhere.
+struct StandInProxy {
+    url: String,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl StandInProxy {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy port");
+        let url = format!(
+            "http://weft-egress:{PROXY_PASSWORD}@{}",
+            listener.local_addr().expect("bound address")
+        );
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&heads);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => head.extend_from_slice(&chunk[..read]),
+                    }
+                }
+                recorded
+                    .lock()
+                    .expect("heads")
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                let body = r#"{"via": "proxy"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        Self { url, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("heads").clone()
+    }
+}
+
+fn engine_through(proxy: &str, allow: &[&str]) -> Engine {
+    let rules = allow
+        .iter()
+        .map(|rule| rule.parse().expect("egress rule"))
+        .collect();
+    let policy = EgressPolicy::new(rules).through(Some(proxy.parse().expect("proxy URL")));
+    Engine::new(policy, ring(), 1 << 20).expect("engine starts")
+}
+
+#[tokio::test]
+async fn through_the_egress_proxy_requests_carry_its_credentials_and_targets_are_still_checked() {
+    let proxy = StandInProxy::start();
+    let engine = engine_through(&proxy.url, &["partner.invalid"]);
+    // A public address, and a name allowed by name (left for the proxy to resolve).
+    let targets = [
+        "http://93.184.215.14/items?page=1",
+        "http://partner.invalid/hook",
+    ];
+    for url in targets {
+        let execution = engine
+            .execute(&task(None, json!({ "url": url }), Uuid::now_v7()))
+            .await;
+        let output = execution.result.as_ref().expect("the proxy answers");
+        assert_eq!(output["body"], json!({"via": "proxy"}), "{url}");
+    }
+    let heads = proxy.heads();
+    let request_lines: Vec<&str> = heads.iter().filter_map(|h| h.lines().next()).collect();
+    assert_eq!(
+        request_lines,
+        targets.map(|url| format!("GET {url} HTTP/1.1"))
+    );
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("weft-egress:{PROXY_PASSWORD}"));
+    for head in &heads {
+        assert!(
+            head.to_ascii_lowercase().contains(&format!(
+                "proxy-authorization: basic {}",
+                credentials.to_ascii_lowercase()
+            )),
+            "{head}"
+        );
+    }
+
+    // Forbidden targets are refused before the proxy is asked, by address or by name.
+    for url in [
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:9/x",
+        "http://[::ffff:127.0.0.1]/x",
+    ] {
+        let execution = engine
+            .execute(&task(None, json!({ "url": url }), Uuid::now_v7()))
+            .await;
+        assert!(is_egress_refusal(error(&execution)), "{url}: {execution:?}");
+    }
+    assert_eq!(
+        proxy.heads().len(),
+        2,
+        "the proxy was asked for nothing forbidden"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_egress_proxy_is_retried_and_its_password_never_shows() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let engine = engine_through(
+        &format!("http://weft-egress:{PROXY_PASSWORD}@127.0.0.1:{port}"),
+        &[],
+    );
+    let task = task(
+        None,
+        json!({"url": "http://93.184.215.14/items"}),
+        Uuid::now_v7(),
+    );
+    let execution = engine.execute(&task).await;
+    assert_eq!(
+        error(&execution).class,
+        ErrorClass::Retryable,
+        "{execution:?}"
+    );
+    assert_no_secret(&task, &execution, &[PROXY_PASSWORD]);
 }
 
 fn is_egress_refusal(error: &NodeError) -> bool {
