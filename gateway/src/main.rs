@@ -84,7 +84,7 @@ async fn rotate_keys(config: &Config, batch_size: i64) -> anyhow::Result<()> {
         .get()
         .await
         .context("connecting to the database (WEFT_DATABASE_URL)")?;
-    let rotated = secrets::rotate_keys(&mut client, &config.master_keys, batch_size)
+    let rotated = secrets::rotate_keys(&mut client, &config.keys.master_keys, batch_size)
         .await
         .context("re-encrypting stored secrets")?;
     report(&format!(
