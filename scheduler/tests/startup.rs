@@ -1,7 +1,7 @@
 //! The `weft-scheduler` binary refuses a malformed secret setting in one line naming it,
 //! without ever printing the secret.
 
-use weft_testkit::startup::{marker, run};
+use weft_testkit::startup::{SecretFile, marker, run};
 
 const SCHEDULER: &str = env!("CARGO_BIN_EXE_weft-scheduler");
 
@@ -17,6 +17,9 @@ fn a_malformed_database_url_is_refused_without_its_password() {
     ] {
         run(SCHEDULER, &[], &[("WEFT_DATABASE_URL", &url)])
             .assert_refused("WEFT_DATABASE_URL", &secret);
+        let file = SecretFile::new(&format!("{url}\n"));
+        run(SCHEDULER, &[], &[("WEFT_DATABASE_URL_FILE", file.path())])
+            .assert_refused("WEFT_DATABASE_URL", &secret);
     }
 }
 
@@ -25,4 +28,7 @@ fn a_malformed_broker_url_is_refused_without_its_password() {
     let secret = marker();
     let url = format!("amqp://weft:{secret}@rabbitmq:notaport/%2f");
     run(SCHEDULER, &[], &[("WEFT_AMQP_URL", &url)]).assert_refused("WEFT_AMQP_URL", &secret);
+    let file = SecretFile::new(&url);
+    run(SCHEDULER, &[], &[("WEFT_AMQP_URL_FILE", file.path())])
+        .assert_refused("WEFT_AMQP_URL", &secret);
 }

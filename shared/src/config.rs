@@ -4,6 +4,7 @@
 
 mod secret;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -48,8 +49,8 @@ fn one_line(rendered: &str) -> String {
 }
 
 /// Implements clap's `Args` for `$resolved` as the settings `$given` (what clap reads),
-/// turned into the values the program uses by `$resolve`, which parses secrets
-/// without echoing them (see [`secret`]).
+/// turned into the values the program uses by `$resolve`, which reads the `_FILE`
+/// variants and parses secrets without echoing them (see [`secret`]).
 macro_rules! resolved_args {
     ($resolved:ty, $given:ty, $resolve:path) => {
         impl clap::FromArgMatches for $resolved {
@@ -106,6 +107,9 @@ struct BrokerGiven {
         hide_env_values = true
     )]
     amqp_url: Option<String>,
+    /// File holding the AMQP URL (a Kubernetes or Docker secret), instead of WEFT_AMQP_URL.
+    #[arg(long, env = "WEFT_AMQP_URL_FILE", value_name = "WEFT_AMQP_URL_FILE")]
+    amqp_url_file: Option<PathBuf>,
     /// Prefix of every exchange and queue name, so several fleets can share a broker.
     #[arg(long, env = "WEFT_NAMESPACE", value_name = "WEFT_NAMESPACE", default_value = "weft", value_parser = parse_namespace)]
     namespace: String,
@@ -116,6 +120,7 @@ impl BrokerArgs {
         let amqp_url = Given {
             variable: "WEFT_AMQP_URL",
             value: given.amqp_url,
+            file: given.amqp_url_file,
         }
         .parse(parse_amqp_url)?
         .unwrap_or_else(|| SecretString::from(DEFAULT_AMQP_URL));
@@ -151,6 +156,14 @@ struct DatabaseGiven {
         hide_env_values = true
     )]
     database_url: Option<String>,
+    /// File holding the PostgreSQL URL (a Kubernetes or Docker secret), instead of
+    /// WEFT_DATABASE_URL.
+    #[arg(
+        long,
+        env = "WEFT_DATABASE_URL_FILE",
+        value_name = "WEFT_DATABASE_URL_FILE"
+    )]
+    database_url_file: Option<PathBuf>,
     /// Connections in the pool.
     #[arg(
         long,
@@ -169,6 +182,7 @@ impl DatabaseArgs {
         let database_url = Given {
             variable: "WEFT_DATABASE_URL",
             value: given.database_url,
+            file: given.database_url_file,
         }
         .parse(parse_database_url)?;
         let database_url = match database_url {
@@ -202,9 +216,17 @@ struct MasterKeysGiven {
         env = "WEFT_MASTER_KEYS",
         value_name = "WEFT_MASTER_KEYS",
         hide_env_values = true,
-        required = true
+        required_unless_present = "master_keys_file"
     )]
     master_keys: Option<String>,
+    /// File holding the master keys (a Kubernetes or Docker secret), instead of
+    /// WEFT_MASTER_KEYS.
+    #[arg(
+        long,
+        env = "WEFT_MASTER_KEYS_FILE",
+        value_name = "WEFT_MASTER_KEYS_FILE"
+    )]
+    master_keys_file: Option<PathBuf>,
 }
 
 impl MasterKeysArgs {
@@ -212,9 +234,10 @@ impl MasterKeysArgs {
         let master_keys = Given {
             variable: "WEFT_MASTER_KEYS",
             value: given.master_keys,
+            file: given.master_keys_file,
         }
         .parse(parse_master_keys)?
-        .expect("clap requires WEFT_MASTER_KEYS");
+        .expect("clap requires WEFT_MASTER_KEYS or WEFT_MASTER_KEYS_FILE");
         Ok(Self { master_keys })
     }
 }
@@ -239,6 +262,14 @@ struct AdminTokenGiven {
         hide_env_values = true
     )]
     admin_token: Option<String>,
+    /// File holding the admin token (a Kubernetes or Docker secret), instead of
+    /// WEFT_ADMIN_TOKEN.
+    #[arg(
+        long,
+        env = "WEFT_ADMIN_TOKEN_FILE",
+        value_name = "WEFT_ADMIN_TOKEN_FILE"
+    )]
+    admin_token_file: Option<PathBuf>,
 }
 
 impl AdminTokenArgs {
@@ -246,6 +277,7 @@ impl AdminTokenArgs {
         let admin_token = Given {
             variable: "WEFT_ADMIN_TOKEN",
             value: given.admin_token,
+            file: given.admin_token_file,
         }
         .parse(parse_admin_token)?;
         Ok(Self { admin_token })
@@ -342,6 +374,65 @@ mod tests {
         assert!(!debug.contains(MARKER), "{debug}");
         assert!(!debug.contains(KEY), "{debug}");
         assert!(debug.contains("k1"), "key ids are shown: {debug}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_files_the_file_variants_name() {
+        let dir =
+            std::env::temp_dir().join(format!("weft-config-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir).expect("temp dir");
+        let file = |name: &str, content: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).expect("written");
+            path.to_str().expect("UTF-8").to_owned()
+        };
+        let amqp_url = format!("amqp://weft:{MARKER}@broker/%2f");
+        let config = Secrets::try_parse_from([
+            "probe".to_owned(),
+            "--database-url-file".to_owned(),
+            file("db", format!("postgres://weft:{MARKER}@db.internal/weft\n")),
+            "--amqp-url-file".to_owned(),
+            file("amqp", format!("{amqp_url}\n")),
+            "--master-keys-file".to_owned(),
+            file("keys", format!("k7:{KEY}\n")),
+            "--admin-token-file".to_owned(),
+            file("token", format!("{MARKER}{MARKER}\r\n")),
+        ])
+        .expect("valid");
+        std::fs::remove_dir_all(&dir).expect("removed");
+        assert_eq!(
+            config.database.database_url.get_password(),
+            Some(MARKER.as_bytes())
+        );
+        assert_eq!(
+            config.database.database_url.get_hosts(),
+            [tokio_postgres::config::Host::Tcp("db.internal".to_owned())]
+        );
+        assert_eq!(config.broker.amqp_url.expose_secret(), amqp_url);
+        assert!(format!("{:?}", config.keys.master_keys).contains("k7"));
+        assert_eq!(
+            config
+                .admin
+                .admin_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned()),
+            Some(format!("{MARKER}{MARKER}"))
+        );
+    }
+
+    #[test]
+    fn a_secret_given_both_ways_is_refused_naming_both() {
+        let error = Secrets::try_parse_from([
+            "probe".to_owned(),
+            format!("--master-keys=k1:{KEY}"),
+            "--database-url=postgres://db/weft".to_owned(),
+            "--database-url-file=/nonexistent".to_owned(),
+        ])
+        .expect_err("both given");
+        assert_eq!(
+            one_line(&error.render().to_string()),
+            "error: WEFT_DATABASE_URL and WEFT_DATABASE_URL_FILE are both set: set only one of them"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! it refuses a setting.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,30 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// secret leaked. Hex digits, so it also fits in base64 key material.
 pub fn marker() -> String {
     format!("5ec7e7{}", Uuid::new_v4().simple())
+}
+
+/// A file holding `content` (removed when dropped), for the `_FILE` settings.
+pub struct SecretFile {
+    pub path: PathBuf,
+}
+
+impl SecretFile {
+    pub fn new(content: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("weft-test-secret-{}", Uuid::new_v4().simple()));
+        std::fs::write(&path, content).expect("secret file written");
+        Self { path }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().expect("temporary paths are UTF-8")
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// How a process ended, and what it printed.
@@ -52,10 +77,13 @@ const NOWHERE: [(&str, &str); 4] = [
 ];
 
 /// The command for `binary` with `args`, and nothing in its environment but `env` and,
-/// for what `env` does not set, [`NOWHERE`]: no `WEFT_*` or `OTEL_*` variable of the
-/// test's own environment leaks in.
+/// for what `env` does not set (nor its `_FILE` variant), [`NOWHERE`]: no `WEFT_*` or
+/// `OTEL_*` variable of the test's own environment leaks in.
 fn command(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let given = |name: &str| env.iter().any(|(set, _)| *set == name);
+    let given = |name: &str| {
+        env.iter()
+            .any(|(set, _)| *set == name || *set == format!("{name}_FILE"))
+    };
     let mut command = Command::new(binary);
     command
         .args(args)

@@ -1,8 +1,11 @@
 //! Settings that hold a secret (master keys, the admin token, the database and broker
-//! URLs with their passwords): one path parses them and words a refusal without the
+//! URLs with their passwords): one path reads them from `VAR` or from the file `VAR_FILE`
+//! names (Kubernetes and Docker secrets), parses them, and words a refusal without the
 //! value. Clap's own errors quote the invalid value, so these settings reach clap as
 //! plain text and are parsed here, after it.
 
+use std::io;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -11,36 +14,72 @@ use crate::crypto::KeyRing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("invalid {variable}: {reason}")]
+    #[error("{variable} and {variable}_FILE are both set: set only one of them")]
+    BothGiven { variable: &'static str },
+    #[error("{variable}_FILE: cannot read `{}`: {source}", path.display())]
+    Unreadable {
+        variable: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("invalid {variable}{}: {reason}", read_from(variable, file.as_deref()))]
     Invalid {
         variable: &'static str,
+        /// The file the value was read from, if it was.
+        file: Option<PathBuf>,
         /// Why; never the value, nor any part of it that is secret.
         reason: String,
     },
 }
 
-/// A secret setting as clap gave it: the variable's value (or its flag's).
+fn read_from(variable: &str, file: Option<&Path>) -> String {
+    file.map(|path| format!(" (read from {variable}_FILE `{}`)", path.display()))
+        .unwrap_or_default()
+}
+
+/// A secret setting as clap gave it: the variable's value (or its flag's), and the path
+/// in `<variable>_FILE`.
 pub struct Given {
     pub variable: &'static str,
     pub value: Option<String>,
+    pub file: Option<PathBuf>,
 }
 
 impl Given {
     /// Reads the setting and parses it with `parse`, whose error says what is wrong with
     /// the text and must not quote it (the parsers below mask what other parsers' messages
-    /// quote); `None` when the variable is not set.
+    /// quote); `None` when neither the variable nor its file is set.
     pub fn parse<T>(
         self,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, SecretError> {
         let variable = self.variable;
-        let Some(text) = self.value.map(SecretString::from) else {
-            return Ok(None);
+        let (text, file) = match (self.value, self.file) {
+            (Some(_), Some(_)) => return Err(SecretError::BothGiven { variable }),
+            (None, None) => return Ok(None),
+            (Some(value), None) => (SecretString::from(value), None),
+            (None, Some(path)) => (read_secret_file(variable, &path)?, Some(path)),
         };
         parse(text.expose_secret())
             .map(Some)
-            .map_err(|reason| SecretError::Invalid { variable, reason })
+            .map_err(|reason| SecretError::Invalid {
+                variable,
+                file,
+                reason,
+            })
     }
+}
+
+/// The file's content without its trailing line break, which editors and `echo` add.
+fn read_secret_file(variable: &'static str, path: &Path) -> Result<SecretString, SecretError> {
+    let mut content = std::fs::read_to_string(path).map_err(|source| SecretError::Unreadable {
+        variable,
+        path: path.to_owned(),
+        source,
+    })?;
+    let kept = content.trim_end_matches(['\n', '\r']).len();
+    content.truncate(kept);
+    Ok(SecretString::from(content))
 }
 
 /// An AMQP URL; the message of a refusal shows it with its password masked.
@@ -179,24 +218,88 @@ mod tests {
 
     const MARKER: &str = "Zq7mK2xW9pLr";
 
-    fn given(value: Option<&str>) -> Given {
+    fn given(value: Option<&str>, file: Option<&Path>) -> Given {
         Given {
             variable: "WEFT_PROBE_SECRET",
             value: value.map(str::to_owned),
+            file: file.map(Path::to_owned),
         }
     }
 
+    fn temp_file(name: &str, content: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "weft-secret-{}-{name}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, content).expect("temp file written");
+        path
+    }
+
+    fn accept(text: &str) -> Result<String, String> {
+        Ok(text.to_owned())
+    }
+
     #[test]
-    fn a_refusal_names_the_variable() {
-        let accept = |text: &str| -> Result<String, String> { Ok(text.to_owned()) };
-        assert_eq!(given(None).parse(accept).expect("unset"), None);
+    fn the_value_comes_from_the_variable_or_from_the_file_without_its_line_break() {
+        assert_eq!(given(None, None).parse(accept).expect("unset"), None);
         assert_eq!(
-            given(Some(MARKER)).parse(accept).expect("set").as_deref(),
-            Some(MARKER)
+            given(Some("direct"), None).parse(accept).expect("set"),
+            Some("direct".to_owned())
         );
+        let path = temp_file("value", "from a file \r\n");
+        assert_eq!(
+            given(None, Some(&path)).parse(accept).expect("read"),
+            Some("from a file ".to_owned()),
+            "the trailing line break goes, other spaces stay"
+        );
+        std::fs::remove_file(path).expect("removed");
+    }
+
+    #[test]
+    fn both_sources_or_an_unreadable_file_are_refused_naming_the_variables() {
+        let path = temp_file("both", MARKER);
+        let both = given(Some(MARKER), Some(&path))
+            .parse(accept)
+            .expect_err("both set")
+            .to_string();
+        assert_eq!(
+            both,
+            "WEFT_PROBE_SECRET and WEFT_PROBE_SECRET_FILE are both set: set only one of them"
+        );
+        std::fs::remove_file(&path).expect("removed");
+        let missing = given(None, Some(&path))
+            .parse(accept)
+            .expect_err("no file")
+            .to_string();
+        assert!(
+            missing.starts_with(&format!(
+                "WEFT_PROBE_SECRET_FILE: cannot read `{}`: ",
+                path.display()
+            )),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_variable_and_the_file() {
         let refusing = |_: &str| -> Result<(), String> { Err("wrong".to_owned()) };
-        let error = given(Some(MARKER)).parse(refusing).expect_err("refused");
+        let error = given(Some(MARKER), None)
+            .parse(refusing)
+            .expect_err("refused");
         assert_eq!(error.to_string(), "invalid WEFT_PROBE_SECRET: wrong");
+        let path = temp_file("invalid", &format!("{MARKER}\n"));
+        let message = given(None, Some(&path))
+            .parse(refusing)
+            .expect_err("refused")
+            .to_string();
+        assert_eq!(
+            message,
+            format!(
+                "invalid WEFT_PROBE_SECRET (read from WEFT_PROBE_SECRET_FILE `{}`): wrong",
+                path.display()
+            )
+        );
+        std::fs::remove_file(path).expect("removed");
     }
 
     #[test]
