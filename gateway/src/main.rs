@@ -14,13 +14,8 @@ use weft_shared::{db, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = weft_shared::config::parse();
-    let telemetry = match telemetry::init("weft-gateway", &config.process.log_format) {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("weft-gateway: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let telemetry = telemetry::init("weft-gateway", &config.process.log_format)
+        .unwrap_or_else(|e| weft_shared::config::refuse(&e));
     let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -77,6 +77,24 @@ fn a_malformed_broker_url_is_refused_without_its_password() {
     }
 }
 
+#[test]
+fn an_otlp_protocol_other_than_http_protobuf_is_refused_in_one_line() {
+    let exited = run(
+        GATEWAY,
+        &[],
+        &[
+            ("WEFT_MASTER_KEYS", KEYS),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://127.0.0.1:4318/v1/traces",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+        ],
+    );
+    exited.assert_refused("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", KEYS);
+    assert!(exited.stderr.contains("`http/protobuf`"), "{exited:#?}");
+}
+
 /// Where the tests' PostgreSQL listens.
 fn database_address() -> (String, u16) {
     let url = std::env::var("WEFT_TEST_DATABASE_URL")

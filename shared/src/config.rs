@@ -34,6 +34,13 @@ pub fn parse<T: Parser>() -> T {
     }
 }
 
+/// Stops the process for a setting refused after [`parse`] (the OpenTelemetry ones, read
+/// when logs and traces start): one line, exit code 2, like a refusal by [`parse`].
+pub fn refuse(error: &dyn std::error::Error) -> ! {
+    eprintln!("{}", one_line(&format!("error: {error}")));
+    std::process::exit(2);
+}
+
 /// Folds clap's multi-line message into one line without the usage hints.
 fn one_line(rendered: &str) -> String {
     rendered

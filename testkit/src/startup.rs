@@ -1,9 +1,10 @@
 //! A service's binary started as a process, for tests of what it says at start-up: how
-//! it refuses a setting.
+//! it refuses a setting, what it warns about.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -128,4 +129,41 @@ fn read_all(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<S
         let _ = stream.read_to_string(&mut text);
         text
     })
+}
+
+/// Starts `binary` and returns the first line it writes to stdout (its logs) for which
+/// `wanted` holds, or `None` if it exits or 30 s pass first. The process is killed then.
+pub fn first_log_line(
+    binary: &str,
+    env: &[(&str, &str)],
+    wanted: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut child = command(binary, &[], env)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let mut found = None;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match received.recv_timeout(left) {
+            Ok(line) if wanted(&line) => {
+                found = Some(line);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found
 }
