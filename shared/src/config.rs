@@ -11,6 +11,7 @@ use clap::Parser;
 use secrecy::SecretString;
 
 pub use secret::SecretError;
+pub(crate) use secret::masked;
 use secret::{Given, parse_admin_token, parse_amqp_url, parse_database_url, parse_master_keys};
 
 use crate::crypto::KeyRing;

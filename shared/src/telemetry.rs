@@ -43,8 +43,9 @@ pub enum TelemetryError {
         variable: &'static str,
         value: String,
     },
+    /// The exporter's message, with the endpoints' passwords masked: it quotes them.
     #[error("configuring the OTLP exporter (OTEL_EXPORTER_OTLP_*): {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    Exporter(String),
     #[error("exporting spans: {0}")]
     Export(#[from] OTelSdkError),
 }
@@ -192,7 +193,10 @@ fn tracer_provider(
     if let Some(delay) = delay {
         batch = batch.with_scheduled_delay(delay);
     }
-    let processor = BatchSpanProcessor::builder(exporter.build()?)
+    let exporter = exporter
+        .build()
+        .map_err(|e| TelemetryError::Exporter(endpoints_masked(&e, env_value)))?;
+    let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(batch.build())
         .build();
     // The sampler comes from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG (parent-based
@@ -241,6 +245,21 @@ fn grpc_endpoint(env: impl Fn(&str) -> Option<String>) -> Option<&'static str> {
     .find(|variable| env(variable).is_some_and(|value| !value.trim().is_empty()))?;
     let endpoint = url::Url::parse(env(variable)?.trim()).ok()?;
     (endpoint.port_or_known_default() == Some(4317)).then_some(variable)
+}
+
+/// An endpoint may carry credentials (`https://user:password@collector`), and the
+/// exporter's messages quote the endpoint whole.
+fn endpoints_masked(message: &dyn fmt::Display, env: impl Fn(&str) -> Option<String>) -> String {
+    let mut message = message.to_string();
+    for variable in [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        if let Some(endpoint) = env(variable).filter(|endpoint| !endpoint.is_empty()) {
+            message = crate::config::masked(&message, &endpoint);
+        }
+    }
+    message
 }
 
 fn env_value(variable: &str) -> Option<String> {

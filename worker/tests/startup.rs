@@ -86,3 +86,20 @@ fn an_otlp_endpoint_on_the_grpc_port_is_warned_about_in_one_log_line() {
         "{message}"
     );
 }
+
+#[test]
+fn a_malformed_otlp_endpoint_is_refused_without_its_password() {
+    let secret = marker();
+    for variable in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ] {
+        let endpoint = format!("http://weft:{secret}@collector:4318/a path");
+        run(
+            WORKER,
+            &[],
+            &[("WEFT_MASTER_KEYS", KEYS), (variable, &endpoint)],
+        )
+        .assert_refused("OTEL_EXPORTER_OTLP_", &secret);
+    }
+}

@@ -153,7 +153,7 @@ fn secret_query_key(key: &str) -> bool {
 /// Another parser's message with whatever it may quote of the text masked: all of it,
 /// and the secret parts of a URL (its password, raw and percent-decoded, and the values
 /// of [`secret_query_key`] parameters).
-fn masked(message: &dyn std::fmt::Display, text: &str) -> String {
+pub(crate) fn masked(message: &dyn std::fmt::Display, text: &str) -> String {
     let mut secrets = vec![text.to_owned()];
     if let Ok(url) = url::Url::parse(text) {
         if let Some(password) = url.password() {
