@@ -219,6 +219,19 @@ def cmd_compose() -> None:
             if src.startswith("."):
                 if not (COMPOSE.parent / src).exists():
                     fail(f"{name} mounts {src}, which does not exist")
+    top_secrets = doc.get("secrets") or {}
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) if "=" in e else (e, None) for e in env)
+        granted = set()
+        for ref in svc.get("secrets") or []:
+            source = ref if isinstance(ref, str) else ref.get("source")
+            if source not in top_secrets:
+                fail(f"{name} uses the undefined secret {source}")
+            target = source if isinstance(ref, str) else ref.get("target", source)
+            granted.add(target if target.startswith("/") else f"/run/secrets/{target}")
+        _check_file_settings(name, env, granted)
     gw = services["gateway"]["depends_on"]
     if gw.get("migrate", {}).get("condition") != "service_completed_successfully":
         fail("gateway must wait for migrate to complete successfully")
@@ -230,6 +243,17 @@ def cmd_compose() -> None:
         if not dockerfile.resolve().is_file() or dockerfile.resolve() != Path("Dockerfile").resolve():
             fail(f"{name} is not built from the root Dockerfile ({dockerfile})")
     print(f"{len(services)} services: {', '.join(services)}; depends_on conditions and mounts valid")
+
+
+def _check_file_settings(where: str, env: dict, files: set) -> None:
+    """Each `*_FILE` setting names a file the container gets; none is set both ways."""
+    for var, value in env.items():
+        if not var.endswith("_FILE"):
+            continue
+        if value not in files:
+            fail(f"{where}: {var}={value} is no secret file the container gets ({', '.join(sorted(files)) or 'none'})")
+        if var.removesuffix("_FILE") in env:
+            fail(f"{where}: sets both {var.removesuffix('_FILE')} and {var} (the service refuses to start)")
 
 
 # --- dockerfile --------------------------------------------------------------
@@ -336,7 +360,24 @@ def cmd_k8s_policy(rendered: str) -> None:
                 ref = (e.get("valueFrom") or {}).get("secretKeyRef")
                 if ref and ref["key"] not in secret_keys.get(ref["name"], set()):
                     fail(f"{where}: env {e['name']} refers to missing secret key {ref['name']}/{ref['key']}")
-            if not any((e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", [])):
+            secret_files = set()
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            for m in c.get("volumeMounts", []):
+                secret = (volumes.get(m["name"]) or {}).get("secret")
+                if not secret:
+                    continue
+                keys = secret_keys.get(secret["secretName"])
+                if keys is None:
+                    fail(f"{where}: mounts the unknown Secret {secret['secretName']}")
+                items = secret.get("items") or [{"key": k, "path": k} for k in sorted(keys)]
+                for item in items:
+                    if item["key"] not in keys:
+                        fail(f"{where}: mounts missing secret key {secret['secretName']}/{item['key']}")
+                    secret_files.add(f"{m['mountPath'].rstrip('/')}/{item['path']}")
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            _check_file_settings(where, env, secret_files)
+            uses_secret_env = any((e.get("valueFrom") or {}).get("secretKeyRef") for e in c.get("env", []))
+            if not uses_secret_env and not any(v in secret_files for v in env.values()):
                 fail(f"{where}: uses no key of the Secret")
             if w["kind"] == "Deployment":
                 ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}

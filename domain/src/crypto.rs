@@ -13,10 +13,14 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 const FORMAT: &str = "v1";
 const NONCE_LEN: usize = 24;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
-    #[error("malformed key `{0}`: expected `key_id:base64(32 bytes)`")]
-    MalformedKey(String),
+    /// Names the key by its place in the list: what stands before its `:` is not shown,
+    /// as key material pasted in the wrong order would be.
+    #[error(
+        "key {position} of the list (counting from 1) is malformed: expected `key_id:base64(32 bytes)`"
+    )]
+    MalformedKey { position: usize },
     #[error("no keys given: expected `key_id:base64(32 bytes)`, comma-separated, newest first")]
     NoKeys,
     #[error("key id `{0}` appears twice")]
@@ -47,39 +51,30 @@ impl FromStr for KeyRing {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let mut keys: Vec<(String, XChaCha20Poly1305)> = Vec::new();
-        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-            let (id, encoded) = entry
-                .split_once(':')
-                .ok_or_else(|| CryptoError::MalformedKey(redact(entry)))?;
-            let bytes = STANDARD
-                .decode(encoded)
-                .map_err(|_| CryptoError::MalformedKey(redact(entry)))?;
+        let entries = text.split(',').map(str::trim).filter(|e| !e.is_empty());
+        for (index, entry) in entries.enumerate() {
+            let malformed = CryptoError::MalformedKey {
+                position: index + 1,
+            };
+            let (id, encoded) = entry.split_once(':').ok_or(malformed.clone())?;
+            let bytes = STANDARD.decode(encoded).map_err(|_| malformed.clone())?;
             let valid_id = !id.is_empty()
                 && id
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if bytes.len() != 32 || !valid_id {
-                return Err(CryptoError::MalformedKey(redact(entry)));
+                return Err(malformed);
             }
             if keys.iter().any(|(known, _)| known == id) {
                 return Err(CryptoError::DuplicateKey(id.to_owned()));
             }
-            let cipher = XChaCha20Poly1305::new_from_slice(&bytes)
-                .map_err(|_| CryptoError::MalformedKey(redact(entry)))?;
+            let cipher = XChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| malformed)?;
             keys.push((id.to_owned(), cipher));
         }
         if keys.is_empty() {
             return Err(CryptoError::NoKeys);
         }
         Ok(Self { keys })
-    }
-}
-
-/// Shows a key's id, never its material.
-fn redact(entry: &str) -> String {
-    match entry.split_once(':') {
-        Some((id, _)) => format!("{id}:…"),
-        None => "…".to_owned(),
     }
 }
 
@@ -177,11 +172,17 @@ mod tests {
     #[test]
     fn malformed_rings_are_refused_without_echoing_key_material() {
         assert_eq!("".parse::<KeyRing>().err(), Some(CryptoError::NoKeys));
-        let err = "k1:c2hvcnQ=".parse::<KeyRing>().expect_err("short key");
+        let err = format!("{NEW},k2:c2hvcnQ=")
+            .parse::<KeyRing>()
+            .expect_err("short key");
         assert_eq!(
             err.to_string(),
-            "malformed key `k1:…`: expected `key_id:base64(32 bytes)`"
+            "key 2 of the list (counting from 1) is malformed: expected `key_id:base64(32 bytes)`"
         );
+        let swapped = "0123456789abcdef0123456789abcdef:k1"
+            .parse::<KeyRing>()
+            .expect_err("material before the id");
+        assert!(!swapped.to_string().contains("0123"), "{swapped}");
         assert!(format!("{OLD},{OLD}").parse::<KeyRing>().is_err());
     }
 }

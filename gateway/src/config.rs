@@ -1,13 +1,9 @@
 //! The gateway's configuration (architecture §8): `WEFT_*` environment variables, also accepted
 //! as flags.
 
-use std::ffi::OsStr;
 use std::net::SocketAddr;
 
-use clap::builder::TypedValueParser;
-use clap::error::ErrorKind;
-use weft_domain::crypto::KeyRing;
-use weft_runtime::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
+use weft_runtime::config::{AdminTokenArgs, BrokerArgs, DatabaseArgs, MasterKeysArgs, ProcessArgs};
 use weft_runtime::egress::{EgressProxy, EgressProxyParser, EgressRule};
 
 // Value names are the variables' names, so clap's one-line errors name the variable.
@@ -26,17 +22,10 @@ pub struct Config {
     pub broker: BrokerArgs,
     #[command(flatten)]
     pub process: ProcessArgs,
-    /// Master keys for credentials: `key_id:base64(32 bytes)`, comma-separated, newest first.
-    #[arg(long, env = "WEFT_MASTER_KEYS", value_name = "WEFT_MASTER_KEYS", hide_env_values = true, value_parser = KeyRingParser)]
-    pub master_keys: KeyRing,
-    /// Bearer token of the admin API; the admin API is off when unset.
-    #[arg(
-        long,
-        env = "WEFT_ADMIN_TOKEN",
-        value_name = "WEFT_ADMIN_TOKEN",
-        hide_env_values = true
-    )]
-    pub admin_token: Option<String>,
+    #[command(flatten)]
+    pub keys: MasterKeysArgs,
+    #[command(flatten)]
+    pub admin: AdminTokenArgs,
     /// Address of the REST API and the webhook endpoints.
     #[arg(
         long,
@@ -126,35 +115,6 @@ pub enum Command {
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         batch_size: i64,
     },
-}
-
-/// Parses the key ring without echoing the value in the error, as clap's usual
-/// "invalid value '…'" would: a key with a typo is still a secret.
-#[derive(Debug, Clone, Copy)]
-struct KeyRingParser;
-
-impl TypedValueParser for KeyRingParser {
-    type Value = KeyRing;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        _arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<KeyRing, clap::Error> {
-        let invalid = |reason: String| {
-            clap::Error::raw(
-                ErrorKind::InvalidValue,
-                format!("invalid WEFT_MASTER_KEYS: {reason}\n"),
-            )
-            .with_cmd(cmd)
-        };
-        let text = value
-            .to_str()
-            .ok_or_else(|| invalid("not UTF-8".to_owned()))?;
-        text.parse()
-            .map_err(|e: weft_domain::crypto::CryptoError| invalid(e.to_string()))
-    }
 }
 
 // Flags rather than the environment in these tests: flags win over `WEFT_*` variables

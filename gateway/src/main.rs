@@ -14,13 +14,8 @@ use weft_runtime::{db, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let config: Config = weft_runtime::config::parse();
-    let telemetry = match telemetry::init("weft-gateway", &config.process.log_format) {
-        Ok(telemetry) => telemetry,
-        Err(e) => {
-            eprintln!("weft-gateway: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let telemetry = telemetry::init("weft-gateway", &config.process.log_format)
+        .unwrap_or_else(|e| weft_runtime::config::refuse(&e));
     let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -84,7 +79,7 @@ async fn rotate_keys(config: &Config, batch_size: i64) -> anyhow::Result<()> {
         .get()
         .await
         .context("connecting to the database (WEFT_DATABASE_URL)")?;
-    let rotated = secrets::rotate_keys(&mut client, &config.master_keys, batch_size)
+    let rotated = secrets::rotate_keys(&mut client, &config.keys.master_keys, batch_size)
         .await
         .context("re-encrypting stored secrets")?;
     report(&format!(

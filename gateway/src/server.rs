@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::middleware::from_fn;
 use deadpool_postgres::Pool;
 use prometheus::Registry;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weft_domain::manifest::InputSchemas;
@@ -56,7 +57,11 @@ impl Gateway {
         }
         let topology = Topology::new(config.broker.namespace.as_str());
         let replies = Replies::new(&topology);
-        let publisher = Publisher::new(&config.broker.amqp_url, "weft-gateway", topology);
+        let publisher = Publisher::new(
+            config.broker.amqp_url.expose_secret(),
+            "weft-gateway",
+            topology,
+        );
         // Connecting now declares the topology and spares the first webhook the wait. A
         // broker that is down is not fatal: /readyz reports it and publishing retries.
         if !publisher.is_connected().await {
@@ -74,8 +79,11 @@ impl Gateway {
             pool,
             publisher,
             metrics: Metrics::new(&registry),
-            keys: Arc::new(config.master_keys),
-            admin_token: config.admin_token.map(Arc::from),
+            keys: Arc::new(config.keys.master_keys),
+            admin_token: config
+                .admin
+                .admin_token
+                .map(|token| Arc::from(token.expose_secret())),
             api_max_body: config.api_max_body,
             webhook_max_body: config.webhook_max_body,
             replies,
@@ -87,7 +95,7 @@ impl Gateway {
             state,
             registry,
             shutdown_timeout: config.process.shutdown_timeout,
-            amqp_url: config.broker.amqp_url,
+            amqp_url: config.broker.amqp_url.expose_secret().to_owned(),
         })
     }
 

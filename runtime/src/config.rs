@@ -2,10 +2,19 @@
 //! a `WEFT_` prefix, also accepted as flags. A missing or malformed setting stops the
 //! process with one line naming it.
 
-use std::str::FromStr;
+mod secret;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use secrecy::SecretString;
+
+pub use secret::SecretError;
+pub(crate) use secret::masked;
+use secret::{Given, parse_admin_token, parse_amqp_url, parse_database_url, parse_master_keys};
+
+use weft_domain::crypto::KeyRing;
 
 /// Parses the process configuration; on a bad setting prints one line and exits with 2.
 pub fn parse<T: Parser>() -> T {
@@ -26,6 +35,13 @@ pub fn parse<T: Parser>() -> T {
     }
 }
 
+/// Stops the process for a setting refused after [`parse`] (the OpenTelemetry ones, read
+/// when logs and traces start): one line, exit code 2, like a refusal by [`parse`].
+pub fn refuse(error: &dyn std::error::Error) -> ! {
+    eprintln!("{}", one_line(&format!("error: {error}")));
+    std::process::exit(2);
+}
+
 /// Folds clap's multi-line message into one line without the usage hints.
 fn one_line(rendered: &str) -> String {
     rendered
@@ -40,23 +56,122 @@ fn one_line(rendered: &str) -> String {
         .join(" ")
 }
 
+/// Implements clap's `Args` for `$resolved` as the settings `$given` (what clap reads),
+/// turned into the values the program uses by `$resolve`, which reads the `_FILE`
+/// variants and parses secrets without echoing them (see [`secret`]).
+macro_rules! resolved_args {
+    ($resolved:ty, $given:ty, $resolve:path) => {
+        impl clap::FromArgMatches for $resolved {
+            fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+                let given = <$given as clap::FromArgMatches>::from_arg_matches(matches)?;
+                $resolve(given).map_err(|e| {
+                    clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n"))
+                })
+            }
+
+            fn update_from_arg_matches(
+                &mut self,
+                matches: &clap::ArgMatches,
+            ) -> Result<(), clap::Error> {
+                *self = Self::from_arg_matches(matches)?;
+                Ok(())
+            }
+        }
+
+        impl clap::Args for $resolved {
+            fn group_id() -> Option<clap::Id> {
+                <$given as clap::Args>::group_id()
+            }
+
+            fn augment_args(cmd: clap::Command) -> clap::Command {
+                <$given as clap::Args>::augment_args(cmd)
+            }
+
+            fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+                <$given as clap::Args>::augment_args_for_update(cmd)
+            }
+        }
+    };
+}
+
 /// How to reach the broker, and which namespace of queues to use.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct BrokerArgs {
-    /// AMQP URL of RabbitMQ.
-    #[arg(long, env = "WEFT_AMQP_URL", value_name = "WEFT_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", value_parser = parse_amqp_url)]
-    pub amqp_url: String,
+    /// AMQP URL of RabbitMQ; it holds the broker password.
+    pub amqp_url: SecretString,
     /// Prefix of every exchange and queue name, so several fleets can share a broker.
-    #[arg(long, env = "WEFT_NAMESPACE", value_name = "WEFT_NAMESPACE", default_value = "weft", value_parser = parse_namespace)]
     pub namespace: String,
 }
 
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+#[derive(clap::Args)]
+struct BrokerGiven {
+    /// AMQP URL of RabbitMQ [default: amqp://guest:guest@127.0.0.1:5672/%2f].
+    #[arg(
+        long,
+        env = "WEFT_AMQP_URL",
+        value_name = "WEFT_AMQP_URL",
+        hide_env_values = true
+    )]
+    amqp_url: Option<String>,
+    /// File holding the AMQP URL (a Kubernetes or Docker secret), instead of WEFT_AMQP_URL.
+    #[arg(long, env = "WEFT_AMQP_URL_FILE", value_name = "WEFT_AMQP_URL_FILE")]
+    amqp_url_file: Option<PathBuf>,
+    /// Prefix of every exchange and queue name, so several fleets can share a broker.
+    #[arg(long, env = "WEFT_NAMESPACE", value_name = "WEFT_NAMESPACE", default_value = "weft", value_parser = parse_namespace)]
+    namespace: String,
+}
+
+impl BrokerArgs {
+    fn resolve(given: BrokerGiven) -> Result<Self, SecretError> {
+        let amqp_url = Given {
+            variable: "WEFT_AMQP_URL",
+            value: given.amqp_url,
+            file: given.amqp_url_file,
+        }
+        .parse(parse_amqp_url)?
+        .unwrap_or_else(|| SecretString::from(DEFAULT_AMQP_URL));
+        Ok(Self {
+            amqp_url,
+            namespace: given.namespace,
+        })
+    }
+}
+
+resolved_args!(BrokerArgs, BrokerGiven, BrokerArgs::resolve);
+
 /// How to reach PostgreSQL.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(Debug, Clone)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL.
-    #[arg(long, env = "WEFT_DATABASE_URL", value_name = "WEFT_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/weft", value_parser = parse_database_url)]
+    /// Where PostgreSQL is, and the credentials (its `Debug` hides the password).
     pub database_url: tokio_postgres::Config,
+    /// Connections in the pool.
+    pub database_pool_size: usize,
+    /// Apply pending migrations at start (under an advisory lock).
+    pub auto_migrate: bool,
+}
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/weft";
+
+#[derive(clap::Args)]
+struct DatabaseGiven {
+    /// PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/weft].
+    #[arg(
+        long,
+        env = "WEFT_DATABASE_URL",
+        value_name = "WEFT_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    /// File holding the PostgreSQL URL (a Kubernetes or Docker secret), instead of
+    /// WEFT_DATABASE_URL.
+    #[arg(
+        long,
+        env = "WEFT_DATABASE_URL_FILE",
+        value_name = "WEFT_DATABASE_URL_FILE"
+    )]
+    database_url_file: Option<PathBuf>,
     /// Connections in the pool.
     #[arg(
         long,
@@ -64,11 +179,120 @@ pub struct DatabaseArgs {
         value_name = "WEFT_DATABASE_POOL_SIZE",
         default_value_t = 16
     )]
-    pub database_pool_size: usize,
+    database_pool_size: usize,
     /// Apply pending migrations at start (under an advisory lock).
     #[arg(long, env = "WEFT_AUTO_MIGRATE", value_name = "WEFT_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
-    pub auto_migrate: bool,
+    auto_migrate: bool,
 }
+
+impl DatabaseArgs {
+    fn resolve(given: DatabaseGiven) -> Result<Self, SecretError> {
+        let database_url = Given {
+            variable: "WEFT_DATABASE_URL",
+            value: given.database_url,
+            file: given.database_url_file,
+        }
+        .parse(parse_database_url)?;
+        let database_url = match database_url {
+            Some(config) => config,
+            None => {
+                parse_database_url(DEFAULT_DATABASE_URL).expect("the default database URL is valid")
+            }
+        };
+        Ok(Self {
+            database_url,
+            database_pool_size: given.database_pool_size,
+            auto_migrate: given.auto_migrate,
+        })
+    }
+}
+
+resolved_args!(DatabaseArgs, DatabaseGiven, DatabaseArgs::resolve);
+
+/// The master key ring, for the services that encrypt or decrypt credentials.
+#[derive(Debug, Clone)]
+pub struct MasterKeysArgs {
+    /// Its `Debug` shows the key ids only.
+    pub master_keys: KeyRing,
+}
+
+#[derive(clap::Args)]
+struct MasterKeysGiven {
+    /// Master keys for credentials: `key_id:base64(32 bytes)`, comma-separated, newest first.
+    #[arg(
+        long,
+        env = "WEFT_MASTER_KEYS",
+        value_name = "WEFT_MASTER_KEYS",
+        hide_env_values = true,
+        required_unless_present = "master_keys_file"
+    )]
+    master_keys: Option<String>,
+    /// File holding the master keys (a Kubernetes or Docker secret), instead of
+    /// WEFT_MASTER_KEYS.
+    #[arg(
+        long,
+        env = "WEFT_MASTER_KEYS_FILE",
+        value_name = "WEFT_MASTER_KEYS_FILE"
+    )]
+    master_keys_file: Option<PathBuf>,
+}
+
+impl MasterKeysArgs {
+    fn resolve(given: MasterKeysGiven) -> Result<Self, SecretError> {
+        let master_keys = Given {
+            variable: "WEFT_MASTER_KEYS",
+            value: given.master_keys,
+            file: given.master_keys_file,
+        }
+        .parse(parse_master_keys)?
+        .expect("clap requires WEFT_MASTER_KEYS or WEFT_MASTER_KEYS_FILE");
+        Ok(Self { master_keys })
+    }
+}
+
+resolved_args!(MasterKeysArgs, MasterKeysGiven, MasterKeysArgs::resolve);
+
+/// The bearer token of the admin API (the gateway's).
+#[derive(Debug, Clone)]
+pub struct AdminTokenArgs {
+    /// `None` turns the admin API off.
+    pub admin_token: Option<SecretString>,
+}
+
+#[derive(clap::Args)]
+struct AdminTokenGiven {
+    /// Bearer token of the admin API, at least 16 visible ASCII characters; the admin API
+    /// is off when unset.
+    #[arg(
+        long,
+        env = "WEFT_ADMIN_TOKEN",
+        value_name = "WEFT_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// File holding the admin token (a Kubernetes or Docker secret), instead of
+    /// WEFT_ADMIN_TOKEN.
+    #[arg(
+        long,
+        env = "WEFT_ADMIN_TOKEN_FILE",
+        value_name = "WEFT_ADMIN_TOKEN_FILE"
+    )]
+    admin_token_file: Option<PathBuf>,
+}
+
+impl AdminTokenArgs {
+    fn resolve(given: AdminTokenGiven) -> Result<Self, SecretError> {
+        let admin_token = Given {
+            variable: "WEFT_ADMIN_TOKEN",
+            value: given.admin_token,
+            file: given.admin_token_file,
+        }
+        .parse(parse_admin_token)?;
+        Ok(Self { admin_token })
+    }
+}
+
+resolved_args!(AdminTokenArgs, AdminTokenGiven, AdminTokenArgs::resolve);
 
 /// Logging and shutdown, common to every binary.
 #[derive(clap::Args, Debug, Clone)]
@@ -86,17 +310,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration like `30s`: {e}"))
 }
 
-fn parse_amqp_url(text: &str) -> Result<String, String> {
-    lapin::uri::AMQPUri::from_str(text)
-        .map(|_| text.to_owned())
-        .map_err(|e| format!("not an AMQP URL like amqp://user:pass@host:5672/%2f: {e}"))
-}
-
-fn parse_database_url(text: &str) -> Result<tokio_postgres::Config, String> {
-    tokio_postgres::Config::from_str(text)
-        .map_err(|e| format!("not a PostgreSQL URL like postgres://user@host:5432/db: {e}"))
-}
-
 fn parse_namespace(text: &str) -> Result<String, String> {
     let valid = !text.is_empty()
         && text.len() <= 64
@@ -112,6 +325,8 @@ fn parse_namespace(text: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     #[derive(Parser, Debug)]
@@ -138,11 +353,103 @@ mod tests {
         );
     }
 
+    #[derive(Parser, Debug)]
+    struct Secrets {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        keys: MasterKeysArgs,
+        #[command(flatten)]
+        admin: AdminTokenArgs,
+    }
+
+    const MARKER: &str = "Qw3rTy9UiOp4";
+    const KEY: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
     #[test]
-    fn urls_are_checked_at_start() {
-        assert!(parse_amqp_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
-        assert!(parse_amqp_url("http://nope").is_err());
-        assert!(parse_database_url("postgres://postgres@127.0.0.1/weft").is_ok());
-        assert!(parse_database_url("postgres://host:notaport/db").is_err());
+    fn debug_output_shows_no_secret() {
+        let config = Secrets::try_parse_from([
+            "probe".to_owned(),
+            format!("--database-url=postgres://weft:{MARKER}@db/weft"),
+            format!("--amqp-url=amqp://weft:{MARKER}@broker/%2f"),
+            format!("--master-keys=k1:{KEY}"),
+            format!("--admin-token={MARKER}{MARKER}"),
+        ])
+        .expect("valid");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(MARKER), "{debug}");
+        assert!(!debug.contains(KEY), "{debug}");
+        assert!(debug.contains("k1"), "key ids are shown: {debug}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_files_the_file_variants_name() {
+        let dir =
+            std::env::temp_dir().join(format!("weft-config-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir).expect("temp dir");
+        let file = |name: &str, content: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).expect("written");
+            path.to_str().expect("UTF-8").to_owned()
+        };
+        let amqp_url = format!("amqp://weft:{MARKER}@broker/%2f");
+        let config = Secrets::try_parse_from([
+            "probe".to_owned(),
+            "--database-url-file".to_owned(),
+            file("db", format!("postgres://weft:{MARKER}@db.internal/weft\n")),
+            "--amqp-url-file".to_owned(),
+            file("amqp", format!("{amqp_url}\n")),
+            "--master-keys-file".to_owned(),
+            file("keys", format!("k7:{KEY}\n")),
+            "--admin-token-file".to_owned(),
+            file("token", format!("{MARKER}{MARKER}\r\n")),
+        ])
+        .expect("valid");
+        std::fs::remove_dir_all(&dir).expect("removed");
+        assert_eq!(
+            config.database.database_url.get_password(),
+            Some(MARKER.as_bytes())
+        );
+        assert_eq!(
+            config.database.database_url.get_hosts(),
+            [tokio_postgres::config::Host::Tcp("db.internal".to_owned())]
+        );
+        assert_eq!(config.broker.amqp_url.expose_secret(), amqp_url);
+        assert!(format!("{:?}", config.keys.master_keys).contains("k7"));
+        assert_eq!(
+            config
+                .admin
+                .admin_token
+                .as_ref()
+                .map(|t| t.expose_secret().to_owned()),
+            Some(format!("{MARKER}{MARKER}"))
+        );
+    }
+
+    #[test]
+    fn a_secret_given_both_ways_is_refused_naming_both() {
+        let error = Secrets::try_parse_from([
+            "probe".to_owned(),
+            format!("--master-keys=k1:{KEY}"),
+            "--database-url=postgres://db/weft".to_owned(),
+            "--database-url-file=/nonexistent".to_owned(),
+        ])
+        .expect_err("both given");
+        assert_eq!(
+            one_line(&error.render().to_string()),
+            "error: WEFT_DATABASE_URL and WEFT_DATABASE_URL_FILE are both set: set only one of them"
+        );
+    }
+
+    #[test]
+    fn without_settings_the_urls_are_the_local_defaults() {
+        let config =
+            Secrets::try_parse_from(["probe".to_owned(), format!("--master-keys=k1:{KEY}")])
+                .expect("valid");
+        assert_eq!(config.broker.amqp_url.expose_secret(), DEFAULT_AMQP_URL);
+        assert_eq!(config.database.database_url.get_dbname(), Some("weft"));
+        assert!(config.admin.admin_token.is_none());
     }
 }

@@ -36,13 +36,16 @@ use tracing_subscriber::{EnvFilter, Layer, filter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("{variable} is `{value}`: only `http/protobuf` is supported")]
+    #[error(
+        "{variable} is `{value}`: only `http/protobuf` (OTLP over HTTP, port 4318) is supported"
+    )]
     Protocol {
         variable: &'static str,
         value: String,
     },
+    /// The exporter's message, with the endpoints' passwords masked: it quotes them.
     #[error("configuring the OTLP exporter (OTEL_EXPORTER_OTLP_*): {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    Exporter(String),
     #[error("exporting spans: {0}")]
     Export(#[from] OTelSdkError),
 }
@@ -119,6 +122,7 @@ pub fn init_with(
     log_format: &str,
     traces: Traces,
 ) -> Result<Telemetry, TelemetryError> {
+    let from_env = matches!(traces, Traces::FromEnv);
     let provider = tracer_provider(service, traces)?;
     let logs_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = if log_format == "pretty" {
@@ -150,6 +154,12 @@ pub fn init_with(
     }
     if provider.is_some() {
         global::set_text_map_propagator(TraceContextPropagator::new());
+        if let Some(variable) = grpc_endpoint(env_value).filter(|_| from_env) {
+            tracing::warn!(
+                variable,
+                "{variable} points at port 4317, where collectors serve OTLP over gRPC: only OTLP over HTTP/protobuf is supported, on port 4318, and spans sent to 4317 are lost"
+            );
+        }
     }
     Ok(Telemetry { provider })
 }
@@ -168,7 +178,7 @@ fn tracer_provider(
     let (endpoint, delay) = match traces {
         Traces::Off => return Ok(None),
         Traces::FromEnv => {
-            check_protocol()?;
+            check_protocol(env_value)?;
             (None, None)
         }
         Traces::To { endpoint, delay } => (Some(endpoint), Some(delay)),
@@ -183,7 +193,10 @@ fn tracer_provider(
     if let Some(delay) = delay {
         batch = batch.with_scheduled_delay(delay);
     }
-    let processor = BatchSpanProcessor::builder(exporter.build()?)
+    let exporter = exporter
+        .build()
+        .map_err(|e| TelemetryError::Exporter(endpoints_masked(&e, env_value)))?;
+    let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(batch.build())
         .build();
     // The sampler comes from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG (parent-based
@@ -198,12 +211,12 @@ fn tracer_provider(
 
 /// Only OTLP/HTTP with protobuf is built in: another protocol is a configuration error,
 /// not something to fall back from silently.
-fn check_protocol() -> Result<(), TelemetryError> {
+fn check_protocol(env: impl Fn(&str) -> Option<String>) -> Result<(), TelemetryError> {
     for variable in [
         "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
         "OTEL_EXPORTER_OTLP_PROTOCOL",
     ] {
-        if let Ok(value) = std::env::var(variable) {
+        if let Some(value) = env(variable) {
             let value = value.trim();
             if value.is_empty() {
                 continue;
@@ -219,6 +232,38 @@ fn check_protocol() -> Result<(), TelemetryError> {
         }
     }
     Ok(())
+}
+
+/// The endpoint variable in effect (the signal's own one wins), if it names port 4317:
+/// the port of OTLP over gRPC, a common slip that would lose every span silently.
+fn grpc_endpoint(env: impl Fn(&str) -> Option<String>) -> Option<&'static str> {
+    let variable = [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .into_iter()
+    .find(|variable| env(variable).is_some_and(|value| !value.trim().is_empty()))?;
+    let endpoint = url::Url::parse(env(variable)?.trim()).ok()?;
+    (endpoint.port_or_known_default() == Some(4317)).then_some(variable)
+}
+
+/// An endpoint may carry credentials (`https://user:password@collector`), and the
+/// exporter's messages quote the endpoint whole.
+fn endpoints_masked(message: &dyn fmt::Display, env: impl Fn(&str) -> Option<String>) -> String {
+    let mut message = message.to_string();
+    for variable in [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ] {
+        if let Some(endpoint) = env(variable).filter(|endpoint| !endpoint.is_empty()) {
+            message = crate::config::masked(&message, &endpoint);
+        }
+    }
+    message
+}
+
+fn env_value(variable: &str) -> Option<String> {
+    std::env::var(variable).ok()
 }
 
 /// The SDK's resource (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`), named after the
@@ -538,6 +583,75 @@ mod tests {
         let text =
             String::from_utf8(captured.0.lock().expect("not poisoned").clone()).expect("UTF-8");
         serde_json::from_str(text.trim()).expect("one JSON line")
+    }
+
+    fn env_of<'a>(pairs: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |variable| {
+            pairs
+                .iter()
+                .find(|(name, _)| *name == variable)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    }
+
+    #[test]
+    fn only_the_http_protobuf_protocol_is_accepted_and_the_refusal_says_so() {
+        assert!(check_protocol(env_of(&[])).is_ok());
+        assert!(
+            check_protocol(env_of(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])).is_ok()
+        );
+        let refused = check_protocol(env_of(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]))
+            .expect_err("gRPC is not built in");
+        assert_eq!(
+            refused.to_string(),
+            "OTEL_EXPORTER_OTLP_PROTOCOL is `grpc`: only `http/protobuf` (OTLP over HTTP, port 4318) is supported"
+        );
+        // The signal's own variable takes precedence over the general one.
+        assert!(
+            check_protocol(env_of(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ]))
+            .is_ok()
+        );
+        assert!(
+            check_protocol(env_of(&[(
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                "http/json"
+            )]))
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn an_endpoint_on_the_grpc_port_is_noticed() {
+        let general = "OTEL_EXPORTER_OTLP_ENDPOINT";
+        let traces = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+        assert_eq!(grpc_endpoint(env_of(&[])), None);
+        assert_eq!(
+            grpc_endpoint(env_of(&[(general, "http://collector:4318")])),
+            None
+        );
+        assert_eq!(
+            grpc_endpoint(env_of(&[(general, "https://collector")])),
+            None
+        );
+        assert_eq!(
+            grpc_endpoint(env_of(&[(general, "http://collector.monitoring:4317")])),
+            Some(general)
+        );
+        assert_eq!(
+            grpc_endpoint(env_of(&[(traces, "http://collector:4317/v1/traces")])),
+            Some(traces)
+        );
+        assert_eq!(
+            grpc_endpoint(env_of(&[
+                (traces, "http://collector:4318/v1/traces"),
+                (general, "http://collector:4317"),
+            ])),
+            None,
+            "the signal's own endpoint is the one in effect"
+        );
     }
 
     #[test]

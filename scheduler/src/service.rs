@@ -10,6 +10,7 @@ use deadpool_postgres::Pool;
 use lapin::message::Delivery;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +58,7 @@ impl Scheduler {
         }
         let topology = Topology::new(&config.broker.namespace);
         let publisher = Publisher::new(
-            &config.broker.amqp_url,
+            config.broker.amqp_url.expose_secret(),
             "weft-scheduler publisher",
             topology,
         );
@@ -88,7 +89,7 @@ impl Scheduler {
         let mut tasks = JoinSet::new();
         let topology = self.publisher.topology().clone();
         let spec = |queue: String, name: &str| ConsumerSpec {
-            url: self.config.broker.amqp_url.clone(),
+            url: self.config.broker.amqp_url.expose_secret().to_owned(),
             topology: topology.clone(),
             queue,
             prefetch: self.config.prefetch,
@@ -222,7 +223,7 @@ impl Scheduler {
         ));
 
         let (url, metrics, queue_topology) = (
-            self.config.broker.amqp_url.clone(),
+            self.config.broker.amqp_url.expose_secret().to_owned(),
             self.metrics.clone(),
             topology.clone(),
         );

@@ -8,6 +8,7 @@
 
 mod database;
 mod fake_worker;
+pub mod startup;
 mod upstream;
 
 use std::future::Future;

@@ -2,9 +2,7 @@
 
 use std::net::SocketAddr;
 
-use weft_domain::crypto::KeyRing;
-use weft_runtime::config::{BrokerArgs, ProcessArgs};
-
+use weft_runtime::config::{BrokerArgs, MasterKeysArgs, ProcessArgs};
 use weft_runtime::egress::{EgressProxy, EgressProxyParser, EgressRule};
 
 #[derive(clap::Parser, Debug, Clone)]
@@ -18,14 +16,9 @@ pub struct Config {
     pub broker: BrokerArgs,
     #[command(flatten)]
     pub process: ProcessArgs,
-    /// Master keys that decrypt connection credentials: `key_id:base64(32 bytes)`, newest first.
-    #[arg(
-        long,
-        env = "WEFT_MASTER_KEYS",
-        value_name = "WEFT_MASTER_KEYS",
-        hide_env_values = true
-    )]
-    pub master_keys: KeyRing,
+    /// Master keys that decrypt connection credentials.
+    #[command(flatten)]
+    pub keys: MasterKeysArgs,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
         long,

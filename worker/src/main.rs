@@ -9,7 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let config: Config = weft_runtime::config::parse();
     // Dropped at the end of `main`, exporting the spans still buffered.
     let _telemetry = telemetry::init("weft-worker", &config.process.log_format)
-        .context("starting logs and traces (OTEL_*)")?;
+        .unwrap_or_else(|e| weft_runtime::config::refuse(&e));
     let ops = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| {

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weft_runtime::queue::{self, ConsumerSpec, Publisher, Topology};
@@ -32,13 +33,17 @@ pub struct Worker {
 impl Worker {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let topology = Topology::new(&config.broker.namespace);
-        let publisher = Publisher::new(&config.broker.amqp_url, "weft-worker publisher", topology);
+        let publisher = Publisher::new(
+            config.broker.amqp_url.expose_secret(),
+            "weft-worker publisher",
+            topology,
+        );
         let policy =
             EgressPolicy::new(config.egress_allow.clone()).through(config.egress_proxy.clone());
         let executor = Arc::new(Executor {
             engine: Engine::new(
                 policy,
-                config.master_keys.clone(),
+                config.keys.master_keys.clone(),
                 config.max_response_bytes,
             )?,
             publisher,
@@ -57,7 +62,7 @@ impl Worker {
         let token = CancellationToken::new();
         let topology = self.executor.publisher.topology().clone();
         let spec = ConsumerSpec {
-            url: self.config.broker.amqp_url.clone(),
+            url: self.config.broker.amqp_url.expose_secret().to_owned(),
             queue: topology.tasks(),
             topology,
             prefetch: self.config.concurrency,

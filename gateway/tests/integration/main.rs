@@ -9,4 +9,5 @@ mod limits;
 mod metrics;
 mod oauth;
 mod responses;
+mod startup;
 mod webhooks;

@@ -13,3 +13,4 @@ mod run_cache;
 mod runs;
 mod schedules;
 mod secrets;
+mod startup;

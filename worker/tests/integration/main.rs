@@ -6,3 +6,4 @@ mod builtin_manifests;
 mod connectors;
 mod redelivery;
 mod replies;
+mod startup;
