@@ -3,10 +3,11 @@
 
 use std::ffi::OsStr;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
-use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs};
+use weft_shared::config::{BrokerArgs, DatabaseArgs, ProcessArgs, parse_duration};
 use weft_shared::crypto::KeyRing;
 use weft_shared::egress::EgressRule;
 
@@ -89,6 +90,24 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub egress_allow: Vec<EgressRule>,
+    /// Longest a REST API request may take before it is answered 504. Webhooks get this
+    /// plus the longest `trigger.respond_timeout`; executing an action and testing a
+    /// connection wait for a worker under the action's own timeout instead.
+    #[arg(
+        long,
+        env = "WEFT_HTTP_REQUEST_TIMEOUT",
+        value_name = "WEFT_HTTP_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_positive_duration
+    )]
+    pub http_request_timeout: Duration,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("`{text}` must be longer than zero")),
+        duration => Ok(duration),
+    }
 }
 
 /// An absolute http(s) URL with no query or fragment; a trailing slash is dropped.

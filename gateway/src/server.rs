@@ -82,6 +82,7 @@ impl Gateway {
             input_schemas: Arc::new(InputSchemas::new()),
             public_url: Arc::from(config.public_url),
             oauth_http,
+            request_timeout: config.http_request_timeout,
         };
         Ok(Gateway {
             state,
