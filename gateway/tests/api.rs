@@ -407,3 +407,71 @@ async fn the_openapi_document_covers_every_endpoint() {
     }
     fleet.stop().await;
 }
+
+/// What client generators need: each operation named by a unique `operationId`, and each
+/// request body a named schema (generators name inline ones after the operation, and
+/// skip the operations whose names collide).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_operation_has_a_unique_id_and_every_body_a_named_schema() {
+    let fleet = Fleet::with(0, 0).await;
+    let document: Value = fleet
+        .client
+        .get(fleet.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let mut ids = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        let operations = item.as_object().expect("a path item");
+        for (method, operation) in operations
+            .iter()
+            .filter(|(m, _)| methods.contains(&m.as_str()))
+        {
+            let name = format!("{method} {path}");
+            match operation["operationId"].as_str() {
+                None => problems.push(format!("{name}: no operationId")),
+                Some(id) => {
+                    if let Some(other) = ids.insert(id.to_owned(), name.clone()) {
+                        problems.push(format!("{name}: operationId {id} is also {other}'s"));
+                    }
+                }
+            }
+            let content = operation["requestBody"]["content"].as_object();
+            for (media_type, body) in content.into_iter().flatten() {
+                if !body["schema"]["$ref"].is_string() {
+                    problems.push(format!(
+                        "{name}: the {media_type} body is an inline schema {}",
+                        body["schema"]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // Integrators' code calls these names: they must not change.
+    for (id, path, method) in [
+        ("createScenario", "/api/v1/scenarios", "post"),
+        ("updateScenario", "/api/v1/scenarios/{id}", "put"),
+        (
+            "activateScenario",
+            "/api/v1/scenarios/{id}/activate",
+            "post",
+        ),
+        ("startRun", "/api/v1/scenarios/{id}/runs", "post"),
+        ("getRun", "/api/v1/runs/{id}", "get"),
+        ("deliverWebhook", "/hooks/{token}", "post"),
+    ] {
+        assert_eq!(
+            document["paths"][path][method]["operationId"], id,
+            "{method} {path}"
+        );
+    }
+    fleet.stop().await;
+}

@@ -488,6 +488,7 @@ fn empty_object() -> Value {
 /// their OAuth flow completes.
 #[utoipa::path(
     post,
+    operation_id = "createConnection",
     path = "/api/v1/connections",
     tag = "connections",
     security(("api_key" = [])),
@@ -606,6 +607,7 @@ pub struct ListQuery {
 /// List connections, newest first.
 #[utoipa::path(
     get,
+    operation_id = "listConnections",
     path = "/api/v1/connections",
     tag = "connections",
     security(("api_key" = [])),
@@ -651,6 +653,7 @@ pub async fn list(
 /// Read a connection (never its credentials).
 #[utoipa::path(
     get,
+    operation_id = "getConnection",
     path = "/api/v1/connections/{id}",
     tag = "connections",
     security(("api_key" = [])),
@@ -698,6 +701,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
 /// Change a connection's name, config, credentials or rate limit.
 #[utoipa::path(
     patch,
+    operation_id = "updateConnection",
     path = "/api/v1/connections/{id}",
     tag = "connections",
     security(("api_key" = [])),
@@ -866,6 +870,7 @@ fn open_for_merge(
 /// Delete a connection. Scenarios that name it fail at their next run of it.
 #[utoipa::path(
     delete,
+    operation_id = "deleteConnection",
     path = "/api/v1/connections/{id}",
     tag = "connections",
     security(("api_key" = [])),
@@ -908,6 +913,7 @@ pub struct TestResult {
 /// Test a connection: its connector's `test` request, sent by a worker like any action.
 #[utoipa::path(
     post,
+    operation_id = "testConnection",
     path = "/api/v1/connections/{id}/test",
     tag = "connections",
     security(("api_key" = [])),

@@ -19,8 +19,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::any;
 use axum::{Extension, Router, middleware};
-use utoipa::openapi::OpenApi as OpenApiDocument;
+use utoipa::openapi::schema::ObjectBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as OpenApiDocument, Ref};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -39,7 +40,7 @@ use crate::state::AppState;
     // Registered with `any` below rather than through `routes!`, which takes a fixed
     // list of methods.
     paths(hooks::receive),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &WebhookMethods),
     tags(
         (name = "admin", description = "Workspaces; needs the admin token"),
         (name = "connectors", description = "The connector catalog: built-ins and the workspace's own manifests; running one action directly"),
@@ -68,6 +69,44 @@ impl Modify for SecuritySchemes {
         };
         components.add_security_scheme("api_key", bearer("A workspace API key (`weft_…`)"));
         components.add_security_scheme("admin_token", bearer("The gateway's WEFT_ADMIN_TOKEN"));
+    }
+}
+
+/// `/hooks/{token}` is one handler for every method, documented once: each method gets an
+/// operation id of its own (generators need them unique; POST keeps the plain name), and
+/// the body, which may be anything, a named schema.
+struct WebhookMethods;
+
+impl Modify for WebhookMethods {
+    fn modify(&self, openapi: &mut OpenApiDocument) {
+        const PAYLOAD: &str = "WebhookPayload";
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            PAYLOAD.to_owned(),
+            ObjectBuilder::new()
+                .description(Some("Any body, up to the webhook body limit; captured by its content type (JSON, form fields, text)"))
+                .into(),
+        );
+        let Some(hooks) = openapi.paths.paths.get_mut("/hooks/{token}") else {
+            return;
+        };
+        let methods = [
+            (&mut hooks.post, ""),
+            (&mut hooks.put, "Put"),
+            (&mut hooks.patch, "Patch"),
+            (&mut hooks.get, "Get"),
+            (&mut hooks.delete, "Delete"),
+        ];
+        for (operation, suffix) in methods {
+            let Some(operation) = operation else { continue };
+            if let Some(id) = &mut operation.operation_id {
+                id.push_str(suffix);
+            }
+            let bodies = operation.request_body.iter_mut();
+            for content in bodies.flat_map(|body| body.content.values_mut()) {
+                content.schema = Some(Ref::from_schema_name(PAYLOAD).into());
+            }
+        }
     }
 }
 
@@ -146,6 +185,7 @@ pub fn router(state: AppState) -> Router {
 /// This OpenAPI document.
 #[utoipa::path(
     get,
+    operation_id = "getOpenApiDocument",
     path = "/api/v1/openapi.json",
     tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))

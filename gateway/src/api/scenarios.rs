@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json as Jsonb;
@@ -74,6 +74,13 @@ impl FromStr for ScenarioStatus {
             })
     }
 }
+
+/// A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`. Checked as
+/// a whole when saved.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct ScenarioDefinition(pub Value);
 
 /// A scenario as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -269,10 +276,11 @@ async fn sync_signature(
 /// Create a scenario (version 1, status `draft`).
 #[utoipa::path(
     post,
+    operation_id = "createScenario",
     path = "/api/v1/scenarios",
     tag = "scenarios",
     security(("api_key" = [])),
-    request_body(content = Object, description = "A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`. A `trigger.signature.secret` is stored encrypted and never shown: reads show `\"secret_set\": true`"),
+    request_body(content = ScenarioDefinition, description = "A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`. A `trigger.signature.secret` is stored encrypted and never shown: reads show `\"secret_set\": true`"),
     responses(
         (status = 201, description = "Scenario created", body = ScenarioView),
         (status = 400, description = "Invalid definition (`invalid_scenario`, with `details.problems`) or malformed JSON", body = ErrorBody),
@@ -285,7 +293,7 @@ async fn sync_signature(
 pub async fn create(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiJson(definition): ApiJson<Value>,
+    ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<(StatusCode, Json<ScenarioView>), ApiError> {
     let mut client = state.pool.get().await?;
     let scenario = validate(&client, workspace, &definition).await?;
@@ -330,6 +338,7 @@ pub async fn create(
 /// List scenarios, newest first.
 #[utoipa::path(
     get,
+    operation_id = "listScenarios",
     path = "/api/v1/scenarios",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -373,6 +382,7 @@ pub async fn list(
 /// Read a scenario, with its current definition.
 #[utoipa::path(
     get,
+    operation_id = "getScenario",
     path = "/api/v1/scenarios/{id}",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -413,11 +423,12 @@ pub async fn get(
 /// Save a new version of a scenario.
 #[utoipa::path(
     put,
+    operation_id = "updateScenario",
     path = "/api/v1/scenarios/{id}",
     tag = "scenarios",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Scenario id")),
-    request_body(content = Object, description = "The new definition (DESIGN §4). Without `trigger.signature.secret`, the stored secret is kept if the scheme is unchanged"),
+    request_body(content = ScenarioDefinition, description = "The new definition (DESIGN §4). Without `trigger.signature.secret`, the stored secret is kept if the scheme is unchanged"),
     responses(
         (status = 200, description = "Saved as a new version", body = ScenarioView),
         (status = 400, description = "Invalid definition (`invalid_scenario`, with `details.problems`), malformed JSON or id", body = ErrorBody),
@@ -432,7 +443,7 @@ pub async fn update(
     State(state): State<AppState>,
     workspace: Workspace,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(definition): ApiJson<Value>,
+    ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<Json<ScenarioView>, ApiError> {
     let mut client = state.pool.get().await?;
     let scenario = validate(&client, workspace, &definition).await?;
@@ -481,6 +492,7 @@ pub async fn update(
 /// Delete a scenario. Its runs stay readable; its webhook stops at once.
 #[utoipa::path(
     delete,
+    operation_id = "deleteScenario",
     path = "/api/v1/scenarios/{id}",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -529,6 +541,7 @@ pub async fn delete(
 /// (ticks from before the activation, e.g. while it was paused, never fire).
 #[utoipa::path(
     post,
+    operation_id = "activateScenario",
     path = "/api/v1/scenarios/{id}/activate",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -555,6 +568,7 @@ pub async fn activate(
 /// activated again.
 #[utoipa::path(
     post,
+    operation_id = "pauseScenario",
     path = "/api/v1/scenarios/{id}/pause",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -604,6 +618,7 @@ async fn set_status(
 /// List a scenario's versions, newest first.
 #[utoipa::path(
     get,
+    operation_id = "listScenarioVersions",
     path = "/api/v1/scenarios/{id}/versions",
     tag = "scenarios",
     security(("api_key" = [])),
