@@ -101,6 +101,16 @@ pub struct Config {
         value_parser = parse_positive_duration
     )]
     pub http_request_timeout: Duration,
+    /// Longest run timeout (`settings.timeout`) a scenario may be saved with; one asking
+    /// for more is refused, naming the cap.
+    #[arg(
+        long,
+        env = "WEFT_MAX_RUN_TIMEOUT",
+        value_name = "WEFT_MAX_RUN_TIMEOUT",
+        default_value = "1h",
+        value_parser = parse_positive_duration
+    )]
+    pub max_run_timeout: Duration,
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {

@@ -35,4 +35,6 @@ pub struct AppState {
     pub oauth_http: GuardedClient,
     /// `WEFT_HTTP_REQUEST_TIMEOUT`.
     pub request_timeout: Duration,
+    /// `WEFT_MAX_RUN_TIMEOUT`: the longest `settings.timeout` a scenario is saved with.
+    pub max_run_timeout: Duration,
 }

@@ -475,3 +475,118 @@ async fn every_operation_has_a_unique_id_and_every_body_a_named_schema() {
     }
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_scenario_shows_its_whole_url_under_the_public_url() {
+    let fleet = Fleet::with(0, 0).await;
+    let workspace = fleet.workspace().await;
+    let (status, created) = fleet
+        .call(
+            &workspace,
+            "POST",
+            "/api/v1/scenarios",
+            Some(scenario(json!([transform("t", &[], json!({}))]))),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let path = created["webhook"]["path"].as_str().expect("a path");
+    // The fleet's WEFT_PUBLIC_URL is its API's address.
+    assert_eq!(
+        created["webhook"]["url"],
+        json!(fleet.url(path)),
+        "{created}"
+    );
+    let id = created["id"].as_str().expect("id");
+    for (method, read) in [
+        ("GET", format!("/api/v1/scenarios/{id}")),
+        ("POST", format!("/api/v1/scenarios/{id}/activate")),
+    ] {
+        let (status, body) = fleet.call(&workspace, method, &read, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["webhook"]["url"], json!(fleet.url(path)), "{read}");
+    }
+    let (_, listed) = fleet
+        .call(&workspace, "GET", "/api/v1/scenarios", None)
+        .await;
+    assert_eq!(listed["items"][0]["webhook"]["url"], json!(fleet.url(path)));
+    // The URL is the one that works.
+    let response = fleet
+        .client
+        .post(created["webhook"]["url"].as_str().expect("a url"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), 202);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_timeout_over_the_cap_is_refused_when_saved_naming_the_cap() {
+    let fleet = Fleet::with(0, 0).await;
+    let workspace = fleet.workspace().await;
+    let with_timeout = |timeout: &str| {
+        let mut definition = scenario(json!([transform("t", &[], json!({}))]));
+        definition["settings"] = json!({"timeout": timeout});
+        definition
+    };
+    let (status, body) = fleet
+        .call(
+            &workspace,
+            "POST",
+            "/api/v1/scenarios",
+            Some(with_timeout("2h")),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_scenario");
+    let found = problems(&body);
+    assert!(
+        found.len() == 1
+            && found[0].starts_with("-/settings.timeout/")
+            && found[0].contains("2h")
+            && found[0].contains("1h")
+            && found[0].contains("WEFT_MAX_RUN_TIMEOUT"),
+        "{found:?}"
+    );
+
+    let (status, created) = fleet
+        .call(
+            &workspace,
+            "POST",
+            "/api/v1/scenarios",
+            Some(with_timeout("1h")),
+        )
+        .await;
+    assert_eq!(status, 201, "at the cap: {created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, body) = fleet
+        .call(
+            &workspace,
+            "PUT",
+            &format!("/api/v1/scenarios/{id}"),
+            Some(with_timeout("90m")),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        problems(&body)
+            .iter()
+            .any(|p| p.starts_with("-/settings.timeout/") && p.contains("1h")),
+        "{body}"
+    );
+    let (_, versions) = fleet
+        .call(
+            &workspace,
+            "GET",
+            &format!("/api/v1/scenarios/{id}/versions"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        versions["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing saved"
+    );
+    fleet.stop().await;
+}

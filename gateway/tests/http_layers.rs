@@ -226,3 +226,56 @@ async fn json_responses_are_compressed_for_callers_that_accept_it() {
     eprintln!("run detail of a 50-node run: {plain} bytes, gzip {gzip} bytes, br {br} bytes");
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loopback_public_url_on_a_gateway_listening_beyond_loopback_is_warned_about() {
+    logs();
+    let db = weft_testkit::TestDatabase::create().await;
+    let namespace = format!("weft_test_{}", uuid::Uuid::new_v4().simple());
+    let config = <weft_gateway::Config as clap::Parser>::try_parse_from([
+        "weft-gateway",
+        "--database-url",
+        &db.url,
+        "--amqp-url",
+        &weft_testkit::amqp_url(),
+        "--namespace",
+        &namespace,
+        "--master-keys",
+        "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        "--public-url",
+        "http://localhost:8080",
+    ])
+    .expect("valid configuration");
+    let gateway = weft_gateway::Gateway::new(config)
+        .await
+        .expect("gateway starts");
+    let api = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind every interface");
+    let ops = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind ops port");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(gateway.serve(api, ops, async move {
+        let _ = stopped.await;
+    }));
+    let warned = |line: &String| {
+        line.contains("WARN") && line.contains("WEFT_PUBLIC_URL is a loopback address")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !logs().lines().iter().any(warned) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warning about WEFT_PUBLIC_URL: {:?}",
+            logs().lines()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        logs().lines().iter().filter(|l| warned(l)).count(),
+        1,
+        "one line"
+    );
+    let _ = stop.send(());
+    served.await.expect("serve ends").expect("served");
+}

@@ -5,6 +5,7 @@
 //! `webhook_signatures`, and the stored definition shows `"secret_set": true` instead.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -107,6 +108,8 @@ pub struct WebhookEndpoint {
     pub token: String,
     /// `/hooks/<token>`, relative to the gateway's address.
     pub path: String,
+    /// The whole URL to give the sender: `<WEFT_PUBLIC_URL>/hooks/<token>`.
+    pub url: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -116,16 +119,21 @@ pub struct VersionView {
 }
 
 impl ScenarioView {
-    fn from_row(row: &Row) -> Result<Self, ApiError> {
+    /// `public_url` is `WEFT_PUBLIC_URL`, which webhook URLs start with.
+    fn from_row(row: &Row, public_url: &str) -> Result<Self, ApiError> {
         let token: Option<String> = row.try_get("webhook_token")?;
         Ok(Self {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             version: row.try_get("current_version")?,
             status: row.try_get::<_, &str>("status")?.parse()?,
-            webhook: token.map(|token| WebhookEndpoint {
-                path: format!("/hooks/{token}"),
-                token,
+            webhook: token.map(|token| {
+                let path = format!("/hooks/{token}");
+                WebhookEndpoint {
+                    url: format!("{public_url}{path}"),
+                    path,
+                    token,
+                }
             }),
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
@@ -135,19 +143,26 @@ impl ScenarioView {
 }
 
 /// Validates a definition (DESIGN §4) against the connectors and connections of the
-/// workspace; a 400 lists every problem found.
+/// workspace and the longest run timeout allowed (`WEFT_MAX_RUN_TIMEOUT`); a 400 lists
+/// every problem found.
 async fn validate(
     client: &impl GenericClient,
     workspace: Workspace,
     definition: &Value,
+    max_run_timeout: Duration,
 ) -> Result<Scenario, ApiError> {
     let catalog = WorkspaceCatalog::load(client, workspace, definition).await?;
-    check(definition, &catalog)
+    check(definition, &catalog, max_run_timeout)
 }
 
-fn check(definition: &Value, catalog: &WorkspaceCatalog) -> Result<Scenario, ApiError> {
+fn check(
+    definition: &Value,
+    catalog: &WorkspaceCatalog,
+    max_run_timeout: Duration,
+) -> Result<Scenario, ApiError> {
     let scenario = Scenario::parse(definition, catalog).map_err(invalid_scenario)?;
-    let problems = catalog.check_references(&scenario);
+    let mut problems = catalog.check_references(&scenario);
+    problems.extend(scenario.run_timeout_over(max_run_timeout));
     if !problems.is_empty() {
         return Err(invalid_scenario(Invalid(problems)));
     }
@@ -296,7 +311,7 @@ pub async fn create(
     ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<(StatusCode, Json<ScenarioView>), ApiError> {
     let mut client = state.pool.get().await?;
-    let scenario = validate(&client, workspace, &definition).await?;
+    let scenario = validate(&client, workspace, &definition, state.max_run_timeout).await?;
     let id = Uuid::now_v7();
 
     let transaction = client.transaction().await?;
@@ -332,7 +347,10 @@ pub async fn create(
         )
         .await?;
     transaction.commit().await?;
-    Ok((StatusCode::CREATED, Json(ScenarioView::from_row(&row)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(ScenarioView::from_row(&row, &state.public_url)?),
+    ))
 }
 
 /// List scenarios, newest first.
@@ -374,7 +392,7 @@ pub async fn list(
         .await?;
     let items = rows
         .iter()
-        .map(ScenarioView::from_row)
+        .map(|row| ScenarioView::from_row(row, &state.public_url))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(List::new(items, &page, |scenario| scenario.id)))
 }
@@ -415,7 +433,7 @@ pub async fn get(
         .query_opt(&statement, &[&id, &workspace.id])
         .await?
         .ok_or(ApiError::NotFound("scenario"))?;
-    let mut scenario = ScenarioView::from_row(&row)?;
+    let mut scenario = ScenarioView::from_row(&row, &state.public_url)?;
     scenario.definition = Some(row.try_get("definition")?);
     Ok(Json(scenario))
 }
@@ -446,7 +464,7 @@ pub async fn update(
     ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<Json<ScenarioView>, ApiError> {
     let mut client = state.pool.get().await?;
-    let scenario = validate(&client, workspace, &definition).await?;
+    let scenario = validate(&client, workspace, &definition, state.max_run_timeout).await?;
 
     let transaction = client.transaction().await?;
     // The row lock serializes concurrent saves, so each gets its own version number.
@@ -486,7 +504,7 @@ pub async fn update(
         )
         .await?;
     transaction.commit().await?;
-    Ok(Json(ScenarioView::from_row(&row)?))
+    Ok(Json(ScenarioView::from_row(&row, &state.public_url)?))
 }
 
 /// Delete a scenario. Its runs stay readable; its webhook stops at once.
@@ -612,7 +630,7 @@ async fn set_status(
         .query_opt(&statement, &[&id, &workspace.id, &status.as_str()])
         .await?
         .ok_or(ApiError::NotFound("scenario"))?;
-    ScenarioView::from_row(&row)
+    ScenarioView::from_row(&row, &state.public_url)
 }
 
 /// List a scenario's versions, newest first.
@@ -677,11 +695,15 @@ pub async fn versions(
 mod tests {
     use super::*;
 
+    /// WEFT_MAX_RUN_TIMEOUT's default.
+    const DEFAULT_MAX_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+
     #[test]
     fn invalid_definitions_list_their_problems() {
         let error = check(
             &json!({"name": "", "trigger": {"type": "webhook"}, "nodes": []}),
             &WorkspaceCatalog::default(),
+            DEFAULT_MAX_RUN_TIMEOUT,
         )
         .expect_err("invalid");
         let ApiError::BadRequest { code, details, .. } = &error else {
@@ -702,7 +724,12 @@ mod tests {
             "name": "n", "trigger": {"type": "manual"},
             "nodes": [{"id": "post", "type": "action", "connector": "slack", "action": slack.actions[0].key}]
         });
-        let error = check(&definition, &WorkspaceCatalog::default()).expect_err("no connection");
+        let error = check(
+            &definition,
+            &WorkspaceCatalog::default(),
+            DEFAULT_MAX_RUN_TIMEOUT,
+        )
+        .expect_err("no connection");
         let ApiError::BadRequest { details, .. } = &error else {
             panic!("expected a 400, got {error:?}");
         };
