@@ -8,9 +8,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-# Broker namespaces of test runs: the testkit's (testkit/src/lib.rs, weft_test_<uuid>)
-# and schemathesis.sh's (weft_st_<time>_<pid>).
-TEST_NAMESPACES='^(weft_test_|weft_st_)'
+# Broker namespaces of test runs: the testkit's (testkit/src/lib.rs, weft_test_<uuid>),
+# schemathesis.sh's (weft_st_<time>_<pid>) and clients.sh's (weft_cl_<time>_<pid>).
+TEST_NAMESPACES='^(weft_test_|weft_st_|weft_cl_)'
 
 # A test process killed before its cleanup (a cancelled run, a timeout) leaves its
 # namespace's queues on the shared broker, where they pile up run after run. Deletes the
@@ -39,12 +39,12 @@ sweep_test_queues() {
         }
     ' <<<"$listing")"
     if [[ -z "$names" ]]; then
-        echo "test: no leftover test queues (weft_test_*, weft_st_*) on the shared broker"
+        echo "test: no leftover test queues (weft_test_*, weft_st_*, weft_cl_*) on the shared broker"
         return 0
     fi
     local deleted
     if deleted="$(rabbitmqctl -q eval "length([N || N <- [$names], {ok, Q} <- [rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>, queue, N))], element(1, rabbit_amqqueue:delete(Q, false, false, <<\"weft-test-sweep\">>)) =:= ok])." 2>&1)"; then
-        echo "test: deleted $deleted leftover test queues (weft_test_*, weft_st_*) from the shared broker"
+        echo "test: deleted $deleted leftover test queues (weft_test_*, weft_st_*, weft_cl_*) from the shared broker"
     else
         echo "test: leftover test queues not swept: rabbitmqctl eval failed: ${deleted%%$'\n'*}"
     fi
@@ -75,6 +75,9 @@ fi
 # (and workers) against the local services.
 echo "test: schemathesis against the served OpenAPI document"
 WEFT_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug" bash deploy/local/schemathesis.sh
+
+echo "test: client generators (openapi-python-client, openapi-typescript) and the generated Python client"
+WEFT_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug" bash deploy/local/clients.sh
 
 echo "test: load tester smoke run (a short chain4 against a fleet it starts)"
 bash deploy/local/loadtest-smoke.sh

@@ -441,6 +441,22 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// The run timeout (`settings.timeout`, [`DEFAULT_RUN_TIMEOUT`] when absent) as a
+    /// problem when it is over `max`, the longest the installation allows. Not part of
+    /// [`Scenario::parse`]: only saving a scenario checks it, so lowering `max` leaves the
+    /// saved ones runnable.
+    pub fn run_timeout_over(&self, max: Duration) -> Option<Problem> {
+        (self.timeout > max).then(|| Problem {
+            node: None,
+            field: "settings.timeout".into(),
+            message: format!(
+                "{} is over the longest run timeout allowed here, {} (WEFT_MAX_RUN_TIMEOUT)",
+                humantime::format_duration(self.timeout),
+                humantime::format_duration(max)
+            ),
+        })
+    }
+
     pub fn node(&self, id: &str) -> Option<&Node> {
         self.index.get(id).map(|&i| &self.nodes[i])
     }
@@ -1415,6 +1431,31 @@ mod tests {
         assert_eq!(scenario.nodes.len(), 3);
         assert_eq!(scenario.trigger, TriggerKind::Webhook);
         assert_eq!(scenario.timeout, DEFAULT_RUN_TIMEOUT);
+    }
+
+    #[test]
+    fn a_run_timeout_over_the_cap_is_a_problem_naming_both() {
+        let definition = |settings: Value| {
+            json!({"name": "n", "trigger": {"type": "manual"}, "settings": settings,
+                   "nodes": [{"id": "t", "type": "transform", "output": {}}]})
+        };
+        let hour = Duration::from_secs(3600);
+        let long =
+            Scenario::parse(&definition(json!({"timeout": "2h"})), &BuiltinCatalog).expect("valid");
+        let problem = long.run_timeout_over(hour).expect("over the cap");
+        assert_eq!(problem.field, "settings.timeout");
+        assert!(
+            problem.message.contains("2h") && problem.message.contains("1h"),
+            "{}",
+            problem.message
+        );
+        assert!(long.run_timeout_over(2 * hour).is_none(), "at the cap");
+        let default = Scenario::parse(&definition(json!({})), &BuiltinCatalog).expect("valid");
+        assert!(default.run_timeout_over(hour).is_none());
+        assert!(
+            default.run_timeout_over(DEFAULT_RUN_TIMEOUT / 2).is_some(),
+            "the default counts when no timeout is given"
+        );
     }
 
     #[test]

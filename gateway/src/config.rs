@@ -2,8 +2,11 @@
 //! as flags.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use weft_runtime::config::{AdminTokenArgs, BrokerArgs, DatabaseArgs, MasterKeysArgs, ProcessArgs};
+use weft_runtime::config::{
+    AdminTokenArgs, BrokerArgs, DatabaseArgs, MasterKeysArgs, ProcessArgs, parse_duration,
+};
 use weft_runtime::egress::{EgressProxy, EgressProxyParser, EgressRule};
 
 // Value names are the variables' names, so clap's one-line errors name the variable.
@@ -89,6 +92,34 @@ pub struct Config {
         value_parser = EgressProxyParser
     )]
     pub egress_proxy: Option<EgressProxy>,
+    /// Longest a REST API request may take before it is answered 504. Webhooks get this
+    /// plus the longest `trigger.respond_timeout`; executing an action and testing a
+    /// connection wait for a worker under the action's own timeout instead.
+    #[arg(
+        long,
+        env = "WEFT_HTTP_REQUEST_TIMEOUT",
+        value_name = "WEFT_HTTP_REQUEST_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_positive_duration
+    )]
+    pub http_request_timeout: Duration,
+    /// Longest run timeout (`settings.timeout`) a scenario may be saved with; one asking
+    /// for more is refused, naming the cap.
+    #[arg(
+        long,
+        env = "WEFT_MAX_RUN_TIMEOUT",
+        value_name = "WEFT_MAX_RUN_TIMEOUT",
+        default_value = "1h",
+        value_parser = parse_positive_duration
+    )]
+    pub max_run_timeout: Duration,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("`{text}` must be longer than zero")),
+        duration => Ok(duration),
+    }
 }
 
 /// An absolute http(s) URL with no query or fragment; a trailing slash is dropped.

@@ -69,6 +69,9 @@ pub enum ApiError {
     /// A bug or an unexpected database error: logged, never shown to the client.
     #[error("internal error")]
     Internal(#[source] Source),
+    /// A handler panicked: a bug. Its text is only in the log, found by the request id.
+    #[error("internal error; quote request id {request_id} when reporting it")]
+    Panicked { request_id: String },
 }
 
 impl ApiError {
@@ -100,7 +103,7 @@ impl ApiError {
             }
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -121,13 +124,14 @@ impl ApiError {
             Self::BrokerUnavailable => "broker_unavailable",
             Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Timeout(_) => "timeout",
-            Self::Internal(_) => "internal",
+            Self::Internal(_) | Self::Panicked { .. } => "internal",
         }
     }
 
     fn body(&self) -> ErrorBody {
         let details = match self {
             Self::BadRequest { details, .. } => details.clone(),
+            Self::Panicked { request_id } => serde_json::json!({ "request_id": request_id }),
             _ => Value::Null,
         };
         ErrorBody {

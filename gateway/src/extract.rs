@@ -37,15 +37,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 }
 
 /// A JSON payload that may be left out: an empty body reads as `{}`.
-pub struct OptionalJson(pub Value);
+pub struct OptionalJson<T = Value>(pub T);
 
-impl FromRequest<AppState> for OptionalJson {
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (is_json, bytes) = buffer(request, state).await?;
         if bytes.is_empty() {
-            return Ok(Self(Value::Object(serde_json::Map::new())));
+            return parse(b"{}").map(Self);
         }
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);

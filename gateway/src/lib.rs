@@ -20,6 +20,7 @@
 //! - `paging`: `limit`/`cursor` parameters and the `{items, next_cursor}` list shape.
 //! - `error`: every way a request fails, mapped to a status and a JSON body.
 //! - `metrics`: the gateway's Prometheus metrics.
+//! - `layers`: what wraps every request: request id, timeout, panics, compression.
 //! - `spans`: the server span of every request.
 //! - `state`: what every handler shares.
 
@@ -32,6 +33,7 @@ mod direct;
 mod enqueue;
 mod error;
 mod extract;
+mod layers;
 mod metrics;
 mod paging;
 mod replies;

@@ -3,12 +3,14 @@
 //! port 0 and stop it at will).
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::middleware::from_fn;
 use deadpool_postgres::Pool;
 use prometheus::Registry;
+use reqwest::Url;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -90,6 +92,8 @@ impl Gateway {
             input_schemas: Arc::new(InputSchemas::new()),
             public_url: Arc::from(config.public_url),
             oauth_http,
+            request_timeout: config.http_request_timeout,
+            max_run_timeout: config.max_run_timeout,
         };
         Ok(Gateway {
             state,
@@ -116,6 +120,15 @@ impl Gateway {
             shutdown_timeout,
             amqp_url,
         } = self;
+        if let Ok(listening) = api.local_addr()
+            && loopback_only(&state.public_url, listening)
+        {
+            tracing::warn!(
+                public_url = %state.public_url,
+                %listening,
+                "WEFT_PUBLIC_URL is a loopback address but the gateway listens on other interfaces: the webhook URLs and OAuth redirect URIs it hands out reach only this machine; set WEFT_PUBLIC_URL to the address senders and browsers use"
+            );
+        }
         let stop = CancellationToken::new();
         // Stopped only after the servers: requests draining at shutdown may be waiting for
         // a reply.
@@ -162,6 +175,24 @@ impl Gateway {
     }
 }
 
+/// Whether `public_url` reaches only this machine while the gateway listens on others'
+/// behalf too: a deployment that kept the local default.
+fn loopback_only(public_url: &str, listening: SocketAddr) -> bool {
+    let Some(host) = Url::parse(public_url)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+    else {
+        return false;
+    };
+    // An IPv6 host comes in brackets.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost"),
+    };
+    loopback && !listening.ip().is_loopback()
+}
+
 fn readiness(pool: Pool, publisher: Arc<Publisher>) -> Readiness {
     Arc::new(move || {
         let pool = pool.clone();
@@ -172,4 +203,39 @@ fn readiness(pool: Pool, publisher: Arc<Publisher>) -> Readiness {
             vec![("database", database), ("broker", broker)]
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_public_url_is_flagged_only_when_listening_beyond_loopback() {
+        let everywhere: SocketAddr = "0.0.0.0:8080".parse().expect("an address");
+        let everywhere_v6: SocketAddr = "[::]:8080".parse().expect("an address");
+        let local: SocketAddr = "127.0.0.1:8080".parse().expect("an address");
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3",
+            "http://localhost:8080",
+            "http://LocalHost",
+            "http://weft.localhost",
+            "http://[::1]:8080",
+        ] {
+            assert!(loopback_only(url, everywhere), "{url}");
+            assert!(loopback_only(url, everywhere_v6), "{url}");
+            assert!(
+                !loopback_only(url, local),
+                "{url} on loopback is consistent"
+            );
+        }
+        for url in [
+            "https://weft.example.com",
+            "http://10.0.0.5:8080",
+            "http://[2001:db8::1]",
+            "http://localhost.example.com",
+        ] {
+            assert!(!loopback_only(url, everywhere), "{url}");
+        }
+    }
 }

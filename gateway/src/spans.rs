@@ -1,6 +1,7 @@
 //! A server span for every HTTP request, named and described by OpenTelemetry's HTTP
 //! conventions. It records the route template, never the path: a webhook's path is its
-//! token, a credential. Handlers fill in the run, scenario and workspace once known.
+//! token, a credential. It carries the request id, so every log line of the request does.
+//! Handlers fill in the run, scenario and workspace once known.
 //!
 //! The trace starts here: a `traceparent` sent by a caller is not continued, since
 //! anyone on the internet may call a webhook, and an untrusted parent would choose our
@@ -13,12 +14,15 @@ use axum::response::Response;
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use crate::layers;
+
 pub async fn server_span(request: Request, next: Next) -> Response {
     let method = method_name(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
+    let request_id = layers::request_id(&request);
     let span = tracing::info_span!(
         "request",
         otel.name = %match &route {
@@ -31,6 +35,7 @@ pub async fn server_span(request: Request, next: Next) -> Response {
         http.route = route.as_deref(),
         http.response.status_code = Empty,
         error.type = Empty,
+        weft.request_id = request_id.as_deref(),
         weft.run_id = Empty,
         weft.workspace_id = Empty,
         weft.scenario_id = Empty,

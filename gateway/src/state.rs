@@ -1,6 +1,7 @@
 //! What every handler shares. Cheap to clone: each field is a handle.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use weft_domain::crypto::KeyRing;
@@ -32,4 +33,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Calls OAuth token endpoints, under the same egress policy as the workers.
     pub oauth_http: GuardedClient,
+    /// `WEFT_HTTP_REQUEST_TIMEOUT`.
+    pub request_timeout: Duration,
+    /// `WEFT_MAX_RUN_TIMEOUT`: the longest `settings.timeout` a scenario is saved with.
+    pub max_run_timeout: Duration,
 }

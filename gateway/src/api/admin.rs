@@ -31,6 +31,7 @@ pub struct CreatedWorkspace {
 /// Create a workspace and its first API key.
 #[utoipa::path(
     post,
+    operation_id = "createWorkspace",
     path = "/api/v1/admin/workspaces",
     tag = "admin",
     security(("admin_token" = [])),

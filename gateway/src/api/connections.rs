@@ -405,6 +405,7 @@ fn empty_object() -> Value {
 /// their OAuth flow completes.
 #[utoipa::path(
     post,
+    operation_id = "createConnection",
     path = "/api/v1/connections",
     tag = "connections",
     security(("api_key" = [])),
@@ -523,6 +524,7 @@ pub struct ListQuery {
 /// List connections, newest first.
 #[utoipa::path(
     get,
+    operation_id = "listConnections",
     path = "/api/v1/connections",
     tag = "connections",
     security(("api_key" = [])),
@@ -568,6 +570,7 @@ pub async fn list(
 /// Read a connection (never its credentials).
 #[utoipa::path(
     get,
+    operation_id = "getConnection",
     path = "/api/v1/connections/{id}",
     tag = "connections",
     security(("api_key" = [])),
@@ -615,6 +618,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
 /// Change a connection's name, config, credentials or rate limit.
 #[utoipa::path(
     patch,
+    operation_id = "updateConnection",
     path = "/api/v1/connections/{id}",
     tag = "connections",
     security(("api_key" = [])),
@@ -783,6 +787,7 @@ fn open_for_merge(
 /// Delete a connection. Scenarios that name it fail at their next run of it.
 #[utoipa::path(
     delete,
+    operation_id = "deleteConnection",
     path = "/api/v1/connections/{id}",
     tag = "connections",
     security(("api_key" = [])),
@@ -825,6 +830,7 @@ pub struct TestResult {
 /// Test a connection: its connector's `test` request, sent by a worker like any action.
 #[utoipa::path(
     post,
+    operation_id = "testConnection",
     path = "/api/v1/connections/{id}/test",
     tag = "connections",
     security(("api_key" = [])),

@@ -111,6 +111,13 @@ fn trigger_summary(trigger: &Trigger) -> TriggerSummary {
     }
 }
 
+/// A connector manifest (DESIGN §5): `key`, `name`, `version`, `base_url`, `auth`,
+/// `connection_schema`, `test`, `actions`, `triggers`. Checked as a whole when saved.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct ConnectorManifest(pub Value);
+
 /// A connector as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Connector)]
@@ -242,6 +249,7 @@ fn key_of(source: &Value) -> Option<&str> {
 /// List the connectors this workspace can use: the built-ins and its own, by key.
 #[utoipa::path(
     get,
+    operation_id = "listConnectors",
     path = "/api/v1/connectors",
     tag = "connectors",
     security(("api_key" = [])),
@@ -306,6 +314,7 @@ fn connector_key(connector: &Connector) -> &str {
 /// Read a connector, with its full manifest.
 #[utoipa::path(
     get,
+    operation_id = "getConnector",
     path = "/api/v1/connectors/{key}",
     tag = "connectors",
     security(("api_key" = [])),
@@ -332,10 +341,11 @@ pub async fn get(
 /// Register a connector: a manifest (architecture §6) under a key not used in the workspace.
 #[utoipa::path(
     post,
+    operation_id = "createConnector",
     path = "/api/v1/connectors",
     tag = "connectors",
     security(("api_key" = [])),
-    request_body(content = Object, description = "A connector manifest (DESIGN §5): `key`, `name`, `version`, `base_url`, `auth`, `connection_schema`, `test`, `actions`, `triggers`"),
+    request_body(content = ConnectorManifest, description = "A connector manifest (DESIGN §5): `key`, `name`, `version`, `base_url`, `auth`, `connection_schema`, `test`, `actions`, `triggers`"),
     responses(
         (status = 201, description = "Registered (revision 1, or the next one if the key was deleted before)", body = ConnectorView),
         (status = 400, description = "Invalid manifest (`invalid_manifest`, with `details.problems`: `[{path, message}]`) or malformed JSON", body = ErrorBody),
@@ -349,7 +359,7 @@ pub async fn get(
 pub async fn create(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiJson(source): ApiJson<Value>,
+    ApiJson(ConnectorManifest(source)): ApiJson<ConnectorManifest>,
 ) -> Result<(StatusCode, Json<ConnectorView>), ApiError> {
     if let Some(key) = key_of(&source).filter(|key| is_builtin_key(key)) {
         return Err(builtin_conflict(key));
@@ -423,11 +433,12 @@ async fn store_version(
 /// started with; the next runs use this one.
 #[utoipa::path(
     put,
+    operation_id = "updateConnector",
     path = "/api/v1/connectors/{key}",
     tag = "connectors",
     security(("api_key" = [])),
     params(("key" = String, Path, description = "Connector key")),
-    request_body(content = Object, description = "The new manifest; its `key` must be the one in the path"),
+    request_body(content = ConnectorManifest, description = "The new manifest; its `key` must be the one in the path"),
     responses(
         (status = 200, description = "Saved as a new revision", body = ConnectorView),
         (status = 400, description = "Invalid manifest (`invalid_manifest`, with `details.problems`) or malformed JSON", body = ErrorBody),
@@ -443,7 +454,7 @@ pub async fn update(
     State(state): State<AppState>,
     workspace: Workspace,
     ApiPath(key): ApiPath<String>,
-    ApiJson(source): ApiJson<Value>,
+    ApiJson(ConnectorManifest(source)): ApiJson<ConnectorManifest>,
 ) -> Result<Json<ConnectorView>, ApiError> {
     if is_builtin_key(&key) {
         return Err(builtin_conflict(&key));
@@ -482,6 +493,7 @@ pub async fn update(
 /// its connections stay until deleted, but cannot be used.
 #[utoipa::path(
     delete,
+    operation_id = "deleteConnector",
     path = "/api/v1/connectors/{key}",
     tag = "connectors",
     security(("api_key" = [])),
@@ -582,6 +594,7 @@ fn invalid_input(message: impl Into<String>) -> ApiError {
 /// Run one action now, through a worker, and return its result.
 #[utoipa::path(
     post,
+    operation_id = "executeAction",
     path = "/api/v1/connectors/{key}/actions/{action}/execute",
     tag = "connectors",
     security(("api_key" = [])),

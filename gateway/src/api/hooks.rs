@@ -59,6 +59,7 @@ pub struct DuplicateDelivery {
 /// `Proxy-Authorization` and signature headers are redacted in the stored trigger.
 #[utoipa::path(
     method(post, put, patch, get, delete),
+    operation_id = "deliverWebhook",
     path = "/hooks/{token}",
     tag = "webhooks",
     params(

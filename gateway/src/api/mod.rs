@@ -11,21 +11,24 @@ mod oauth;
 mod runs;
 mod scenarios;
 
+use std::time::Duration;
+
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::any;
 use axum::{Extension, Router, middleware};
-use utoipa::openapi::OpenApi as OpenApiDocument;
+use utoipa::openapi::schema::ObjectBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as OpenApiDocument, Ref};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use weft_domain::scenario::MAX_RESPOND_TIMEOUT;
 
 use crate::error::ApiError;
-use crate::metrics;
-use crate::spans;
+use crate::layers;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -37,7 +40,7 @@ use crate::state::AppState;
     // Registered with `any` below rather than through `routes!`, which takes a fixed
     // list of methods.
     paths(hooks::receive),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &WebhookMethods),
     tags(
         (name = "admin", description = "Workspaces; needs the admin token"),
         (name = "connectors", description = "The connector catalog: built-ins and the workspace's own manifests; running one action directly"),
@@ -69,9 +72,49 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The documented API routes, without state.
-fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// `/hooks/{token}` is one handler for every method, documented once: each method gets an
+/// operation id of its own (generators need them unique; POST keeps the plain name), and
+/// the body, which may be anything, a named schema.
+struct WebhookMethods;
+
+impl Modify for WebhookMethods {
+    fn modify(&self, openapi: &mut OpenApiDocument) {
+        const PAYLOAD: &str = "WebhookPayload";
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            PAYLOAD.to_owned(),
+            ObjectBuilder::new()
+                .description(Some("Any body, up to the webhook body limit; captured by its content type (JSON, form fields, text)"))
+                .into(),
+        );
+        let Some(hooks) = openapi.paths.paths.get_mut("/hooks/{token}") else {
+            return;
+        };
+        let methods = [
+            (&mut hooks.post, ""),
+            (&mut hooks.put, "Put"),
+            (&mut hooks.patch, "Patch"),
+            (&mut hooks.get, "Get"),
+            (&mut hooks.delete, "Delete"),
+        ];
+        for (operation, suffix) in methods {
+            let Some(operation) = operation else { continue };
+            if let Some(id) = &mut operation.operation_id {
+                id.push_str(suffix);
+            }
+            let bodies = operation.request_body.iter_mut();
+            for content in bodies.flat_map(|body| body.content.values_mut()) {
+                content.schema = Some(Ref::from_schema_name(PAYLOAD).into());
+            }
+        }
+    }
+}
+
+/// The documented API routes, without state, each bounded by `request_timeout` but for
+/// the two that wait for a worker under the action's own timeout (and answer 504
+/// themselves when it passes).
+fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
+    let bounded = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(admin::create_workspace))
         .routes(routes!(connectors::list, connectors::create))
         .routes(routes!(
@@ -79,14 +122,12 @@ fn routes() -> OpenApiRouter<AppState> {
             connectors::update,
             connectors::delete
         ))
-        .routes(routes!(connectors::execute))
         .routes(routes!(connections::list, connections::create))
         .routes(routes!(
             connections::get,
             connections::update,
             connections::delete
         ))
-        .routes(routes!(connections::test))
         .routes(routes!(oauth::start))
         .routes(routes!(oauth::callback))
         .routes(routes!(scenarios::create, scenarios::list))
@@ -104,11 +145,20 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::replay))
         .routes(routes!(openapi_json))
+        .layer(middleware::from_fn_with_state(
+            request_timeout,
+            layers::request_timeout,
+        ));
+    let waiting_for_a_worker = OpenApiRouter::new()
+        .routes(routes!(connectors::execute))
+        .routes(routes!(connections::test));
+    bounded.merge(waiting_for_a_worker)
 }
 
-/// The whole HTTP application: API, webhooks, JSON fallbacks and request metrics.
+/// The whole HTTP application: API, webhooks, JSON fallbacks, and the layers around
+/// every request (request id, span, metrics, panics, compression).
 pub fn router(state: AppState) -> Router {
-    let (api, document) = routes().split_for_parts();
+    let (api, document) = routes(state.request_timeout).split_for_parts();
     let document = Document(Bytes::from(
         document
             .to_json()
@@ -117,24 +167,25 @@ pub fn router(state: AppState) -> Router {
     let api = api
         .layer(Extension(document))
         .layer(DefaultBodyLimit::max(state.api_max_body));
-    let hooks = Router::new()
-        .route("/hooks/{token}", any(hooks::receive))
-        .layer(DefaultBodyLimit::max(state.webhook_max_body));
-    api.merge(hooks)
+    // A webhook may wait for its run up to its `respond_timeout`, and must not be cut
+    // while it does: its run is already started, and a 504 would make its sender retry.
+    let hooks = layers::with_timeout(
+        Router::new().route("/hooks/{token}", any(hooks::receive)),
+        state.request_timeout + MAX_RESPOND_TIMEOUT,
+    )
+    .layer(DefaultBodyLimit::max(state.webhook_max_body));
+    let app = api
+        .merge(hooks)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        // Last, so they wrap every route and the fallbacks, and see the matched route.
-        .layer(middleware::from_fn_with_state(
-            state.metrics.clone(),
-            metrics::track_http,
-        ))
-        .layer(middleware::from_fn(spans::server_span))
-        .with_state(state)
+        .method_not_allowed_fallback(method_not_allowed);
+    // Last, so they wrap every route and the fallbacks, and see the matched route.
+    layers::around_every_request(app, state.metrics.clone()).with_state(state)
 }
 
 /// This OpenAPI document.
 #[utoipa::path(
     get,
+    operation_id = "getOpenApiDocument",
     path = "/api/v1/openapi.json",
     tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json"))
@@ -160,7 +211,8 @@ mod tests {
     use super::*;
 
     fn document() -> serde_json::Value {
-        serde_json::to_value(routes().into_openapi()).expect("the document serializes")
+        serde_json::to_value(routes(Duration::from_secs(30)).into_openapi())
+            .expect("the document serializes")
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub struct AuthorizeUrl {
 /// Start the OAuth2 authorization-code flow of a connection: redirects to the provider.
 #[utoipa::path(
     get,
+    operation_id = "startOAuth",
     path = "/api/v1/oauth/{connector}/start",
     tag = "oauth",
     security(("api_key" = [])),
@@ -246,6 +247,7 @@ fn invalid_state(message: &str) -> ApiError {
 /// The provider's redirect back: exchanges the code for tokens and stores them sealed.
 #[utoipa::path(
     get,
+    operation_id = "completeOAuth",
     path = "/api/v1/oauth/callback",
     tag = "oauth",
     params(CallbackQuery),

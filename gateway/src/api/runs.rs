@@ -234,14 +234,21 @@ fn duration_ms(
     Some((finished_at? - started_at?).num_milliseconds())
 }
 
+/// What a manual run is started with: any JSON, its `trigger.body`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct RunPayload(pub Value);
+
 /// Start a run of a scenario now, with a JSON payload as the trigger body.
 #[utoipa::path(
     post,
+    operation_id = "startRun",
     path = "/api/v1/scenarios/{id}/runs",
     tag = "runs",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Scenario id")),
-    request_body(content = Object, description = "Any JSON: the run's `trigger.body`. An empty body is `{}`. `{\"test\": true, \"payload\": …}` starts a test run (any scenario status, draft included) whose `trigger.body` is `payload`: it is recorded with trigger kind `test` and left out of the run metrics."),
+    request_body(content = RunPayload, description = "Any JSON: the run's `trigger.body`. An empty body is `{}`. `{\"test\": true, \"payload\": …}` starts a test run (any scenario status, draft included) whose `trigger.body` is `payload`: it is recorded with trigger kind `test` and left out of the run metrics."),
     responses(
         (status = 202, description = "Recorded and enqueued; read it at /api/v1/runs/{run_id}", body = RunAccepted),
         (status = 400, description = "Malformed JSON or id", body = ErrorBody),
@@ -256,7 +263,7 @@ pub async fn start(
     State(state): State<AppState>,
     workspace: Workspace,
     ApiPath(scenario_id): ApiPath<Uuid>,
-    OptionalJson(payload): OptionalJson,
+    OptionalJson(RunPayload(payload)): OptionalJson<RunPayload>,
 ) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
     let target = Target {
         workspace_id: workspace.id,
@@ -288,6 +295,7 @@ pub async fn start(
 /// List runs, newest first.
 #[utoipa::path(
     get,
+    operation_id = "listRuns",
     path = "/api/v1/runs",
     tag = "runs",
     security(("api_key" = [])),
@@ -345,6 +353,7 @@ pub async fn list(
 /// Read a run: its status, trigger, timings and nodes.
 #[utoipa::path(
     get,
+    operation_id = "getRun",
     path = "/api/v1/runs/{id}",
     tag = "runs",
     security(("api_key" = [])),
@@ -404,6 +413,7 @@ async fn read(
 /// still recorded, but starts nothing.
 #[utoipa::path(
     post,
+    operation_id = "cancelRun",
     path = "/api/v1/runs/{id}/cancel",
     tag = "runs",
     security(("api_key" = [])),
@@ -494,6 +504,7 @@ pub enum ReplayVersion {
 /// outcome of the nodes before it; it is linked to the original by `replay_of`.
 #[utoipa::path(
     post,
+    operation_id = "replayRun",
     path = "/api/v1/runs/{id}/replay",
     tag = "runs",
     security(("api_key" = [])),

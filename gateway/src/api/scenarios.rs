@@ -5,6 +5,7 @@
 //! `webhook_signatures`, and the stored definition shows `"secret_set": true` instead.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -13,7 +14,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json as Jsonb;
@@ -75,6 +76,13 @@ impl FromStr for ScenarioStatus {
     }
 }
 
+/// A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`. Checked as
+/// a whole when saved.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object)]
+pub struct ScenarioDefinition(pub Value);
+
 /// A scenario as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Scenario)]
@@ -100,6 +108,8 @@ pub struct WebhookEndpoint {
     pub token: String,
     /// `/hooks/<token>`, relative to the gateway's address.
     pub path: String,
+    /// The whole URL to give the sender: `<WEFT_PUBLIC_URL>/hooks/<token>`.
+    pub url: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -109,16 +119,21 @@ pub struct VersionView {
 }
 
 impl ScenarioView {
-    fn from_row(row: &Row) -> Result<Self, ApiError> {
+    /// `public_url` is `WEFT_PUBLIC_URL`, which webhook URLs start with.
+    fn from_row(row: &Row, public_url: &str) -> Result<Self, ApiError> {
         let token: Option<String> = row.try_get("webhook_token")?;
         Ok(Self {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             version: row.try_get("current_version")?,
             status: row.try_get::<_, &str>("status")?.parse()?,
-            webhook: token.map(|token| WebhookEndpoint {
-                path: format!("/hooks/{token}"),
-                token,
+            webhook: token.map(|token| {
+                let path = format!("/hooks/{token}");
+                WebhookEndpoint {
+                    url: format!("{public_url}{path}"),
+                    path,
+                    token,
+                }
             }),
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
@@ -128,19 +143,26 @@ impl ScenarioView {
 }
 
 /// Validates a definition (architecture §5) against the connectors and connections of the
-/// workspace; a 400 lists every problem found.
+/// workspace and the longest run timeout allowed (`WEFT_MAX_RUN_TIMEOUT`); a 400 lists
+/// every problem found.
 async fn validate(
     client: &impl GenericClient,
     workspace: Workspace,
     definition: &Value,
+    max_run_timeout: Duration,
 ) -> Result<Scenario, ApiError> {
     let catalog = WorkspaceCatalog::load(client, workspace, definition).await?;
-    check(definition, &catalog)
+    check(definition, &catalog, max_run_timeout)
 }
 
-fn check(definition: &Value, catalog: &WorkspaceCatalog) -> Result<Scenario, ApiError> {
+fn check(
+    definition: &Value,
+    catalog: &WorkspaceCatalog,
+    max_run_timeout: Duration,
+) -> Result<Scenario, ApiError> {
     let scenario = Scenario::parse(definition, catalog).map_err(invalid_scenario)?;
-    let problems = catalog.check_references(&scenario);
+    let mut problems = catalog.check_references(&scenario);
+    problems.extend(scenario.run_timeout_over(max_run_timeout));
     if !problems.is_empty() {
         return Err(invalid_scenario(Invalid(problems)));
     }
@@ -269,10 +291,11 @@ async fn sync_signature(
 /// Create a scenario (version 1, status `draft`).
 #[utoipa::path(
     post,
+    operation_id = "createScenario",
     path = "/api/v1/scenarios",
     tag = "scenarios",
     security(("api_key" = [])),
-    request_body(content = Object, description = "A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`. A `trigger.signature.secret` is stored encrypted and never shown: reads show `\"secret_set\": true`"),
+    request_body(content = ScenarioDefinition, description = "A scenario definition (DESIGN §4): `name`, `trigger`, `settings`, `nodes`. A `trigger.signature.secret` is stored encrypted and never shown: reads show `\"secret_set\": true`"),
     responses(
         (status = 201, description = "Scenario created", body = ScenarioView),
         (status = 400, description = "Invalid definition (`invalid_scenario`, with `details.problems`) or malformed JSON", body = ErrorBody),
@@ -285,10 +308,10 @@ async fn sync_signature(
 pub async fn create(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiJson(definition): ApiJson<Value>,
+    ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<(StatusCode, Json<ScenarioView>), ApiError> {
     let mut client = state.pool.get().await?;
-    let scenario = validate(&client, workspace, &definition).await?;
+    let scenario = validate(&client, workspace, &definition, state.max_run_timeout).await?;
     let id = Uuid::now_v7();
 
     let transaction = client.transaction().await?;
@@ -324,12 +347,16 @@ pub async fn create(
         )
         .await?;
     transaction.commit().await?;
-    Ok((StatusCode::CREATED, Json(ScenarioView::from_row(&row)?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(ScenarioView::from_row(&row, &state.public_url)?),
+    ))
 }
 
 /// List scenarios, newest first.
 #[utoipa::path(
     get,
+    operation_id = "listScenarios",
     path = "/api/v1/scenarios",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -365,7 +392,7 @@ pub async fn list(
         .await?;
     let items = rows
         .iter()
-        .map(ScenarioView::from_row)
+        .map(|row| ScenarioView::from_row(row, &state.public_url))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(List::new(items, &page, |scenario| scenario.id)))
 }
@@ -373,6 +400,7 @@ pub async fn list(
 /// Read a scenario, with its current definition.
 #[utoipa::path(
     get,
+    operation_id = "getScenario",
     path = "/api/v1/scenarios/{id}",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -405,7 +433,7 @@ pub async fn get(
         .query_opt(&statement, &[&id, &workspace.id])
         .await?
         .ok_or(ApiError::NotFound("scenario"))?;
-    let mut scenario = ScenarioView::from_row(&row)?;
+    let mut scenario = ScenarioView::from_row(&row, &state.public_url)?;
     scenario.definition = Some(row.try_get("definition")?);
     Ok(Json(scenario))
 }
@@ -413,11 +441,12 @@ pub async fn get(
 /// Save a new version of a scenario.
 #[utoipa::path(
     put,
+    operation_id = "updateScenario",
     path = "/api/v1/scenarios/{id}",
     tag = "scenarios",
     security(("api_key" = [])),
     params(("id" = Uuid, Path, description = "Scenario id")),
-    request_body(content = Object, description = "The new definition (DESIGN §4). Without `trigger.signature.secret`, the stored secret is kept if the scheme is unchanged"),
+    request_body(content = ScenarioDefinition, description = "The new definition (DESIGN §4). Without `trigger.signature.secret`, the stored secret is kept if the scheme is unchanged"),
     responses(
         (status = 200, description = "Saved as a new version", body = ScenarioView),
         (status = 400, description = "Invalid definition (`invalid_scenario`, with `details.problems`), malformed JSON or id", body = ErrorBody),
@@ -432,10 +461,10 @@ pub async fn update(
     State(state): State<AppState>,
     workspace: Workspace,
     ApiPath(id): ApiPath<Uuid>,
-    ApiJson(definition): ApiJson<Value>,
+    ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<Json<ScenarioView>, ApiError> {
     let mut client = state.pool.get().await?;
-    let scenario = validate(&client, workspace, &definition).await?;
+    let scenario = validate(&client, workspace, &definition, state.max_run_timeout).await?;
 
     let transaction = client.transaction().await?;
     // The row lock serializes concurrent saves, so each gets its own version number.
@@ -475,12 +504,13 @@ pub async fn update(
         )
         .await?;
     transaction.commit().await?;
-    Ok(Json(ScenarioView::from_row(&row)?))
+    Ok(Json(ScenarioView::from_row(&row, &state.public_url)?))
 }
 
 /// Delete a scenario. Its runs stay readable; its webhook stops at once.
 #[utoipa::path(
     delete,
+    operation_id = "deleteScenario",
     path = "/api/v1/scenarios/{id}",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -529,6 +559,7 @@ pub async fn delete(
 /// (ticks from before the activation, e.g. while it was paused, never fire).
 #[utoipa::path(
     post,
+    operation_id = "activateScenario",
     path = "/api/v1/scenarios/{id}/activate",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -555,6 +586,7 @@ pub async fn activate(
 /// activated again.
 #[utoipa::path(
     post,
+    operation_id = "pauseScenario",
     path = "/api/v1/scenarios/{id}/pause",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -598,12 +630,13 @@ async fn set_status(
         .query_opt(&statement, &[&id, &workspace.id, &status.as_str()])
         .await?
         .ok_or(ApiError::NotFound("scenario"))?;
-    ScenarioView::from_row(&row)
+    ScenarioView::from_row(&row, &state.public_url)
 }
 
 /// List a scenario's versions, newest first.
 #[utoipa::path(
     get,
+    operation_id = "listScenarioVersions",
     path = "/api/v1/scenarios/{id}/versions",
     tag = "scenarios",
     security(("api_key" = [])),
@@ -662,11 +695,15 @@ pub async fn versions(
 mod tests {
     use super::*;
 
+    /// WEFT_MAX_RUN_TIMEOUT's default.
+    const DEFAULT_MAX_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+
     #[test]
     fn invalid_definitions_list_their_problems() {
         let error = check(
             &json!({"name": "", "trigger": {"type": "webhook"}, "nodes": []}),
             &WorkspaceCatalog::default(),
+            DEFAULT_MAX_RUN_TIMEOUT,
         )
         .expect_err("invalid");
         let ApiError::BadRequest { code, details, .. } = &error else {
@@ -687,7 +724,12 @@ mod tests {
             "name": "n", "trigger": {"type": "manual"},
             "nodes": [{"id": "post", "type": "action", "connector": "slack", "action": slack.actions[0].key}]
         });
-        let error = check(&definition, &WorkspaceCatalog::default()).expect_err("no connection");
+        let error = check(
+            &definition,
+            &WorkspaceCatalog::default(),
+            DEFAULT_MAX_RUN_TIMEOUT,
+        )
+        .expect_err("no connection");
         let ApiError::BadRequest { details, .. } = &error else {
             panic!("expected a 400, got {error:?}");
         };

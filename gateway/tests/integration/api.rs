@@ -407,3 +407,186 @@ async fn the_openapi_document_covers_every_endpoint() {
     }
     fleet.stop().await;
 }
+
+/// What client generators need: each operation named by a unique `operationId`, and each
+/// request body a named schema (generators name inline ones after the operation, and
+/// skip the operations whose names collide).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_operation_has_a_unique_id_and_every_body_a_named_schema() {
+    let fleet = Fleet::with(0, 0).await;
+    let document: Value = fleet
+        .client
+        .get(fleet.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .expect("answers")
+        .json()
+        .await
+        .expect("JSON");
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let mut ids = std::collections::HashMap::new();
+    let mut problems = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        let operations = item.as_object().expect("a path item");
+        for (method, operation) in operations
+            .iter()
+            .filter(|(m, _)| methods.contains(&m.as_str()))
+        {
+            let name = format!("{method} {path}");
+            match operation["operationId"].as_str() {
+                None => problems.push(format!("{name}: no operationId")),
+                Some(id) => {
+                    if let Some(other) = ids.insert(id.to_owned(), name.clone()) {
+                        problems.push(format!("{name}: operationId {id} is also {other}'s"));
+                    }
+                }
+            }
+            let content = operation["requestBody"]["content"].as_object();
+            for (media_type, body) in content.into_iter().flatten() {
+                if !body["schema"]["$ref"].is_string() {
+                    problems.push(format!(
+                        "{name}: the {media_type} body is an inline schema {}",
+                        body["schema"]
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    // Integrators' code calls these names: they must not change.
+    for (id, path, method) in [
+        ("createScenario", "/api/v1/scenarios", "post"),
+        ("updateScenario", "/api/v1/scenarios/{id}", "put"),
+        (
+            "activateScenario",
+            "/api/v1/scenarios/{id}/activate",
+            "post",
+        ),
+        ("startRun", "/api/v1/scenarios/{id}/runs", "post"),
+        ("getRun", "/api/v1/runs/{id}", "get"),
+        ("deliverWebhook", "/hooks/{token}", "post"),
+    ] {
+        assert_eq!(
+            document["paths"][path][method]["operationId"], id,
+            "{method} {path}"
+        );
+    }
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_scenario_shows_its_whole_url_under_the_public_url() {
+    let fleet = Fleet::with(0, 0).await;
+    let workspace = fleet.workspace().await;
+    let (status, created) = fleet
+        .call(
+            &workspace,
+            "POST",
+            "/api/v1/scenarios",
+            Some(scenario(json!([transform("t", &[], json!({}))]))),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let path = created["webhook"]["path"].as_str().expect("a path");
+    // The fleet's WEFT_PUBLIC_URL is its API's address.
+    assert_eq!(
+        created["webhook"]["url"],
+        json!(fleet.url(path)),
+        "{created}"
+    );
+    let id = created["id"].as_str().expect("id");
+    for (method, read) in [
+        ("GET", format!("/api/v1/scenarios/{id}")),
+        ("POST", format!("/api/v1/scenarios/{id}/activate")),
+    ] {
+        let (status, body) = fleet.call(&workspace, method, &read, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["webhook"]["url"], json!(fleet.url(path)), "{read}");
+    }
+    let (_, listed) = fleet
+        .call(&workspace, "GET", "/api/v1/scenarios", None)
+        .await;
+    assert_eq!(listed["items"][0]["webhook"]["url"], json!(fleet.url(path)));
+    // The URL is the one that works.
+    let response = fleet
+        .client
+        .post(created["webhook"]["url"].as_str().expect("a url"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("gateway answers");
+    assert_eq!(response.status(), 202);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_timeout_over_the_cap_is_refused_when_saved_naming_the_cap() {
+    let fleet = Fleet::with(0, 0).await;
+    let workspace = fleet.workspace().await;
+    let with_timeout = |timeout: &str| {
+        let mut definition = scenario(json!([transform("t", &[], json!({}))]));
+        definition["settings"] = json!({"timeout": timeout});
+        definition
+    };
+    let (status, body) = fleet
+        .call(
+            &workspace,
+            "POST",
+            "/api/v1/scenarios",
+            Some(with_timeout("2h")),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_scenario");
+    let found = problems(&body);
+    assert!(
+        found.len() == 1
+            && found[0].starts_with("-/settings.timeout/")
+            && found[0].contains("2h")
+            && found[0].contains("1h")
+            && found[0].contains("WEFT_MAX_RUN_TIMEOUT"),
+        "{found:?}"
+    );
+
+    let (status, created) = fleet
+        .call(
+            &workspace,
+            "POST",
+            "/api/v1/scenarios",
+            Some(with_timeout("1h")),
+        )
+        .await;
+    assert_eq!(status, 201, "at the cap: {created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, body) = fleet
+        .call(
+            &workspace,
+            "PUT",
+            &format!("/api/v1/scenarios/{id}"),
+            Some(with_timeout("90m")),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        problems(&body)
+            .iter()
+            .any(|p| p.starts_with("-/settings.timeout/") && p.contains("1h")),
+        "{body}"
+    );
+    let (_, versions) = fleet
+        .call(
+            &workspace,
+            "GET",
+            &format!("/api/v1/scenarios/{id}/versions"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        versions["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing saved"
+    );
+    fleet.stop().await;
+}

@@ -5,6 +5,7 @@
 mod api;
 mod connections;
 mod connectors;
+mod http_layers;
 mod limits;
 mod metrics;
 mod oauth;
