@@ -24,10 +24,10 @@ use serde_json::{Map, Value, json};
 use serde_json_path::JsonPath;
 use sha2::{Digest, Sha256};
 use url::Url;
-use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::crypto::{CryptoError, KeyRing};
+use crate::ids::{ConnectionId, RunId, WorkspaceId};
 use crate::limits::{MAX_SELECTED_BYTES, MAX_SELECTED_NODES};
 use crate::manifest::{Auth, BodyType, KeyLocation, ResponseSpec};
 use crate::messages::{ActionCall, ErrorClass, NodeError, connection_aad, truncate_body};
@@ -443,8 +443,8 @@ impl Credentials {
     pub fn open(
         ring: &KeyRing,
         sealed: &str,
-        workspace_id: Uuid,
-        connection_id: Uuid,
+        workspace_id: WorkspaceId,
+        connection_id: ConnectionId,
     ) -> Result<Self, CredentialsError> {
         let plaintext =
             Zeroizing::new(ring.decrypt(sealed, &connection_aad(workspace_id, connection_id))?);
@@ -452,7 +452,12 @@ impl Credentials {
     }
 
     /// Seals the credentials for one connection under the newest key.
-    pub fn seal(&self, ring: &KeyRing, workspace_id: Uuid, connection_id: Uuid) -> String {
+    pub fn seal(
+        &self,
+        ring: &KeyRing,
+        workspace_id: WorkspaceId,
+        connection_id: ConnectionId,
+    ) -> String {
         let exposed: BTreeMap<&str, &str> = self
             .fields
             .iter()
@@ -842,9 +847,9 @@ pub fn interpret(
 
 /// The idempotency key of one node run: the same for every attempt and redelivery of the
 /// node (or of one `for_each` item) in one run, different for any other node run.
-pub fn idempotency_key(run_id: Uuid, node_id: &str, item_index: Option<u32>) -> String {
+pub fn idempotency_key(run_id: RunId, node_id: &str, item_index: Option<u32>) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(run_id.as_bytes());
+    hasher.update(run_id.as_uuid().as_bytes());
     hasher.update(node_id.as_bytes());
     // A separator no node id contains, so ("a", item 1) and ("a1", none) cannot meet.
     hasher.update([0]);
@@ -869,7 +874,7 @@ mod tests {
             response: ResponseSpec::default(),
             idempotency: None,
             connection: Some(SealedConnection {
-                id: Uuid::nil(),
+                id: ConnectionId::nil(),
                 config,
                 credentials: None,
             }),
@@ -1270,7 +1275,7 @@ mod tests {
         let ring: KeyRing = "k1:AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="
             .parse()
             .expect("ring");
-        let (workspace, connection) = (Uuid::now_v7(), Uuid::now_v7());
+        let (workspace, connection) = (WorkspaceId::generate(), ConnectionId::generate());
         let mut creds = credentials(json!({"client_id": "c", "client_secret": "s3cret-value"}));
         let at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05Z")
             .expect("date")
@@ -1289,7 +1294,7 @@ mod tests {
         );
         assert_eq!(opened.expires_at(), Some(at));
         assert_eq!(
-            Credentials::open(&ring, &sealed, workspace, Uuid::now_v7()).err(),
+            Credentials::open(&ring, &sealed, workspace, ConnectionId::generate()).err(),
             Some(CredentialsError::Crypto(CryptoError::Decrypt))
         );
         assert!(!format!("{opened:?}").contains("s3cret"));
@@ -1529,12 +1534,12 @@ mod tests {
 
     #[test]
     fn idempotency_keys_are_stable_per_node_run_and_distinct_across_them() {
-        let run = Uuid::now_v7();
+        let run = RunId::generate();
         let key = idempotency_key(run, "charge", None);
         assert_eq!(key, idempotency_key(run, "charge", None));
         assert!(key.starts_with("weft-") && key.len() == 37, "{key}");
         let others = [
-            idempotency_key(Uuid::now_v7(), "charge", None),
+            idempotency_key(RunId::generate(), "charge", None),
             idempotency_key(run, "refund", None),
             idempotency_key(run, "charge", Some(0)),
             idempotency_key(run, "charge", Some(1)),

@@ -17,9 +17,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use serde_json_path::JsonPath;
-use uuid::Uuid;
 
 use crate::connector::Selection;
+use crate::ids::RunId;
 use crate::messages::{ErrorClass, NodeError, NodeResult, Outcome};
 use crate::scenario::{DEFAULT_CASE, ERROR_PORT, ForEach, Node, NodeKind, OnError, Scenario, Wait};
 use crate::template::{self, Templates};
@@ -203,7 +203,7 @@ impl NodeState {
 /// What a run's templates can see besides node outputs.
 #[derive(Debug, Clone)]
 pub struct RunContext {
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub trigger: Value,
     pub started_at: DateTime<Utc>,
     pub now: DateTime<Utc>,
@@ -1088,6 +1088,7 @@ pub struct OutputsError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::WorkspaceId;
     use crate::limits::{MAX_SELECTED_BYTES, MAX_SELECTED_NODES};
     use crate::messages::VERSION;
     use crate::scenario::BuiltinCatalog;
@@ -1102,7 +1103,7 @@ mod tests {
 
     fn context(trigger: Value) -> RunContext {
         RunContext {
-            run_id: Uuid::nil(),
+            run_id: RunId::nil(),
             trigger,
             started_at: Utc::now(),
             now: Utc::now(),
@@ -1117,8 +1118,8 @@ mod tests {
     fn result(node: &str, attempt: u32, outcome: Outcome) -> NodeResult {
         NodeResult {
             v: VERSION,
-            run_id: Uuid::nil(),
-            workspace_id: Uuid::nil(),
+            run_id: RunId::nil(),
+            workspace_id: WorkspaceId::nil(),
             node_id: node.into(),
             item_index: None,
             attempt,

@@ -3,6 +3,8 @@
 //! everything here is unit-tested without services. The adapters that do I/O are in
 //! `weft-runtime`.
 //!
+//! - [`ids`]: typed ids (`RunId`, `WorkspaceId`, …), UUIDs that cannot be swapped.
+//! - [`run`]: a run's status.
 //! - [`scenario`]: the scenario definition, parsed and validated at save time.
 //! - [`graph`]: evaluation of a run's graph: what is ready, skipped, dispatched, finished.
 //! - [`template`]: sandboxed MiniJinja rendering of node inputs and conditions.
@@ -21,11 +23,13 @@
 pub mod connector;
 pub mod crypto;
 pub mod graph;
+pub mod ids;
 pub mod limits;
 pub mod manifest;
 pub mod messages;
 pub mod oauth;
 pub mod retry;
+pub mod run;
 pub mod scenario;
 pub mod schedule;
 pub mod signature;

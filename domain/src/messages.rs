@@ -1,11 +1,12 @@
 //! The messages between the services (architecture §1, §4): JSON, versioned by `v`.
 
+use crate::ids::{ConnectionId, RunId, WorkspaceId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::manifest::{Action, Auth, Idempotency, Manifest, RequestSpec, ResponseSpec};
+use crate::run::RunStatus;
 
 /// The message format version this build reads and writes.
 pub const VERSION: u8 = 1;
@@ -56,8 +57,8 @@ pub fn encode<M: Message>(message: &M) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRequested {
     pub v: u8,
-    pub run_id: Uuid,
-    pub workspace_id: Uuid,
+    pub run_id: RunId,
+    pub workspace_id: WorkspaceId,
 }
 
 impl Message for RunRequested {
@@ -71,8 +72,8 @@ impl Message for RunRequested {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeTask {
     pub v: u8,
-    pub run_id: Uuid,
-    pub workspace_id: Uuid,
+    pub run_id: RunId,
+    pub workspace_id: WorkspaceId,
     pub node_id: String,
     /// For a `for_each` node: which item this task is for (0-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,7 +139,7 @@ impl ActionCall {
 /// sealed with the key ring (AAD [`connection_aad`]), opened only inside the worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SealedConnection {
-    pub id: Uuid,
+    pub id: ConnectionId,
     #[serde(default)]
     pub config: Value,
     /// The sealed JSON object of credential fields.
@@ -147,7 +148,7 @@ pub struct SealedConnection {
 }
 
 /// The AAD that binds a connection's credentials to their workspace and row.
-pub fn connection_aad(workspace_id: Uuid, connection_id: Uuid) -> String {
+pub fn connection_aad(workspace_id: WorkspaceId, connection_id: ConnectionId) -> String {
     format!("weft:connection:{workspace_id}:{connection_id}")
 }
 
@@ -252,8 +253,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeResult {
     pub v: u8,
-    pub run_id: Uuid,
-    pub workspace_id: Uuid,
+    pub run_id: RunId,
+    pub workspace_id: WorkspaceId,
     pub node_id: String,
     /// For a `for_each` node: which item this result is for (0-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -270,7 +271,7 @@ pub struct NodeResult {
 /// A change to a connection found by a worker, stored by whoever records the result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionUpdate {
-    pub id: Uuid,
+    pub id: ConnectionId,
     /// Newly sealed credentials (an OAuth token refreshed or obtained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<String>,
@@ -291,10 +292,10 @@ impl Message for NodeResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunFinished {
     pub v: u8,
-    pub run_id: Uuid,
-    pub workspace_id: Uuid,
-    /// `completed` or `failed`.
-    pub status: String,
+    pub run_id: RunId,
+    pub workspace_id: WorkspaceId,
+    /// How the run ended: `completed`, `failed` or `timed_out`.
+    pub status: RunStatus,
     /// The webhook's answer: `{status, headers, body}`.
     pub response: Value,
 }
@@ -329,8 +330,8 @@ mod tests {
     fn messages_round_trip_and_other_versions_are_refused() {
         let message = RunRequested {
             v: VERSION,
-            run_id: Uuid::now_v7(),
-            workspace_id: Uuid::now_v7(),
+            run_id: RunId::generate(),
+            workspace_id: WorkspaceId::generate(),
         };
         let decoded: RunRequested = decode(&encode(&message)).expect("round trip");
         assert_eq!(decoded, message);
@@ -345,8 +346,8 @@ mod tests {
     fn item_indexes_are_optional_so_earlier_version_1_messages_still_decode() {
         let result = NodeResult {
             v: VERSION,
-            run_id: Uuid::now_v7(),
-            workspace_id: Uuid::now_v7(),
+            run_id: RunId::generate(),
+            workspace_id: WorkspaceId::generate(),
             node_id: "a".into(),
             item_index: None,
             attempt: 1,
@@ -370,7 +371,7 @@ mod tests {
         assert_eq!(decode::<NodeResult>(&encode(&item)).expect("decodes"), item);
 
         let old_task = serde_json::json!({
-            "v": 1, "run_id": Uuid::nil(), "workspace_id": Uuid::nil(), "node_id": "a",
+            "v": 1, "run_id": RunId::nil(), "workspace_id": WorkspaceId::nil(), "node_id": "a",
             "attempt": 2, "connector": "http", "action": "request", "input": {},
             "timeout_ms": 1000, "ready_at": Utc::now()
         });

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use serde_json_path::JsonPath;
-use uuid::Uuid;
 
+use crate::ids::ConnectionId;
 use crate::limits::check_json_depth;
 use crate::messages::BUILTIN_CONNECTOR;
 use crate::retry::RetryPolicy;
@@ -359,7 +359,7 @@ pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub struct PollTrigger {
     pub connector: String,
     pub trigger: String,
-    pub connection: Option<Uuid>,
+    pub connection: Option<ConnectionId>,
     pub interval: Option<Duration>,
 }
 
@@ -794,7 +794,7 @@ impl<'a> Parser<'a> {
         );
         let connection = match connection {
             None => None,
-            Some(text) => match Uuid::parse_str(&text) {
+            Some(text) => match text.parse::<ConnectionId>() {
                 Ok(id) => Some(id),
                 Err(_) => {
                     self.problem(
@@ -1753,7 +1753,7 @@ mod tests {
 
     #[test]
     fn poll_triggers_are_parsed_and_their_problems_named() {
-        let connection = Uuid::now_v7();
+        let connection = ConnectionId::generate();
         let trigger = json!({"type": "poll", "connector": "github", "trigger": "new_issue",
                              "connection": connection.to_string(), "interval": "90s"});
         let scenario = with_trigger(trigger.clone()).expect("valid");

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use uuid::Uuid;
+use weft_domain::ids::WorkspaceId;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -42,7 +42,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// by its id.
 #[derive(Debug, Clone, Copy)]
 pub struct Workspace {
-    pub id: Uuid,
+    pub id: WorkspaceId,
 }
 
 impl FromRequestParts<AppState> for Workspace {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
 use tokio_postgres::Row;
-use uuid::Uuid;
+use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{self, Auth, HTTP_CONNECTOR, Manifest, RESERVED_KEYS, Trigger};
 use weft_domain::scenario::{BuiltinCatalog, Catalog, NodeKind, Problem, Scenario};
 
@@ -88,7 +88,7 @@ pub(crate) fn is_builtin_key(key: &str) -> bool {
 /// The connector `key` names in `workspace`, if any.
 pub(crate) async fn resolve(
     client: &impl GenericClient,
-    workspace: Uuid,
+    workspace: WorkspaceId,
     key: &str,
 ) -> Result<Option<Connector>, ApiError> {
     if key == HTTP_CONNECTOR {
@@ -119,7 +119,7 @@ pub(crate) struct WorkspaceCatalog {
     /// The workspace's own connectors the definition names, by key.
     registered: HashMap<String, Manifest>,
     /// The workspace's connections the definition names: id → connector key.
-    connections: HashMap<Uuid, String>,
+    connections: HashMap<ConnectionId, String>,
 }
 
 impl WorkspaceCatalog {
@@ -149,9 +149,9 @@ impl WorkspaceCatalog {
             .into_iter()
             .filter(|key| !is_builtin_key(key))
             .collect();
-        let ids: Vec<Uuid> = named("connection")
+        let ids: Vec<ConnectionId> = named("connection")
             .iter()
-            .filter_map(|id| Uuid::parse_str(id).ok())
+            .filter_map(|id| id.parse::<ConnectionId>().ok())
             .collect();
         let mut registered = HashMap::new();
         if !keys.is_empty() {
@@ -233,7 +233,7 @@ impl WorkspaceCatalog {
                 }
                 continue;
             };
-            let Ok(id) = Uuid::parse_str(connection) else {
+            let Ok(id) = connection.parse::<ConnectionId>() else {
                 problems.push(problem(format!("`{connection}` is not a connection id")));
                 continue;
             };
@@ -245,7 +245,7 @@ impl WorkspaceCatalog {
     }
 
     /// A connection named for `connector` must be one of its connections here.
-    fn check_connection(&self, id: Uuid, connector: &str) -> Result<(), String> {
+    fn check_connection(&self, id: ConnectionId, connector: &str) -> Result<(), String> {
         match self.connections.get(&id) {
             None => Err(format!("no connection {id} in this workspace")),
             Some(owner) if owner != connector => Err(format!(
@@ -351,7 +351,7 @@ mod tests {
         .expect("valid manifest")
     }
 
-    fn catalog(auth: Value, connections: &[(Uuid, &str)]) -> WorkspaceCatalog {
+    fn catalog(auth: Value, connections: &[(ConnectionId, &str)]) -> WorkspaceCatalog {
         WorkspaceCatalog {
             registered: HashMap::from([("crm".to_owned(), custom(auth))]),
             connections: connections
@@ -392,8 +392,8 @@ mod tests {
 
     #[test]
     fn action_nodes_of_authenticated_connectors_need_a_connection_of_their_connector() {
-        let mine = Uuid::now_v7();
-        let github = Uuid::now_v7();
+        let mine = ConnectionId::generate();
+        let github = ConnectionId::generate();
         let catalog = catalog(
             json!({"type": "bearer"}),
             &[(mine, "crm"), (github, "github")],
@@ -413,7 +413,10 @@ mod tests {
         let cases = [
             (None, "required: connector `crm` uses bearer auth"),
             (Some("nope".to_owned()), "`nope` is not a connection id"),
-            (Some(Uuid::now_v7().to_string()), "in this workspace"),
+            (
+                Some(ConnectionId::generate().to_string()),
+                "in this workspace",
+            ),
             (
                 Some(github.to_string()),
                 "belongs to connector `github`, not `crm`",
@@ -440,7 +443,7 @@ mod tests {
             .find(|t| matches!(t, Trigger::Poll { .. }))
             .map(Trigger::key)
             .expect("github has a poll trigger");
-        let mine = Uuid::now_v7();
+        let mine = ConnectionId::generate();
         let catalog = catalog(json!({"type": "none"}), &[(mine, "github")]);
         let poll = |trigger: Value| {
             let definition = json!({
@@ -478,7 +481,7 @@ mod tests {
         );
         let http = json!({
             "id": "get", "type": "action", "connector": "http", "action": "request",
-            "connection": Uuid::now_v7().to_string(), "input": {"url": "https://x.test"}
+            "connection": ConnectionId::generate().to_string(), "input": {"url": "https://x.test"}
         });
         let problems = catalog.check_references(&scenario(&catalog, http));
         assert_eq!(problems.len(), 1, "{problems:?}");

@@ -4,7 +4,7 @@
 
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use uuid::Uuid;
+use weft_domain::ids::ConnectionId;
 use weft_domain::manifest::{Manifest, RateLimit};
 use weft_domain::messages::{ConnectionUpdate, SealedConnection};
 
@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 /// A connection as the gateway uses it to make calls.
 pub(crate) struct StoredConnection {
-    pub id: Uuid,
+    pub id: ConnectionId,
     pub connector: String,
     pub config: Value,
     pub credentials: Option<String>,
@@ -38,7 +38,7 @@ impl StoredConnection {
 pub(crate) async fn load(
     client: &impl GenericClient,
     workspace: Workspace,
-    id: Uuid,
+    id: ConnectionId,
 ) -> Result<Option<StoredConnection>, ApiError> {
     let statement = client
         .prepare_cached(
@@ -66,7 +66,7 @@ pub(crate) async fn load(
 pub(crate) async fn record_use(
     state: &AppState,
     workspace: Workspace,
-    id: Uuid,
+    id: ConnectionId,
     update: Option<&ConnectionUpdate>,
 ) -> Result<(), ApiError> {
     let update = update.filter(|update| {
@@ -99,7 +99,7 @@ pub(crate) async fn record_use(
 pub(crate) async fn usable_connection(
     client: &impl GenericClient,
     workspace: Workspace,
-    id: Uuid,
+    id: ConnectionId,
     manifest: &Manifest,
 ) -> Result<StoredConnection, ApiError> {
     let connection = load(client, workspace, id)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use uuid::Uuid;
+use weft_domain::ids::RunId;
 use weft_domain::messages::{self, ActionCall, NodeResult, NodeTask};
 use weft_domain::scenario::DEFAULT_NODE_TIMEOUT;
 use weft_runtime::config::parse_duration;
@@ -52,7 +52,7 @@ pub(crate) async fn dispatch(
         .unwrap_or_default();
     let task = NodeTask {
         v: messages::VERSION,
-        run_id: Uuid::now_v7(),
+        run_id: RunId::generate(),
         workspace_id: workspace.id,
         node_id: "execute".to_owned(),
         item_index: None,

@@ -14,10 +14,10 @@
 //! claimed, starts nothing and is given the first delivery's run.
 
 use deadpool_postgres::GenericClient;
-use tokio_postgres::types::Json;
-use uuid::Uuid;
-use weft_domain::messages::{self, RunRequested};
+use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
+use weft_domain::run::RunKind;
 use weft_domain::scenario::TriggerKind;
+use weft_runtime::runs::{self, NewRun, RecordError};
 use weft_runtime::trace;
 
 use crate::error::ApiError;
@@ -27,35 +27,35 @@ use crate::trigger::Trigger;
 /// The scenario a run is for.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
-    pub workspace_id: Uuid,
-    pub scenario_id: Uuid,
+    pub workspace_id: WorkspaceId,
+    pub scenario_id: ScenarioId,
 }
 
 /// What became of a delivery that may repeat an earlier one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
     /// A new run, recorded and confirmed by the broker.
-    Started(Uuid),
+    Started(RunId),
     /// The delivery repeats one of the last 24 hours: nothing was started; this is the
     /// first delivery's run.
-    Duplicate(Uuid),
+    Duplicate(RunId),
 }
 
 /// The run about to start: its id, chosen by the caller so it can wait for the run's end
 /// before the run is announced, and the reply queue its end goes to, if any.
 #[derive(Debug, Clone, Copy)]
-pub struct NewRun<'a> {
-    pub id: Uuid,
+pub struct PendingRun<'a> {
+    pub id: RunId,
     pub reply_to: Option<&'a str>,
     /// A test run: recorded with trigger kind `test`, left out of the run metrics.
     pub test: bool,
 }
 
-impl NewRun<'_> {
+impl PendingRun<'_> {
     /// A run nobody waits for.
     pub fn new() -> Self {
         Self {
-            id: Uuid::now_v7(),
+            id: RunId::generate(),
             reply_to: None,
             test: false,
         }
@@ -69,8 +69,8 @@ pub async fn enqueue(
     target: Target,
     kind: TriggerKind,
     trigger: &Trigger,
-    run: NewRun<'_>,
-) -> Result<Uuid, ApiError> {
+    run: PendingRun<'_>,
+) -> Result<RunId, ApiError> {
     let run_id = run.id;
     {
         // Back to the pool before publishing: a slow broker must not hold connections.
@@ -89,7 +89,7 @@ pub async fn enqueue_delivery(
     target: Target,
     trigger: &Trigger,
     key: &str,
-    run: NewRun<'_>,
+    run: PendingRun<'_>,
 ) -> Result<Enqueued, ApiError> {
     let run_id = run.id;
     {
@@ -113,8 +113,8 @@ async fn claim(
     client: &impl GenericClient,
     target: Target,
     key: &str,
-    run_id: Uuid,
-) -> Result<Option<Uuid>, ApiError> {
+    run_id: RunId,
+) -> Result<Option<RunId>, ApiError> {
     // A new key is inserted, an expired one taken over; a live one is left as it is but
     // locked, so it cannot expire between this statement and the next.
     let claim = client
@@ -163,7 +163,7 @@ async fn claim(
 /// run is marked as never started and the caller gets 503.
 async fn publish(
     state: &AppState,
-    run_id: Uuid,
+    run_id: RunId,
     target: Target,
     kind: TriggerKind,
     test: bool,
@@ -180,15 +180,13 @@ async fn publish(
 /// Publishes `RunRequested` for a recorded run and awaits the confirm (architecture §3.1). If
 /// the broker does not take it, the run is marked as never started and the caller gets
 /// 503, as for any other trigger.
-pub async fn announce(state: &AppState, workspace_id: Uuid, run_id: Uuid) -> Result<(), ApiError> {
+pub async fn announce(
+    state: &AppState,
+    workspace_id: WorkspaceId,
+    run_id: RunId,
+) -> Result<(), ApiError> {
     trace::record_run(run_id, workspace_id);
-    let message = RunRequested {
-        v: messages::VERSION,
-        run_id,
-        workspace_id,
-    };
-    let runs = state.publisher.topology().runs();
-    if let Err(e) = state.publisher.publish(&runs, &runs, &message).await {
+    if let Err(e) = runs::announce(&state.publisher, run_id, workspace_id).await {
         tracing::warn!(%run_id, error = %e, "run not enqueued: broker unavailable");
         mark_not_enqueued(state, run_id).await;
         return Err(ApiError::BrokerUnavailable);
@@ -196,51 +194,36 @@ pub async fn announce(state: &AppState, workspace_id: Uuid, run_id: Uuid) -> Res
     Ok(())
 }
 
-/// Inserts the run in one statement that also checks the scenario, so a scenario
-/// deleted (or paused) a moment ago cannot get a run.
+/// Records the run through [`runs::record`]; `NotFound` if the scenario is gone (or, for
+/// a webhook, no longer active).
 async fn insert_run(
     client: &impl GenericClient,
-    run: NewRun<'_>,
+    run: PendingRun<'_>,
     target: Target,
     kind: TriggerKind,
     trigger: &Trigger,
 ) -> Result<(), ApiError> {
-    let statement = client
-        .prepare_cached(
-            "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger, reply_to)
-             SELECT $1, s.workspace_id, s.id, s.current_version, 'queued', $4, $5, $7
-             FROM scenarios s
-             WHERE s.id = $2 AND s.workspace_id = $3 AND s.deleted_at IS NULL
-               AND (s.status = 'active' OR NOT $6)",
-        )
-        .await?;
-    // Only active scenarios fire webhooks; a manual run is allowed in any status.
-    let only_if_active = kind == TriggerKind::Webhook;
-    let inserted = client
-        .execute(
-            &statement,
-            &[
-                &run.id,
-                &target.scenario_id,
-                &target.workspace_id,
-                &if run.test { "test" } else { kind.as_str() },
-                &Json(trigger),
-                &only_if_active,
-                &run.reply_to,
-            ],
-        )
-        .await?;
-    if inserted == 0 {
-        return Err(ApiError::NotFound("scenario"));
-    }
-    Ok(())
+    let new_run = NewRun {
+        id: run.id,
+        workspace_id: target.workspace_id,
+        scenario_id: target.scenario_id,
+        version: None,
+        kind: if run.test { RunKind::Test } else { kind.into() },
+        trigger,
+        reply_to: run.reply_to,
+        replay_of: None,
+    };
+    runs::record(client, &new_run).await.map_err(|e| match e {
+        RecordError::ScenarioUnavailable => ApiError::NotFound("scenario"),
+        RecordError::Db(e) => e.into(),
+    })
 }
 
 /// Marks a run the broker never took as failed, so it is not mistaken for one waiting to
 /// start (and the scheduler does not re-publish a run its caller was told failed). Its
 /// delivery key, if any, is released: the sender was told 503 and will retry, and the
 /// retry must start a run rather than be answered with this one.
-async fn mark_not_enqueued(state: &AppState, run_id: Uuid) {
+async fn mark_not_enqueued(state: &AppState, run_id: RunId) {
     let error = serde_json::json!({
         "class": "permanent",
         "message": "not enqueued: the message broker was unavailable",

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use utoipa::ToSchema;
+use weft_runtime::db::DbError;
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
@@ -182,6 +183,17 @@ impl From<tokio_postgres::Error> for ApiError {
             Self::DatabaseUnavailable(Box::new(e))
         } else {
             Self::Internal(Box::new(e))
+        }
+    }
+}
+
+/// The shared adapters' database errors, mapped like the driver's own.
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Query(e) => e.into(),
+            DbError::Pool(e) => e.into(),
+            other => Self::Internal(Box::new(other)),
         }
     }
 }

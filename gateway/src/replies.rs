@@ -25,6 +25,7 @@ use rand::Rng;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use weft_domain::ids::RunId;
 use weft_domain::messages::{self, Message, NodeResult, RunFinished};
 use weft_runtime::queue::{self, QueueError, Topology};
 
@@ -43,7 +44,7 @@ pub enum Reply {
 }
 
 impl Reply {
-    fn run_id(&self) -> Uuid {
+    fn run_id(&self) -> RunId {
         match self {
             Self::Result(result) => result.run_id,
             Self::Finished(finished) => finished.run_id,
@@ -68,7 +69,7 @@ impl Reply {
 /// The reply queue of this process and the requests waiting on it.
 pub struct Replies {
     queue: String,
-    waiting: Mutex<HashMap<Uuid, oneshot::Sender<Reply>>>,
+    waiting: Mutex<HashMap<RunId, oneshot::Sender<Reply>>>,
     /// Whether the queue exists and is being consumed: a reply published now arrives.
     ready: watch::Sender<bool>,
 }
@@ -87,7 +88,7 @@ impl Replies {
         &self.queue
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Reply>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<RunId, oneshot::Sender<Reply>>> {
         // Entries are inserted and removed whole: a panic elsewhere cannot leave the map
         // half-updated.
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
@@ -103,7 +104,7 @@ impl Replies {
 
     /// Registers a request for the reply about `run_id`: call before publishing what
     /// leads to it, so a fast reply is not missed.
-    pub fn expect(self: &Arc<Self>, run_id: Uuid) -> Pending {
+    pub fn expect(self: &Arc<Self>, run_id: RunId) -> Pending {
         let (sender, receiver) = oneshot::channel();
         self.lock().insert(run_id, sender);
         Pending {
@@ -207,7 +208,7 @@ impl Replies {
 /// away) forgets the request, so a late reply is discarded.
 pub struct Pending {
     replies: Arc<Replies>,
-    run_id: Uuid,
+    run_id: RunId,
     receiver: oneshot::Receiver<Reply>,
 }
 
@@ -234,12 +235,14 @@ mod tests {
     use weft_domain::messages::{Outcome, VERSION};
 
     use super::*;
+    use weft_domain::ids::WorkspaceId;
+    use weft_domain::run::RunStatus;
 
-    fn result(run_id: Uuid) -> NodeResult {
+    fn result(run_id: RunId) -> NodeResult {
         NodeResult {
             v: VERSION,
             run_id,
-            workspace_id: Uuid::now_v7(),
+            workspace_id: WorkspaceId::generate(),
             node_id: "execute".into(),
             item_index: None,
             attempt: 1,
@@ -263,7 +266,7 @@ mod tests {
     #[tokio::test]
     async fn a_reply_reaches_the_request_waiting_for_its_run() {
         let replies = Replies::new(&Topology::new("weft"));
-        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        let (first, second) = (RunId::generate(), RunId::generate());
         let waiting_first = replies.expect(first);
         let waiting_second = replies.expect(second);
         assert!(replies.deliver(Reply::Result(result(second))));
@@ -287,13 +290,13 @@ mod tests {
     #[tokio::test]
     async fn the_end_of_a_run_reaches_the_webhook_waiting_for_it() {
         let replies = Replies::new(&Topology::new("weft"));
-        let run_id = Uuid::now_v7();
+        let run_id = RunId::generate();
         let pending = replies.expect(run_id);
         let finished = RunFinished {
             v: VERSION,
             run_id,
-            workspace_id: Uuid::now_v7(),
-            status: "completed".into(),
+            workspace_id: WorkspaceId::generate(),
+            status: RunStatus::Completed,
             response: serde_json::json!({"status": 200}),
         };
         assert!(replies.deliver(Reply::Finished(finished.clone())));
@@ -306,7 +309,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_stopped_waiting_is_forgotten() {
         let replies = Replies::new(&Topology::new("weft"));
-        let run_id = Uuid::now_v7();
+        let run_id = RunId::generate();
         let pending = replies.expect(run_id);
         assert!(pending.wait(Duration::from_millis(1)).await.is_none());
         assert!(

@@ -11,15 +11,16 @@ use tokio_postgres::types::{FromSqlOwned, ToSql};
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 use weft_domain::crypto::KeyRing;
+use weft_domain::ids::{ScenarioId, WorkspaceId};
 use weft_domain::messages::connection_aad;
 
 /// The associated data of a scenario's webhook signature secret.
-pub fn webhook_signature_aad(workspace_id: Uuid, scenario_id: Uuid) -> String {
+pub fn webhook_signature_aad(workspace_id: WorkspaceId, scenario_id: ScenarioId) -> String {
     format!("{workspace_id}/{scenario_id}/webhook-signature")
 }
 
 /// The associated data of the PKCE verifier of the OAuth flow `state`.
-pub fn oauth_verifier_aad(workspace_id: Uuid, state: &str) -> String {
+pub fn oauth_verifier_aad(workspace_id: WorkspaceId, state: &str) -> String {
     format!("weft:oauth-state:{workspace_id}:{state}")
 }
 
@@ -185,27 +186,24 @@ mod tests {
 
     #[test]
     fn the_associated_data_names_the_workspace_the_scenario_and_the_purpose() {
-        let (workspace, scenario) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let workspace = WorkspaceId::from_uuid(Uuid::from_u128(1));
+        let scenario = ScenarioId::from_uuid(Uuid::from_u128(2));
         assert_eq!(
             webhook_signature_aad(workspace, scenario),
             "00000000-0000-0000-0000-000000000001/00000000-0000-0000-0000-000000000002/webhook-signature"
-        );
-        assert_ne!(
-            webhook_signature_aad(workspace, scenario),
-            webhook_signature_aad(scenario, workspace)
         );
     }
 
     #[test]
     fn each_kind_of_secret_has_associated_data_of_its_own() {
-        let workspace = Uuid::from_u128(1);
+        let workspace = WorkspaceId::from_uuid(Uuid::from_u128(1));
         let id = Uuid::from_u128(2);
         let verifier = oauth_verifier_aad(workspace, &id.to_string());
-        assert_ne!(verifier, connection_aad(workspace, id));
-        assert_ne!(verifier, webhook_signature_aad(workspace, id));
+        assert_ne!(verifier, connection_aad(workspace, id.into()));
+        assert_ne!(verifier, webhook_signature_aad(workspace, id.into()));
         assert_ne!(
             verifier,
-            oauth_verifier_aad(Uuid::from_u128(3), &id.to_string())
+            oauth_verifier_aad(Uuid::from_u128(3).into(), &id.to_string())
         );
     }
 }

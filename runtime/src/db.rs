@@ -23,6 +23,12 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
+    /// A stored value this build cannot read (written by a newer build, or by hand).
+    #[error("stored value of {column} is not valid: {problem}")]
+    Stored {
+        column: &'static str,
+        problem: String,
+    },
 }
 
 /// Builds the pool (connections open on first use). Every wait is bounded.

@@ -4,6 +4,7 @@
 //! - [`config`]: start-up configuration shared by every binary.
 //! - [`db`]: PostgreSQL pools and migrations under an advisory lock.
 //! - [`queue`]: RabbitMQ topology, confirmed publishing and supervised consumers.
+//! - [`runs`]: recording a new run and announcing it (`RunRequested`), for every trigger.
 //! - [`egress`]: the HTTP client that reaches only where the egress policy permits.
 //! - [`token_endpoint`]: the OAuth2 token endpoint's grants (code exchange, refresh,
 //!   client credentials), through the egress-guarded client.
@@ -16,6 +17,7 @@ pub mod db;
 pub mod egress;
 pub mod queue;
 pub mod rate_limit;
+pub mod runs;
 pub mod telemetry;
 pub mod token_endpoint;
 pub mod trace;

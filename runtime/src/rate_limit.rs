@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use uuid::Uuid;
-
+use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{Manifest, RateLimit};
 
 /// The spacing between two calls under `limit`; `None` for a limit that allows nothing
@@ -19,12 +18,12 @@ pub fn slot_interval(limit: &RateLimit) -> Option<Duration> {
 }
 
 /// The limited key of calls through a connection: providers limit per account.
-pub fn connection_key(connection_id: Uuid) -> String {
+pub fn connection_key(connection_id: ConnectionId) -> String {
     format!("connection:{connection_id}")
 }
 
 /// The limited key of a connector's calls made without a connection, per workspace.
-pub fn connector_key(workspace_id: Uuid, connector: &str) -> String {
+pub fn connector_key(workspace_id: WorkspaceId, connector: &str) -> String {
     format!("connector:{workspace_id}:{connector}")
 }
 
@@ -32,9 +31,9 @@ pub fn connector_key(workspace_id: Uuid, connector: &str) -> String {
 /// limited. Through a connection (`(id, its own limit)`), the connection's limit or else
 /// the connector's applies per connection; without one, the connector's, per workspace.
 pub fn limit_of(
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     manifest: &Manifest,
-    connection: Option<(Uuid, Option<&RateLimit>)>,
+    connection: Option<(ConnectionId, Option<&RateLimit>)>,
 ) -> Option<(String, Duration)> {
     match connection {
         Some((id, own)) => own
@@ -94,8 +93,11 @@ mod tests {
 
     #[test]
     fn connections_and_connectors_have_distinct_keys() {
-        let id = Uuid::nil();
-        assert_ne!(connection_key(id), connector_key(id, "acme"));
+        let uuid = uuid::Uuid::now_v7();
+        assert_ne!(
+            connection_key(ConnectionId::from_uuid(uuid)),
+            connector_key(WorkspaceId::from_uuid(uuid), "acme")
+        );
     }
 
     #[test]
@@ -109,7 +111,7 @@ mod tests {
             "actions": []
         }))
         .expect("manifest");
-        let (workspace, connection) = (Uuid::now_v7(), Uuid::now_v7());
+        let (workspace, connection) = (WorkspaceId::generate(), ConnectionId::generate());
         assert_eq!(limit_of(workspace, &manifest, None), None);
         assert_eq!(
             limit_of(workspace, &manifest, Some((connection, None))),

@@ -11,7 +11,7 @@ use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::{Context, global};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use uuid::Uuid;
+use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
 
 struct AmqpInjector<'a>(&'a mut FieldTable);
 
@@ -83,7 +83,7 @@ pub fn inject_http(span: &Span, headers: &mut HeaderMap) {
 // drop the `weft.` prefix. Ids belong in traces and logs, never in metric labels.
 
 /// Names the run on the current span.
-pub fn record_run(run_id: Uuid, workspace_id: Uuid) {
+pub fn record_run(run_id: RunId, workspace_id: WorkspaceId) {
     let span = Span::current();
     span.record("weft.run_id", tracing::field::display(run_id));
     span.record("weft.workspace_id", tracing::field::display(workspace_id));
@@ -97,7 +97,7 @@ pub fn record_node(node_id: &str, attempt: u32) {
 }
 
 /// Names the scenario on the current span.
-pub fn record_scenario(scenario_id: Uuid) {
+pub fn record_scenario(scenario_id: ScenarioId) {
     Span::current().record("weft.scenario_id", tracing::field::display(scenario_id));
 }
 

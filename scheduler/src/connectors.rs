@@ -13,6 +13,7 @@ use deadpool_postgres::Transaction;
 use quick_cache::sync::Cache;
 use serde_json::Value;
 use uuid::Uuid;
+use weft_domain::ids::{ConnectionId, ConnectorVersionId, WorkspaceId};
 use weft_domain::manifest::{
     self, Action, HTTP_CONNECTOR, InputSchemas, Manifest, RateLimit, RequestSpec, ResponseSpec,
 };
@@ -48,7 +49,7 @@ impl std::ops::Deref for Found {
 
 /// Resolves connector actions for tasks; versions are immutable, so they are cached.
 pub struct Connectors {
-    versions: Cache<Uuid, Arc<Manifest>>,
+    versions: Cache<ConnectorVersionId, Arc<Manifest>>,
     input_schemas: InputSchemas,
 }
 
@@ -94,7 +95,7 @@ impl Connectors {
     pub async fn pins(
         &self,
         tx: &Transaction<'_>,
-        workspace_id: Uuid,
+        workspace_id: WorkspaceId,
         scenario: &Scenario,
     ) -> Result<Value, DbError> {
         let keys: Vec<&str> = scenario
@@ -201,7 +202,7 @@ impl Connectors {
             Some(NodeKind::Action {
                 connection: Some(id),
                 ..
-            }) => match Uuid::parse_str(id) {
+            }) => match id.parse::<ConnectionId>() {
                 Ok(id) => Some(id),
                 Err(_) => return Ok(Err(format!("connection `{id}` is not a connection id"))),
             },
@@ -228,9 +229,9 @@ impl Connectors {
     async fn through(
         &self,
         tx: &Transaction<'_>,
-        workspace_id: Uuid,
+        workspace_id: WorkspaceId,
         manifest: &Manifest,
-        connection_id: Option<Uuid>,
+        connection_id: Option<ConnectionId>,
         set_on: &str,
     ) -> Result<Result<Through, String>, DbError> {
         let Some(connection_id) = connection_id else {
@@ -278,10 +279,10 @@ impl Connectors {
     pub async fn poll_manifest(
         &self,
         tx: &Transaction<'_>,
-        workspace_id: Uuid,
+        workspace_id: WorkspaceId,
         key: &str,
-        version: Option<Uuid>,
-    ) -> Result<Option<(Option<Uuid>, Found)>, DbError> {
+        version: Option<ConnectorVersionId>,
+    ) -> Result<Option<(Option<ConnectorVersionId>, Found)>, DbError> {
         if let Some(builtin) = manifest::builtin(key) {
             return Ok(Some((None, Found::Builtin(builtin))));
         }
@@ -313,10 +314,10 @@ impl Connectors {
     pub async fn poll_call(
         &self,
         tx: &Transaction<'_>,
-        workspace_id: Uuid,
+        workspace_id: WorkspaceId,
         manifest: &Manifest,
         request: &RequestSpec,
-        connection_id: Option<Uuid>,
+        connection_id: Option<ConnectionId>,
     ) -> Result<Result<PollCall, String>, DbError> {
         let through = match self
             .through(tx, workspace_id, manifest, connection_id, "the trigger")
@@ -361,7 +362,7 @@ impl Connectors {
             .connector_pins
             .get(key)
             .and_then(Value::as_str)
-            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| id.parse::<ConnectorVersionId>().ok())
         else {
             return Ok(None);
         };
@@ -375,8 +376,8 @@ impl Connectors {
     async fn version(
         &self,
         tx: &Transaction<'_>,
-        workspace_id: Uuid,
-        version_id: Uuid,
+        workspace_id: WorkspaceId,
+        version_id: ConnectorVersionId,
     ) -> Result<Option<Arc<Manifest>>, DbError> {
         if let Some(found) = self.versions.get(&version_id) {
             return Ok(Some(found));
@@ -404,8 +405,8 @@ impl Connectors {
 
 async fn load_connection(
     tx: &Transaction<'_>,
-    workspace_id: Uuid,
-    id: Uuid,
+    workspace_id: WorkspaceId,
+    id: ConnectionId,
     connector: &str,
 ) -> Result<Option<Connection>, DbError> {
     // One round trip: the read, and `last_used_at` moved on when it is over 10 seconds

@@ -11,8 +11,8 @@ use deadpool_postgres::Pool;
 use futures_util::future::{join_all, try_join_all};
 use rand::Rng;
 use tracing::{Instrument, Span};
-use uuid::Uuid;
 use weft_domain::graph::{Applied, Dispatch, NodeStatus, RunContext, RunOutcome, RunState};
+use weft_domain::ids::{RunId, WorkspaceId};
 use weft_domain::messages::{
     ErrorClass, NodeError, NodeResult, NodeTask, Outcome, RunFinished, RunRequested, VERSION,
 };
@@ -25,7 +25,8 @@ use crate::connectors::Connectors;
 use crate::dispatch::{Dispatcher, Next};
 use crate::metrics::Metrics;
 use crate::run_cache::{LARGEST_CACHED_RESULT, RunCache};
-use crate::store::{self, DbError, DefinitionError, Definitions, Run, RunStatus};
+use crate::store::{self, DbError, DefinitionError, Definitions, Run};
+use weft_domain::run::RunStatus;
 
 /// A failure worth another delivery of the message (the database or broker is away).
 #[derive(Debug, thiserror::Error)]
@@ -213,13 +214,13 @@ impl Engine {
     ) -> Result<Vec<Result<(), EngineError>>, EngineError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let keys: Vec<(Uuid, Uuid)> = results
+        let keys: Vec<(RunId, WorkspaceId)> = results
             .iter()
             .map(|r| (r.result.run_id, r.result.workspace_id))
             .collect();
         let mut runs = store::lock_runs(&tx, &keys).await?;
         // Results of one run are applied in the order they came, each on the last one's state.
-        let mut by_run: HashMap<Uuid, Vec<(usize, &Received)>> = HashMap::new();
+        let mut by_run: HashMap<RunId, Vec<(usize, &Received)>> = HashMap::new();
         for (index, received) in results.iter().enumerate() {
             by_run
                 .entry(received.result.run_id)
@@ -407,8 +408,8 @@ impl Engine {
             .await?;
         if let (Some(outcome), Some(queue)) = (&step.outcome, &run.reply_to) {
             let status = match outcome {
-                RunOutcome::Completed => "completed",
-                RunOutcome::Failed { .. } => "failed",
+                RunOutcome::Completed => RunStatus::Completed,
+                RunOutcome::Failed { .. } => RunStatus::Failed,
             };
             resolved.reply = Some((
                 queue.clone(),
@@ -416,7 +417,7 @@ impl Engine {
                     v: VERSION,
                     run_id: run.id,
                     workspace_id: run.workspace_id,
-                    status: status.to_owned(),
+                    status,
                     response: state.response(scenario, outcome),
                 },
             ));
@@ -471,8 +472,8 @@ impl Engine {
     /// Fails a run whose request could not be processed (a dead-lettered RunRequested).
     pub async fn fail_run(
         &self,
-        run_id: Uuid,
-        workspace_id: Uuid,
+        run_id: RunId,
+        workspace_id: WorkspaceId,
         error: NodeError,
     ) -> Result<(), EngineError> {
         self.end_run(run_id, workspace_id, RunStatus::Failed, error)
@@ -480,7 +481,11 @@ impl Engine {
     }
 
     /// Ends a run that passed its deadline: it is `timed_out`, its unfinished nodes cancelled.
-    pub async fn time_out(&self, run_id: Uuid, workspace_id: Uuid) -> Result<(), EngineError> {
+    pub async fn time_out(
+        &self,
+        run_id: RunId,
+        workspace_id: WorkspaceId,
+    ) -> Result<(), EngineError> {
         let error = NodeError::new(ErrorClass::Timeout, "the run passed its timeout");
         self.end_run(run_id, workspace_id, RunStatus::TimedOut, error)
             .await
@@ -488,8 +493,8 @@ impl Engine {
 
     async fn end_run(
         &self,
-        run_id: Uuid,
-        workspace_id: Uuid,
+        run_id: RunId,
+        workspace_id: WorkspaceId,
         status: RunStatus,
         error: NodeError,
     ) -> Result<(), EngineError> {
@@ -524,8 +529,8 @@ impl Engine {
     /// dead-lettered tasks.
     pub async fn fail_attempt(
         &self,
-        run_id: Uuid,
-        workspace_id: Uuid,
+        run_id: RunId,
+        workspace_id: WorkspaceId,
         node: (&str, Option<u32>),
         attempt: u32,
         error: NodeError,

@@ -8,6 +8,7 @@
 //! - [`connectors`]: connector actions at dispatch: pinned manifests, connections, rate limits.
 //! - [`dispatch`]: publishing node tasks, immediately or through the delay tiers.
 //! - [`sweeper`]: re-publishes forgotten runs, times out nodes and runs.
+//! - [`triggered`]: runs the scheduler's triggers start: recorded with the trigger, announced after.
 //! - [`schedules`]: fires the ticks of schedule triggers, once each across replicas.
 //! - [`polls`]: polls for poll triggers; each new item starts one run, the baseline none.
 //! - [`dead_letters`]: fails the runs and nodes whose messages were dead-lettered.
@@ -26,6 +27,7 @@ pub mod schedules;
 pub mod service;
 pub mod store;
 pub mod sweeper;
+mod triggered;
 
 pub use config::Config;
 pub use service::{Scheduler, StartError};

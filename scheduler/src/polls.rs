@@ -34,18 +34,21 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use serde_json::{Value, json};
-use uuid::Uuid;
+
 use weft_domain::connector;
+use weft_domain::ids::{ConnectionId, ConnectorVersionId, RunId, ScenarioId, WorkspaceId};
 use weft_domain::manifest::{Cursor, Manifest, RequestSpec, Trigger};
 use weft_domain::messages::{NodeResult, NodeTask, Outcome, VERSION};
+use weft_domain::run::RunKind;
 use weft_domain::scenario::{DEFAULT_NODE_TIMEOUT, MIN_POLL_INTERVAL, PollTrigger, TriggerKind};
 use weft_runtime::queue::Publisher;
+use weft_runtime::runs::NewRun;
 
 use crate::connectors::Connectors;
 use crate::engine::EngineError;
 use crate::metrics::{Metrics, PollOutcome};
-use crate::schedules::{Fired, announce};
 use crate::store;
+use crate::triggered::{self, Fired, announce};
 
 /// Pages one poll follows its cursor through; an API that always answers with a next
 /// cursor must not keep a poll going forever.
@@ -286,8 +289,8 @@ macro_rules! current {
 
 /// A state row, locked, with its scenario's current version.
 struct State {
-    scenario_id: Uuid,
-    workspace_id: Uuid,
+    scenario_id: ScenarioId,
+    workspace_id: WorkspaceId,
     connector: String,
     trigger_key: String,
     connection: Option<String>,
@@ -295,7 +298,7 @@ struct State {
     last_error: Option<String>,
     poll_page: i32,
     poll_baseline: bool,
-    poll_version: Option<Uuid>,
+    poll_version: Option<ConnectorVersionId>,
     version: i32,
     /// The scenario's `trigger` object.
     trigger: Value,
@@ -328,17 +331,18 @@ impl State {
     }
 
     /// The connection, when the trigger names one that is an id.
-    fn connection_id(&self) -> Option<Uuid> {
+    fn connection_id(&self) -> Option<ConnectionId> {
         self.connection
             .as_deref()
-            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| id.parse::<ConnectionId>().ok())
     }
 }
 
 /// One page of a poll: the poll's id, the page's number, and the cursor that asks for it.
+/// A poll's tasks and results carry its id where a run's goes, so it is a [`RunId`].
 #[derive(Debug, Clone, Copy)]
 struct Page<'a> {
-    poll_id: Uuid,
+    poll_id: RunId,
     number: u32,
     cursor: Option<&'a str>,
 }
@@ -482,7 +486,7 @@ impl Polls {
             }
         };
         let every = interval(chosen, Some(spec.interval));
-        let poll_id = Uuid::now_v7();
+        let poll_id = RunId::generate();
         let first = Page {
             poll_id,
             number: 0,
@@ -529,7 +533,7 @@ impl Polls {
         page: Page<'_>,
     ) -> Result<Result<NodeTask, String>, EngineError> {
         let connection_id = match &state.connection {
-            Some(text) => match Uuid::parse_str(text) {
+            Some(text) => match text.parse::<ConnectionId>() {
                 Ok(id) => Some(id),
                 Err(_) => return Ok(Err(format!("connection `{text}` is not a connection id"))),
             },
@@ -831,34 +835,23 @@ impl Polls {
         if state.poll_baseline {
             return Ok(Vec::new());
         }
-        let insert_run = tx
-            .prepare_cached(
-                "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
-            )
-            .await?;
         let mut fired = Vec::with_capacity(claimed.len());
         for (id, item) in items {
             if !claimed.contains(&id) {
                 continue;
             }
-            let run_id = Uuid::now_v7();
-            tx.execute(
-                &insert_run,
-                &[
-                    &run_id,
-                    &state.workspace_id,
-                    &state.scenario_id,
-                    &state.version,
-                    &TriggerKind::Poll.as_str(),
-                    &trigger(item),
-                ],
-            )
-            .await?;
-            fired.push(Fired {
-                run_id,
+            let trigger = trigger(item);
+            let run = NewRun {
+                id: RunId::generate(),
                 workspace_id: state.workspace_id,
-            });
+                scenario_id: state.scenario_id,
+                version: Some(state.version),
+                kind: RunKind::Poll,
+                trigger: &trigger,
+                reply_to: None,
+                replay_of: None,
+            };
+            fired.extend(triggered::record(tx, &run).await?);
         }
         Ok(fired)
     }

@@ -8,8 +8,8 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use quick_cache::unsync::Cache;
-use uuid::Uuid;
 use weft_domain::graph::RunState;
+use weft_domain::ids::RunId;
 
 /// A result message larger than this makes its run's state too big to keep: the run
 /// reads its node rows for every result from then on, as it would without a cache.
@@ -27,7 +27,7 @@ enum Entry {
 pub struct RunCache {
     capacity: usize,
     /// Behind one lock: `take` and `put` read and change an entry in one step.
-    entries: Mutex<Cache<Uuid, Entry>>,
+    entries: Mutex<Cache<RunId, Entry>>,
 }
 
 impl RunCache {
@@ -41,7 +41,7 @@ impl RunCache {
 
     /// The state stored for `run` at `revision`, taken out of the cache; `None` when
     /// there is none or it is stale.
-    pub fn take(&self, run: Uuid, revision: i64) -> Option<RunState> {
+    pub fn take(&self, run: RunId, revision: i64) -> Option<RunState> {
         let mut entries = self.lock();
         match entries.remove(&run)?.1 {
             Entry::State {
@@ -58,7 +58,7 @@ impl RunCache {
 
     /// Keeps `state` as of `revision` (already committed), unless the run was marked too
     /// large or a newer revision is already stored.
-    pub fn put(&self, run: Uuid, revision: i64, state: RunState) {
+    pub fn put(&self, run: RunId, revision: i64, state: RunState) {
         if self.capacity == 0 {
             return;
         }
@@ -74,18 +74,18 @@ impl RunCache {
     }
 
     /// Stops caching `run`: its results are too large to keep in memory.
-    pub fn too_large(&self, run: Uuid) {
+    pub fn too_large(&self, run: RunId) {
         if self.capacity > 0 {
             self.lock().insert(run, Entry::TooLarge);
         }
     }
 
     /// Forgets a run that is over.
-    pub fn forget(&self, run: Uuid) {
+    pub fn forget(&self, run: RunId) {
         self.lock().remove(&run);
     }
 
-    fn lock(&self) -> MutexGuard<'_, Cache<Uuid, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Cache<RunId, Entry>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn a_state_is_returned_once_and_only_at_its_revision() {
         let cache = RunCache::new(10);
-        let run = Uuid::new_v4();
+        let run = RunId::generate();
         cache.put(run, 3, state_with("a"));
         assert!(
             cache.take(run, 2).is_none(),
@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn an_older_revision_never_replaces_a_newer_one() {
         let cache = RunCache::new(10);
-        let run = Uuid::new_v4();
+        let run = RunId::generate();
         cache.put(run, 5, state_with("new"));
         cache.put(run, 4, state_with("old"));
         let taken = cache.take(run, 5).expect("revision 5 kept");
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn a_run_marked_too_large_is_never_cached_again() {
         let cache = RunCache::new(10);
-        let run = Uuid::new_v4();
+        let run = RunId::generate();
         cache.put(run, 1, state_with("a"));
         cache.too_large(run);
         cache.put(run, 2, state_with("a"));
@@ -148,7 +148,7 @@ mod tests {
     #[test]
     fn the_capacity_bounds_the_runs_kept() {
         let cache = RunCache::new(2);
-        let runs: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        let runs: Vec<RunId> = (0..3).map(|_| RunId::generate()).collect();
         for run in &runs {
             cache.put(*run, 1, state_with("a"));
         }

@@ -20,14 +20,16 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use deadpool_postgres::Pool;
 use serde_json::{Value, json};
-use uuid::Uuid;
-use weft_domain::messages::{RunRequested, VERSION};
+use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
+use weft_domain::run::RunKind;
 use weft_domain::scenario::TriggerKind;
 use weft_domain::schedule::Schedule;
 use weft_runtime::queue::Publisher;
+use weft_runtime::runs::NewRun;
 
 use crate::engine::EngineError;
 use crate::metrics::Metrics;
+use crate::triggered::{self, Fired, announce};
 
 /// A tick no pass fired within this many intervals of its time was missed: no scheduler
 /// was running (or every one was stalled). Ticks younger than that are on time, however
@@ -108,8 +110,8 @@ fn trigger(tick: DateTime<Utc>, fired_at: DateTime<Utc>) -> Value {
 
 /// A scheduled scenario as the database shows it.
 struct Scheduled {
-    scenario_id: Uuid,
-    workspace_id: Uuid,
+    scenario_id: ScenarioId,
+    workspace_id: WorkspaceId,
     version: i32,
     cron: String,
     timezone: Option<String>,
@@ -146,14 +148,7 @@ macro_rules! scheduled_columns {
 }
 
 /// A scenario id and version number.
-type ScenarioVersion = (Uuid, i32);
-
-/// A run recorded by a trigger (a schedule tick, a polled item), to announce after the
-/// commit.
-pub(crate) struct Fired {
-    pub(crate) run_id: Uuid,
-    pub(crate) workspace_id: Uuid,
-}
+type ScenarioVersion = (ScenarioId, i32);
 
 pub struct Schedules {
     pool: Pool,
@@ -224,7 +219,11 @@ impl Schedules {
     }
 
     /// Fires the due ticks of one scenario, unless another scheduler is at it.
-    async fn fire(&self, scenario_id: Uuid, workspace_id: Uuid) -> Result<Vec<Fired>, EngineError> {
+    async fn fire(
+        &self,
+        scenario_id: ScenarioId,
+        workspace_id: WorkspaceId,
+    ) -> Result<Vec<Fired>, EngineError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let ensure_state = tx
@@ -275,36 +274,30 @@ impl Schedules {
                  ON CONFLICT (scenario_id, tick_at) DO NOTHING",
             )
             .await?;
-        let insert_run = tx
-            .prepare_cached(
-                "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
-            )
-            .await?;
         let mut fired = Vec::with_capacity(due.fire.len());
         for tick in due.fire {
-            let run_id = Uuid::now_v7();
+            let run_id = RunId::generate();
             if tx.execute(&claim, &[&scenario_id, &tick, &run_id]).await? == 0 {
                 // The state lock makes this unreachable; the claim is the guarantee.
                 tracing::warn!(%scenario_id, %tick, "schedule tick fired before; not firing it again");
                 continue;
             }
-            tx.execute(
-                &insert_run,
-                &[
-                    &run_id,
-                    &found.workspace_id,
-                    &scenario_id,
-                    &found.version,
-                    &TriggerKind::Schedule.as_str(),
-                    &trigger(tick, found.now),
-                ],
-            )
-            .await?;
-            fired.push(Fired {
-                run_id,
+            let trigger = trigger(tick, found.now);
+            let run = NewRun {
+                id: run_id,
                 workspace_id: found.workspace_id,
-            });
+                scenario_id,
+                version: Some(found.version),
+                kind: RunKind::Schedule,
+                trigger: &trigger,
+                reply_to: None,
+                replay_of: None,
+            };
+            let Some(run) = triggered::record(&tx, &run).await? else {
+                // Paused or deleted under the lock's feet: its ticks fire on reactivation.
+                return Ok(Vec::new());
+            };
+            fired.push(run);
         }
         let advance = tx
             .prepare_cached(
@@ -349,41 +342,6 @@ impl Schedules {
             .map(|found| (found.scenario_id, found.version))
             .collect();
         parsed.retain(|key, _| current.contains(key));
-    }
-}
-
-/// Publishes `RunRequested` for runs a trigger just recorded. A run the broker does not
-/// take stays queued, and the sweeper publishes it again.
-pub(crate) async fn announce(
-    publisher: &Publisher,
-    metrics: &Metrics,
-    trigger: TriggerKind,
-    fired: Vec<Fired>,
-) {
-    let runs = publisher.topology().runs();
-    for Fired {
-        run_id,
-        workspace_id,
-    } in fired
-    {
-        let request = RunRequested {
-            v: VERSION,
-            run_id,
-            workspace_id,
-        };
-        match publisher.publish(&runs, &runs, &request).await {
-            Ok(()) => {
-                metrics
-                    .runs_started
-                    .with_label_values(&[trigger.as_str()])
-                    .inc();
-                tracing::info!(%run_id, trigger = trigger.as_str(), "triggered run enqueued");
-            }
-            Err(e) => tracing::warn!(
-                %run_id, trigger = trigger.as_str(), error = %e,
-                "triggered run recorded but not enqueued; the sweeper will publish it again"
-            ),
-        }
     }
 }
 

@@ -9,60 +9,27 @@ use deadpool_postgres::Transaction;
 use futures_util::future::try_join_all;
 use quick_cache::sync::Cache;
 use serde_json::Value;
-use uuid::Uuid;
 use weft_domain::graph::{ItemState, NodeState, NodeStatus, RunState};
+use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
 use weft_domain::messages::{ConnectionUpdate, NodeError};
+use weft_domain::run::{RunStatus, UnknownRunStatus};
 use weft_domain::scenario::{Catalog, Invalid, Scenario};
 
 pub use weft_runtime::db::DbError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    Queued,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-    TimedOut,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::TimedOut => "timed_out",
-        }
-    }
-
-    fn parse(text: &str) -> Self {
-        match text {
-            "queued" => Self::Queued,
-            "running" => Self::Running,
-            "completed" => Self::Completed,
-            "cancelled" => Self::Cancelled,
-            "timed_out" => Self::TimedOut,
-            _ => Self::Failed,
-        }
-    }
-}
-
 /// A run row, locked for the current transaction.
 #[derive(Debug, Clone)]
 pub struct Run {
-    pub id: Uuid,
-    pub workspace_id: Uuid,
-    pub scenario_id: Uuid,
+    pub id: RunId,
+    pub workspace_id: WorkspaceId,
+    pub scenario_id: ScenarioId,
     pub version: i32,
     pub status: RunStatus,
     pub trigger: Value,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     /// The run this one replays: it starts from the node runs recorded with it.
-    pub replay_of: Option<Uuid>,
+    pub replay_of: Option<RunId>,
     /// Workspace connector key → the manifest version id the run started with.
     pub connector_pins: Value,
     /// The reply queue of the gateway waiting for this run's end, if one is.
@@ -76,8 +43,8 @@ pub struct Run {
 /// Locks a run row (architecture §3.4: results of one run are serialized).
 pub async fn lock_run(
     tx: &Transaction<'_>,
-    run_id: Uuid,
-    workspace_id: Uuid,
+    run_id: RunId,
+    workspace_id: WorkspaceId,
 ) -> Result<Option<Run>, DbError> {
     let statement = tx
         .prepare_cached(
@@ -86,13 +53,22 @@ pub async fn lock_run(
              FROM runs WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
         )
         .await?;
-    let row = tx.query_opt(&statement, &[&run_id, &workspace_id]).await?;
-    Ok(row.map(|row| Run {
+    let Some(row) = tx.query_opt(&statement, &[&run_id, &workspace_id]).await? else {
+        return Ok(None);
+    };
+    let status: &str = row.get(2);
+    let status = status
+        .parse()
+        .map_err(|e: UnknownRunStatus| DbError::Stored {
+            column: "runs.status",
+            problem: e.to_string(),
+        })?;
+    Ok(Some(Run {
         id: run_id,
         workspace_id,
         scenario_id: row.get(0),
         version: row.get(1),
-        status: RunStatus::parse(row.get(2)),
+        status,
         trigger: row.get(3),
         created_at: row.get(4),
         started_at: row.get(5),
@@ -112,8 +88,8 @@ pub async fn lock_run(
 /// are missing from the map.
 pub async fn lock_runs(
     tx: &Transaction<'_>,
-    keys: &[(Uuid, Uuid)],
-) -> Result<HashMap<Uuid, Run>, DbError> {
+    keys: &[(RunId, WorkspaceId)],
+) -> Result<HashMap<RunId, Run>, DbError> {
     let mut keys = keys.to_vec();
     keys.sort_unstable();
     keys.dedup();
@@ -390,7 +366,7 @@ impl Catalog for CheckedAtSave {
 
 /// Immutable scenario versions, parsed once per process.
 pub struct Definitions {
-    cache: Cache<(Uuid, i32), Arc<Scenario>>,
+    cache: Cache<(ScenarioId, i32), Arc<Scenario>>,
 }
 
 /// Versions kept in memory; past that the least useful are evicted.
@@ -449,7 +425,7 @@ impl Definitions {
 /// again, a refused refresh puts it in `error` with the provider's message.
 pub async fn update_connection(
     tx: &Transaction<'_>,
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     update: &ConnectionUpdate,
 ) -> Result<(), DbError> {
     let statement = tx

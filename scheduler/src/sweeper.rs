@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
-use uuid::Uuid;
 use weft_domain::graph::NodeStatus;
-use weft_domain::messages::{ErrorClass, NodeError, RunRequested, VERSION};
+use weft_domain::ids::RunId;
+use weft_domain::messages::{ErrorClass, NodeError};
 use weft_runtime::queue::Publisher;
+use weft_runtime::runs;
 
 use crate::engine::{Engine, EngineError};
 use crate::store;
@@ -50,17 +51,10 @@ impl Sweeper {
         let rows = client
             .query(&statement, &[&self.requeue_after.as_secs_f64(), &BATCH])
             .await?;
-        let topology = self.publisher.topology();
         for row in rows {
-            let request = RunRequested {
-                v: VERSION,
-                run_id: row.get(0),
-                workspace_id: row.get(1),
-            };
-            tracing::info!(run_id = %request.run_id, "re-publishing a run left queued");
-            self.publisher
-                .publish(&topology.runs(), &topology.runs(), &request)
-                .await?;
+            let (run_id, workspace_id) = (row.get(0), row.get(1));
+            tracing::info!(%run_id, "re-publishing a run left queued");
+            runs::announce(&self.publisher, run_id, workspace_id).await?;
         }
         Ok(())
     }
@@ -82,7 +76,7 @@ impl Sweeper {
         drop(client);
         let now = Utc::now();
         for row in rows {
-            let run_id: Uuid = row.get(0);
+            let run_id: RunId = row.get(0);
             let node_id: String = row.get(2);
             let expired: Vec<(Option<u32>, u32)> = match row.get::<_, Option<Value>>(4) {
                 None => vec![(None, u32::try_from(row.get::<_, i32>(3)).unwrap_or(0))],
@@ -118,7 +112,7 @@ impl Sweeper {
         let rows = client.query(&statement, &[&BATCH]).await?;
         drop(client);
         for row in rows {
-            let run_id: Uuid = row.get(0);
+            let run_id: RunId = row.get(0);
             tracing::warn!(%run_id, "run passed its timeout");
             self.engine.time_out(run_id, row.get(1)).await?;
         }

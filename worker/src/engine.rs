@@ -16,9 +16,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use tracing::Instrument;
-use uuid::Uuid;
 use weft_domain::connector::{self, Credentials, CredentialsError, PreparedRequest};
 use weft_domain::crypto::KeyRing;
+use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{Auth, Grant, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, OAuth2};
 use weft_domain::messages::{
     ActionCall, BUILTIN_CONNECTOR, ConnectionUpdate, DELAY_ACTION, ErrorClass, NodeError,
@@ -270,7 +270,9 @@ impl Engine {
         deadline: Instant,
         renewal: Renewal,
     ) -> Result<Option<TokenSet>, NodeError> {
-        let connection_id = session.connection_id.unwrap_or_default();
+        // Without a connection (client credentials from the manifest alone) every such
+        // call shares the one slot of the nil id.
+        let connection_id = session.connection_id.unwrap_or_else(ConnectionId::nil);
         let client = self.http.client();
         let client_id = session.field("client_id")?;
         let client_secret = session.field("client_secret")?;
@@ -372,7 +374,7 @@ fn redact_error(error: &mut NodeError, secrets: &[String]) {
 
 /// One attempt's view of its connection: the opened credentials, and what changed.
 struct Session {
-    connection_id: Option<Uuid>,
+    connection_id: Option<ConnectionId>,
     auth: Auth,
     credentials: Credentials,
     /// Every secret value the attempt held, old tokens included.
@@ -470,7 +472,7 @@ impl Session {
             .sort_by_key(|secret| std::cmp::Reverse(secret.len()));
     }
 
-    fn update(&self, keys: &KeyRing, workspace_id: Uuid) -> Option<ConnectionUpdate> {
+    fn update(&self, keys: &KeyRing, workspace_id: WorkspaceId) -> Option<ConnectionUpdate> {
         let id = self.connection_id?;
         if !self.renewed && self.error.is_none() {
             return None;
@@ -508,11 +510,11 @@ type Slot = Arc<tokio::sync::Mutex<Option<Cached>>>;
 /// that carry them.
 #[derive(Default)]
 struct TokenCache {
-    slots: Mutex<HashMap<Uuid, Slot>>,
+    slots: Mutex<HashMap<ConnectionId, Slot>>,
 }
 
 impl TokenCache {
-    fn slot(&self, connection_id: Uuid) -> Slot {
+    fn slot(&self, connection_id: ConnectionId) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if slots.len() >= TOKEN_CACHE_SIZE {
             slots.retain(|_, slot| Arc::strong_count(slot) > 1);

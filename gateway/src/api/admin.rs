@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
+use weft_domain::ids::WorkspaceId;
 
 use crate::auth::{Admin, generate_api_key, hash_api_key};
 use crate::error::{ApiError, ErrorBody};
@@ -22,7 +23,7 @@ pub struct NewWorkspace {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedWorkspace {
-    pub id: Uuid,
+    pub id: WorkspaceId,
     pub name: String,
     /// The workspace's API key. Shown this once: only its hash is stored.
     pub api_key: String,
@@ -59,7 +60,7 @@ pub async fn create_workspace(
             format!("`name` must be 1 to {MAX_NAME_CHARS} characters"),
         ));
     }
-    let id = Uuid::now_v7();
+    let id = WorkspaceId::generate();
     let api_key = generate_api_key();
 
     let mut client = state.pool.get().await?;

@@ -21,8 +21,9 @@ use serde_json::{Map, Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
-use uuid::Uuid;
+
 use weft_domain::connector::Credentials;
+use weft_domain::ids::ConnectionId;
 use weft_domain::manifest::{self, Action, Auth, Grant, Manifest, RateLimit, ResponseSpec};
 use weft_domain::messages::{ActionCall, Outcome};
 
@@ -83,7 +84,7 @@ impl FromStr for ConnectionStatus {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Connection)]
 pub struct ConnectionView {
-    pub id: Uuid,
+    pub id: ConnectionId,
     pub connector: String,
     pub name: String,
     /// The connector's auth type; null if the connector was deleted.
@@ -456,7 +457,7 @@ pub async fn create(
         return Err(invalid_connection(problems));
     }
 
-    let id = Uuid::now_v7();
+    let id = ConnectionId::generate();
     let sealed = (!changes.is_empty()).then(|| {
         let mut credentials = Credentials::default();
         apply(&mut credentials, changes);
@@ -490,7 +491,7 @@ pub async fn create(
 async fn view_of(
     client: &impl GenericClient,
     workspace: Workspace,
-    id: Uuid,
+    id: ConnectionId,
 ) -> Result<ConnectionView, ApiError> {
     let statement = client
         .prepare_cached(concat!(
@@ -541,7 +542,7 @@ pub async fn list(
     workspace: Workspace,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<List<ConnectionView>>, ApiError> {
-    let page = Page::<Uuid>::parse(query.limit.as_deref(), query.cursor.as_deref())?;
+    let page = Page::<ConnectionId>::parse(query.limit.as_deref(), query.cursor.as_deref())?;
     let connector = query.connector.filter(|c| !c.is_empty());
     let client = state.pool.get().await?;
     let statement = client
@@ -553,7 +554,7 @@ pub async fn list(
              ORDER BY c.id DESC LIMIT $3"
         ))
         .await?;
-    let before = page.cursor.unwrap_or(Uuid::max());
+    let before = page.cursor.unwrap_or(ConnectionId::max());
     let rows = client
         .query(
             &statement,
@@ -586,7 +587,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ConnectionId>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let client = state.pool.get().await?;
     view_of(&client, workspace, id).await.map(Json)
@@ -639,7 +640,7 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
 pub async fn update(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ConnectionId>,
     ApiJson(patch): ApiJson<ConnectionPatch>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let mut client = state.pool.get().await?;
@@ -753,7 +754,7 @@ pub async fn update(
 fn open_for_merge(
     state: &AppState,
     workspace: Workspace,
-    id: Uuid,
+    id: ConnectionId,
     sealed: Option<&str>,
     manifest: &Manifest,
     changes: &CredentialChanges,
@@ -803,7 +804,7 @@ fn open_for_merge(
 pub async fn delete(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ConnectionId>,
 ) -> Result<StatusCode, ApiError> {
     let client = state.pool.get().await?;
     let deleted = client
@@ -848,7 +849,7 @@ pub struct TestResult {
 pub async fn test(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ConnectionId>,
 ) -> Result<Json<TestResult>, ApiError> {
     let client = state.pool.get().await?;
     let stored = load(&client, workspace, id)

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
 use weft_domain::connector::prepare_http;
+use weft_domain::ids::ConnectionId;
 use weft_domain::manifest::{
     self, Auth, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, InvalidManifest, Manifest, Trigger,
 };
@@ -534,7 +535,7 @@ pub async fn delete(
 pub struct ExecuteRequest {
     /// The connection to call with; required unless the connector's auth is `none`. The
     /// `http` connector takes none.
-    pub connection_id: Option<Uuid>,
+    pub connection_id: Option<ConnectionId>,
     /// The action's input, checked against its `input_schema` (for `http.request`: the
     /// request, architecture §7).
     #[serde(default = "empty_object")]

@@ -17,13 +17,13 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
-use uuid::Uuid;
+use weft_domain::ids::RunId;
 
 use weft_domain::scenario::{TriggerKind, WebhookOptions};
 use weft_domain::signature::Scheme;
 
 use super::runs::RunAccepted;
-use crate::enqueue::{Enqueued, NewRun, Target, enqueue, enqueue_delivery};
+use crate::enqueue::{Enqueued, PendingRun, Target, enqueue, enqueue_delivery};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, body_rejection};
 use crate::metrics::WebhookOutcome;
@@ -40,7 +40,7 @@ const MAX_DELIVERY_KEY: usize = 255;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DuplicateDelivery {
     /// The run the first delivery started.
-    pub run_id: Uuid,
+    pub run_id: RunId,
     /// Always `true`.
     pub duplicate: bool,
 }
@@ -178,7 +178,7 @@ async fn accept(
     })?;
     let scheme = hook.signature.as_ref().map(|(scheme, _)| scheme);
     let key = delivery_key(&delivery.headers, scheme, &trigger.body)?;
-    let mut run = NewRun::new();
+    let mut run = PendingRun::new();
     // Registered before the run is announced, so a fast run's end is not missed. A
     // gateway whose reply queue is down answers 202 at once rather than wait in vain.
     let waiting = match hook.options.respond_on_completion {
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn errors_are_counted_by_what_the_sender_should_do() {
-        let run = Uuid::now_v7();
+        let run = RunId::generate();
         assert_eq!(
             outcome(Ok(Enqueued::Started(run))),
             WebhookOutcome::Accepted

@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 use weft_domain::connector::Credentials;
+use weft_domain::ids::ConnectionId;
 use weft_domain::manifest::{Auth, Grant, Manifest, OAuth2};
 use weft_domain::oauth::{self, OAuthError, Pkce};
 use weft_runtime::token_endpoint;
@@ -119,7 +119,7 @@ fn new_state() -> String {
 #[into_params(parameter_in = Query)]
 pub struct StartQuery {
     /// The connection to authorize (of this connector, in this workspace).
-    pub connection_id: Uuid,
+    pub connection_id: ConnectionId,
     /// `json` answers 200 with the URL instead of redirecting (for curl).
     pub format: Option<String>,
 }
@@ -230,7 +230,7 @@ pub struct CallbackQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Authorized {
-    pub connection_id: Uuid,
+    pub connection_id: ConnectionId,
     pub connector: String,
     /// `active`: the connection can be used.
     pub status: String,
@@ -283,7 +283,7 @@ pub async fn callback(
     let workspace = Workspace {
         id: row.try_get("workspace_id")?,
     };
-    let connection_id: Uuid = row.try_get("connection_id")?;
+    let connection_id: ConnectionId = row.try_get("connection_id")?;
     let connection = connection_store::load(&client, workspace, connection_id)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
@@ -385,7 +385,7 @@ fn exchange_error(error: OAuthError, message: String) -> ApiError {
 async fn mark_error(
     client: &impl deadpool_postgres::GenericClient,
     workspace: Workspace,
-    connection_id: Uuid,
+    connection_id: ConnectionId,
     message: &str,
 ) -> Result<(), ApiError> {
     client

@@ -1,8 +1,6 @@
 //! Runs: starting one by hand, listing them, reading one with its nodes, cancelling one
 //! and replaying one.
 
-use std::str::FromStr;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,83 +10,37 @@ use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use utoipa::ToSchema;
-use uuid::Uuid;
+
 use weft_domain::graph::{NodeState, NodeStatus, ReplayError, RunState};
+use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
+use weft_domain::run::{RunKind, RunStatus, UnknownRunKind, UnknownRunStatus};
 use weft_domain::scenario::{BuiltinCatalog, Scenario, TriggerKind};
 
+use weft_runtime::runs::{self, NewRun, RecordError};
+
 use crate::auth::Workspace;
-use crate::enqueue::{self, NewRun, Target, enqueue};
+use crate::enqueue::{self, PendingRun, Target, enqueue};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, OptionalJson};
 use crate::paging::{List, Page, parse_id};
 use crate::state::AppState;
 use crate::trigger::Trigger;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    Queued,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-    TimedOut,
-}
-
-impl RunStatus {
-    const ALL: [Self; 6] = [
-        Self::Queued,
-        Self::Running,
-        Self::Completed,
-        Self::Failed,
-        Self::Cancelled,
-        Self::TimedOut,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-            Self::TimedOut => "timed_out",
-        }
-    }
-}
-
-impl FromStr for RunStatus {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Self::ALL.iter().map(|status| status.as_str()).collect();
-                format!(
-                    "unknown run status `{text}`: expected one of {}",
-                    known.join(", ")
-                )
-            })
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunAccepted {
-    pub run_id: Uuid,
+    pub run_id: RunId,
 }
 
 /// A run without its nodes, as lists show it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunSummary {
-    pub id: Uuid,
-    pub scenario_id: Uuid,
+    pub id: RunId,
+    pub scenario_id: ScenarioId,
     /// The scenario version the run is pinned to.
     pub version: i32,
     pub status: RunStatus,
-    /// `webhook`, `manual`, `schedule`, `poll`, `replay` or `test`.
-    pub trigger_kind: String,
+    /// What started the run.
+    pub trigger_kind: RunKind,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -96,7 +48,7 @@ pub struct RunSummary {
     #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
     /// The run this one replays.
-    pub replay_of: Option<Uuid>,
+    pub replay_of: Option<RunId>,
 }
 
 /// A run with its trigger and the state of each node.
@@ -184,7 +136,7 @@ impl RunSummary {
             scenario_id: row.try_get("scenario_id")?,
             version: row.try_get("version")?,
             status: parse_status(row.try_get("status")?)?,
-            trigger_kind: row.try_get("trigger_kind")?,
+            trigger_kind: parse_kind(row.try_get("trigger_kind")?)?,
             created_at: row.try_get("created_at")?,
             started_at: row.try_get("started_at")?,
             finished_at: row.try_get("finished_at")?,
@@ -262,7 +214,7 @@ pub struct RunPayload(pub Value);
 pub async fn start(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(scenario_id): ApiPath<Uuid>,
+    ApiPath(scenario_id): ApiPath<ScenarioId>,
     OptionalJson(RunPayload(payload)): OptionalJson<RunPayload>,
 ) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
     let target = Target {
@@ -283,9 +235,9 @@ pub async fn start(
         target,
         TriggerKind::Manual,
         &Trigger::manual(payload),
-        NewRun {
+        PendingRun {
             test,
-            ..NewRun::new()
+            ..PendingRun::new()
         },
     )
     .await?;
@@ -312,19 +264,19 @@ pub async fn list(
     workspace: Workspace,
     ApiQuery(query): ApiQuery<RunsQuery>,
 ) -> Result<Json<List<RunSummary>>, ApiError> {
-    let page = Page::<Uuid>::parse(query.limit.as_deref(), query.cursor.as_deref())?;
+    let page = Page::<RunId>::parse(query.limit.as_deref(), query.cursor.as_deref())?;
     let scenario_id = parse_id("scenario_id", query.scenario_id.as_deref())?;
     let status = match query.status.as_deref().filter(|text| !text.is_empty()) {
         None => None,
         Some(text) => Some(
             text.parse::<RunStatus>()
-                .map_err(|e| ApiError::bad_request("invalid_query", e))?,
+                .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?,
         ),
     };
 
     // Without a cursor, start below the largest possible id: the condition stays a range
     // on the `(workspace_id, [scenario_id,] id DESC)` indexes.
-    let before = page.cursor.unwrap_or(Uuid::max());
+    let before = page.cursor.unwrap_or(RunId::max());
     let limit = page.fetch();
     let mut sql = format!("SELECT {SUMMARY_COLUMNS} FROM runs WHERE workspace_id = $1 AND id < $2");
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&workspace.id, &before];
@@ -369,7 +321,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<RunId>,
 ) -> Result<Json<RunDetail>, ApiError> {
     let client = state.pool.get().await?;
     read(&client, workspace.id, id).await.map(Json)
@@ -377,8 +329,8 @@ pub async fn get(
 
 async fn read(
     client: &deadpool_postgres::Client,
-    workspace_id: Uuid,
-    id: Uuid,
+    workspace_id: WorkspaceId,
+    id: RunId,
 ) -> Result<RunDetail, ApiError> {
     let run = client
         .prepare_cached(&format!(
@@ -430,7 +382,7 @@ async fn read(
 pub async fn cancel(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<RunId>,
 ) -> Result<Json<RunDetail>, ApiError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
@@ -523,13 +475,13 @@ pub enum ReplayVersion {
 pub async fn replay(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<RunId>,
     OptionalJson(body): OptionalJson,
 ) -> Result<(StatusCode, Json<RunAccepted>), ApiError> {
     let request: ReplayRequest = serde_json::from_value(body).map_err(|e| {
         ApiError::Unprocessable(format!("the body does not have the expected shape: {e}"))
     })?;
-    let run_id = Uuid::now_v7();
+    let run_id = RunId::generate();
     record_replay(&state, workspace.id, id, run_id, &request).await?;
     enqueue::announce(&state, workspace.id, run_id).await?;
     state.metrics.replay_started();
@@ -541,16 +493,17 @@ pub async fn replay(
 /// the original), in one transaction: the scheduler starts it from those.
 async fn record_replay(
     state: &AppState,
-    workspace_id: Uuid,
-    original_id: Uuid,
-    run_id: Uuid,
+    workspace_id: WorkspaceId,
+    original_id: RunId,
+    run_id: RunId,
     request: &ReplayRequest,
 ) -> Result<(), ApiError> {
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let original = tx
         .prepare_cached(
-            "SELECT r.status, r.scenario_id, r.version, s.current_version, s.deleted_at IS NULL AS live
+            "SELECT r.status, r.scenario_id, r.version, r.trigger, s.current_version,
+                    s.deleted_at IS NULL AS live
              FROM runs r JOIN scenarios s ON s.id = r.scenario_id
              WHERE r.id = $1 AND r.workspace_id = $2",
         )
@@ -560,7 +513,7 @@ async fn record_replay(
         .await?
         .ok_or(ApiError::NotFound("run"))?;
     let status = parse_status(original.try_get("status")?)?;
-    if matches!(status, RunStatus::Queued | RunStatus::Running) {
+    if !status.is_finished() {
         return Err(ApiError::Conflict {
             code: "run_not_finished",
             message: format!(
@@ -572,7 +525,7 @@ async fn record_replay(
     if !original.try_get::<_, bool>("live")? {
         return Err(ApiError::NotFound("scenario"));
     }
-    let scenario_id: Uuid = original.try_get("scenario_id")?;
+    let scenario_id: ScenarioId = original.try_get("scenario_id")?;
     let version: i32 = match request.version {
         Some(ReplayVersion::Latest) => original.try_get("current_version")?,
         None => original.try_get("version")?,
@@ -617,18 +570,21 @@ async fn record_replay(
             ApiError::bad_request(code, e.to_string())
         })?;
 
-    let insert_run = tx
-        .prepare_cached(
-            "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger, replay_of)
-             SELECT $1, workspace_id, scenario_id, $3, 'queued', 'replay', trigger, id
-             FROM runs WHERE id = $2 AND workspace_id = $4",
-        )
-        .await?;
-    tx.execute(
-        &insert_run,
-        &[&run_id, &original_id, &version, &workspace_id],
-    )
-    .await?;
+    let trigger: Value = original.try_get("trigger")?;
+    let run = NewRun {
+        id: run_id,
+        workspace_id,
+        scenario_id,
+        version: Some(version),
+        kind: RunKind::Replay,
+        trigger: &trigger,
+        reply_to: None,
+        replay_of: Some(original_id),
+    };
+    runs::record(&tx, &run).await.map_err(|e| match e {
+        RecordError::ScenarioUnavailable => ApiError::NotFound("scenario"),
+        RecordError::Db(e) => e.into(),
+    })?;
     // Copied in the database: outputs can be large, and need not pass through here.
     let positions: Vec<i32> = replay
         .reused
@@ -666,7 +622,12 @@ async fn record_replay(
 
 fn parse_status(text: &str) -> Result<RunStatus, ApiError> {
     text.parse()
-        .map_err(|e: String| ApiError::Internal(e.into()))
+        .map_err(|e: UnknownRunStatus| ApiError::Internal(e.into()))
+}
+
+fn parse_kind(text: &str) -> Result<RunKind, ApiError> {
+    text.parse()
+        .map_err(|e: UnknownRunKind| ApiError::Internal(e.into()))
 }
 
 #[cfg(test)]
@@ -674,19 +635,6 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
-
-    #[test]
-    fn statuses_parse_from_their_names_only() {
-        for status in RunStatus::ALL {
-            assert_eq!(status.as_str().parse::<RunStatus>(), Ok(status));
-            assert_eq!(
-                serde_json::to_value(status).expect("serializes"),
-                Value::from(status.as_str())
-            );
-        }
-        assert!("done".parse::<RunStatus>().is_err());
-        assert!("Queued".parse::<RunStatus>().is_err());
-    }
 
     #[test]
     fn durations_need_both_ends() {

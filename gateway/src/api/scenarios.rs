@@ -19,8 +19,9 @@ use serde_json::{Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
-use uuid::Uuid;
+
 use weft_domain::crypto::KeyRing;
+use weft_domain::ids::ScenarioId;
 use weft_domain::scenario::{Invalid, Problem, Scenario, TriggerKind, WebhookSignature};
 
 use crate::auth::Workspace;
@@ -87,7 +88,7 @@ pub struct ScenarioDefinition(pub Value);
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Scenario)]
 pub struct ScenarioView {
-    pub id: Uuid,
+    pub id: ScenarioId,
     pub name: String,
     /// The current version: each save creates a new one.
     pub version: i32,
@@ -201,7 +202,7 @@ fn new_webhook_token() -> String {
 async fn sync_webhook_token(
     transaction: &Transaction<'_>,
     workspace: Workspace,
-    scenario_id: Uuid,
+    scenario_id: ScenarioId,
     trigger: TriggerKind,
 ) -> Result<(), ApiError> {
     match trigger {
@@ -234,7 +235,7 @@ async fn sync_signature(
     transaction: &Transaction<'_>,
     keys: &KeyRing,
     workspace: Workspace,
-    scenario_id: Uuid,
+    scenario_id: ScenarioId,
     signature: Option<&WebhookSignature>,
 ) -> Result<(), ApiError> {
     let Some(signature) = signature else {
@@ -312,7 +313,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ScenarioView>), ApiError> {
     let mut client = state.pool.get().await?;
     let scenario = validate(&client, workspace, &definition, state.max_run_timeout).await?;
-    let id = Uuid::now_v7();
+    let id = ScenarioId::generate();
 
     let transaction = client.transaction().await?;
     transaction
@@ -373,7 +374,7 @@ pub async fn list(
     workspace: Workspace,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<List<ScenarioView>>, ApiError> {
-    let page = query.page::<Uuid>()?;
+    let page = query.page::<ScenarioId>()?;
     let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(concat!(
@@ -386,7 +387,7 @@ pub async fn list(
         .await?;
     // Without a cursor, start below the largest possible id: one query shape, always a
     // range scan of the (workspace_id, id DESC) index.
-    let before = page.cursor.unwrap_or(Uuid::max());
+    let before = page.cursor.unwrap_or(ScenarioId::max());
     let rows = client
         .query(&statement, &[&workspace.id, &before, &page.fetch()])
         .await?;
@@ -416,7 +417,7 @@ pub async fn list(
 pub async fn get(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ScenarioId>,
 ) -> Result<Json<ScenarioView>, ApiError> {
     let client = state.pool.get().await?;
     let statement = client
@@ -460,7 +461,7 @@ pub async fn get(
 pub async fn update(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ScenarioId>,
     ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<Json<ScenarioView>, ApiError> {
     let mut client = state.pool.get().await?;
@@ -526,7 +527,7 @@ pub async fn update(
 pub async fn delete(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ScenarioId>,
 ) -> Result<StatusCode, ApiError> {
     let mut client = state.pool.get().await?;
     let transaction = client.transaction().await?;
@@ -575,7 +576,7 @@ pub async fn delete(
 pub async fn activate(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ScenarioId>,
 ) -> Result<Json<ScenarioView>, ApiError> {
     set_status(&state, workspace, id, ScenarioStatus::Active)
         .await
@@ -602,7 +603,7 @@ pub async fn activate(
 pub async fn pause(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ScenarioId>,
 ) -> Result<Json<ScenarioView>, ApiError> {
     set_status(&state, workspace, id, ScenarioStatus::Paused)
         .await
@@ -612,7 +613,7 @@ pub async fn pause(
 async fn set_status(
     state: &AppState,
     workspace: Workspace,
-    id: Uuid,
+    id: ScenarioId,
     status: ScenarioStatus,
 ) -> Result<ScenarioView, ApiError> {
     let client = state.pool.get().await?;
@@ -652,7 +653,7 @@ async fn set_status(
 pub async fn versions(
     State(state): State<AppState>,
     workspace: Workspace,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<ScenarioId>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<List<VersionView>>, ApiError> {
     let page = query.page::<i32>()?;

@@ -408,7 +408,10 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
             "UPDATE connections SET credentials = $2 WHERE id = $1",
             &[
                 id,
-                &old.encrypt(plaintext.as_bytes(), &connection_aad(workspace_id, *id)),
+                &old.encrypt(
+                    plaintext.as_bytes(),
+                    &connection_aad(workspace_id.into(), (*id).into()),
+                ),
             ],
         )
         .await
@@ -422,7 +425,7 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
             &state,
             &workspace_id,
             &ids[0],
-            &old.encrypt(b"the-verifier", &oauth_verifier_aad(workspace_id, state)),
+            &old.encrypt(b"the-verifier", &oauth_verifier_aad(workspace_id.into(), state)),
         ],
     )
     .await
@@ -478,7 +481,7 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
     let current: KeyRing = fleet.master_keys().parse().expect("ring");
     assert_eq!(
         current
-            .decrypt(&verifier, &oauth_verifier_aad(workspace_id, state))
+            .decrypt(&verifier, &oauth_verifier_aad(workspace_id.into(), state))
             .expect("decrypts without the old key"),
         b"the-verifier"
     );

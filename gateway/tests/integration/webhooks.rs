@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
 use weft_domain::crypto::KeyRing;
+use weft_domain::ids::ScenarioId;
 use weft_gateway::secrets::{rotate_keys, webhook_signature_aad};
 use weft_testkit::{Fleet, Workspace};
 
@@ -380,13 +381,14 @@ async fn the_secret_is_stored_encrypted_and_never_shown() {
     assert!(ciphertext.starts_with("v1.test."), "{ciphertext}");
     assert!(!ciphertext.contains(SECRET));
     let ring: KeyRing = fleet.master_keys().parse().expect("the fleet's keys");
-    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), uuid);
+    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), uuid.into());
     assert_eq!(
         ring.decrypt(&ciphertext, &aad)
             .expect("decrypts in its row"),
         SECRET.as_bytes()
     );
-    let elsewhere = webhook_signature_aad(workspace.id.parse().expect("uuid"), Uuid::now_v7());
+    let elsewhere =
+        webhook_signature_aad(workspace.id.parse().expect("uuid"), ScenarioId::generate());
     assert!(
         ring.decrypt(&ciphertext, &elsewhere).is_err(),
         "bound to its scenario"
@@ -606,7 +608,7 @@ async fn store_under(
     scenario: Uuid,
     secret: &str,
 ) {
-    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), scenario);
+    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), scenario.into());
     pg.execute(
         "UPDATE webhook_signatures SET ciphertext = $2 WHERE scenario_id = $1",
         &[&scenario, &ring.encrypt(secret.as_bytes(), &aad)],
@@ -681,7 +683,7 @@ async fn rotate_keys_re_encrypts_old_secrets_under_the_newest_key() {
     let (status, answer) = deliver(&fleet, hook, &sign("github", secret, body, 0), body).await;
     assert_eq!(status, 202, "the re-encrypted secret verifies: {answer}");
     let current: KeyRing = fleet.master_keys().parse().expect("ring");
-    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), *id);
+    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), (*id).into());
     assert_eq!(
         current
             .decrypt(&ciphertext_of(&pg, *id).await, &aad)

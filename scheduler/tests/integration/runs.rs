@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
 use weft_domain::messages::{NodeResult, Outcome, VERSION};
 use weft_runtime::queue::Publisher;
 use weft_testkit::{Fleet, Reply, Upstream, http_node, node};
@@ -330,9 +331,9 @@ async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
     let (scenario_id, _) = fleet.active_scenario(&workspace, definition).await;
 
     // What a gateway that died between its commit and its publish leaves behind.
-    let run_id = uuid::Uuid::now_v7();
-    let workspace_id: uuid::Uuid = workspace.id.parse().expect("uuid");
-    let scenario_uuid: uuid::Uuid = scenario_id.parse().expect("uuid");
+    let run_id = RunId::generate();
+    let workspace_id: WorkspaceId = workspace.id.parse().expect("uuid");
+    let scenario_uuid: ScenarioId = scenario_id.parse().expect("uuid");
     fleet
         .pg()
         .await

@@ -11,9 +11,9 @@
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use uuid::Uuid;
 use weft_domain::connector::{self, Credentials};
 use weft_domain::crypto::KeyRing;
+use weft_domain::ids::{ConnectionId, RunId, WorkspaceId};
 use weft_domain::manifest::{self, Auth, InputSchemas, Manifest, Trigger};
 use weft_domain::messages::{ActionCall, ErrorClass, NodeTask, SealedConnection, VERSION};
 use weft_domain::template::Templates;
@@ -74,8 +74,8 @@ fn task(
             manifest.key, action.key
         );
     }
-    let workspace_id = Uuid::new_v4();
-    let connection_id = Uuid::new_v4();
+    let workspace_id = WorkspaceId::generate();
+    let connection_id = ConnectionId::generate();
     let sealed = Credentials::parse(credentials.to_string().as_bytes())
         .expect("credentials are a JSON object of text")
         .seal(&keys(), workspace_id, connection_id);
@@ -86,7 +86,7 @@ fn task(
     };
     NodeTask {
         v: VERSION,
-        run_id: Uuid::new_v4(),
+        run_id: RunId::generate(),
         workspace_id,
         node_id: action.key.clone(),
         item_index: None,
@@ -583,7 +583,7 @@ fn the_github_poll_trigger_lists_the_connections_repository_issues_newest_first(
         response: Default::default(),
         idempotency: None,
         connection: Some(SealedConnection {
-            id: Uuid::new_v4(),
+            id: ConnectionId::generate(),
             config: json!({"owner": "octo-org", "repo": "hello-world"}),
             credentials: None,
         }),

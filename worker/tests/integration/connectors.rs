@@ -12,9 +12,9 @@ use base64::Engine as _;
 use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use uuid::Uuid;
 use weft_domain::connector::Credentials;
 use weft_domain::crypto::KeyRing;
+use weft_domain::ids::{ConnectionId, RunId, WorkspaceId};
 use weft_domain::messages::{
     ActionCall, ErrorClass, NodeError, NodeTask, SealedConnection, VERSION,
 };
@@ -42,13 +42,13 @@ fn engine() -> Engine {
 
 /// One connection of a workspace, its credentials sealed as the gateway stores them.
 struct Connection {
-    workspace_id: Uuid,
+    workspace_id: WorkspaceId,
     sealed: SealedConnection,
 }
 
 fn connection(credentials: Value) -> Connection {
-    let workspace_id = Uuid::now_v7();
-    let id = Uuid::now_v7();
+    let workspace_id = WorkspaceId::generate();
+    let id = ConnectionId::generate();
     let opened = Credentials::parse(credentials.to_string().as_bytes()).expect("credentials");
     Connection {
         workspace_id,
@@ -72,10 +72,10 @@ fn call(base_url: &str, auth: Value, action: Value, connection: Option<&Connecti
     call
 }
 
-fn task(call: Option<ActionCall>, input: Value, workspace_id: Uuid) -> NodeTask {
+fn task(call: Option<ActionCall>, input: Value, workspace_id: WorkspaceId) -> NodeTask {
     NodeTask {
         v: VERSION,
-        run_id: Uuid::now_v7(),
+        run_id: RunId::generate(),
         workspace_id,
         node_id: "step".into(),
         item_index: None,
@@ -222,7 +222,7 @@ async fn a_value_in_the_path_reaches_the_upstream_as_one_encoded_segment() {
             .execute(&task(
                 Some(item.clone()),
                 json!({ "id": id }),
-                Uuid::now_v7(),
+                WorkspaceId::generate(),
             ))
             .await;
         assert!(execution.result.is_ok(), "{id}: {execution:?}");
@@ -241,7 +241,11 @@ async fn a_value_in_the_path_reaches_the_upstream_as_one_encoded_segment() {
     );
 
     let execution = engine
-        .execute(&task(Some(item), json!({"id": ".."}), Uuid::now_v7()))
+        .execute(&task(
+            Some(item),
+            json!({"id": ".."}),
+            WorkspaceId::generate(),
+        ))
         .await;
     let failure = error(&execution);
     assert_eq!(failure.class, ErrorClass::Permanent);
@@ -649,7 +653,11 @@ async fn the_idempotency_key_is_stable_for_a_node_run_and_differs_between_node_r
                "idempotency": {"header": "Idempotency-Key"}}),
         None,
     );
-    let first = task(Some(charge.clone()), json!({"amount": 100}), Uuid::now_v7());
+    let first = task(
+        Some(charge.clone()),
+        json!({"amount": 100}),
+        WorkspaceId::generate(),
+    );
     let failed = engine.execute(&first).await;
     assert_eq!(error(&failed).class, ErrorClass::Retryable);
     let retry = NodeTask {
@@ -663,7 +671,7 @@ async fn the_idempotency_key_is_stable_for_a_node_run_and_differs_between_node_r
     };
     engine.execute(&other_node).await;
     let other_run = NodeTask {
-        run_id: Uuid::now_v7(),
+        run_id: RunId::generate(),
         ..first.clone()
     };
     engine.execute(&other_run).await;
@@ -754,7 +762,7 @@ async fn a_429_is_rate_limited_with_the_wait_the_upstream_asked_for() {
     let task = task(
         None,
         json!({"url": format!("{}/busy", upstream.url)}),
-        Uuid::now_v7(),
+        WorkspaceId::generate(),
     );
     let execution = engine().execute(&task).await;
     let failure = error(&execution);
@@ -769,7 +777,7 @@ async fn credentials_sealed_for_another_connection_do_not_open() {
     let upstream = Upstream::start().await;
     let mut moved = connection(json!({"token": "moved-token-10"}));
     let original_id = moved.sealed.id;
-    moved.sealed.id = Uuid::now_v7();
+    moved.sealed.id = ConnectionId::generate();
     let task = task(
         Some(call(
             &upstream.url,
@@ -1014,7 +1022,7 @@ async fn same_origin_redirects_keep_their_credentials_and_others_are_followed_wi
     let free = NodeTask {
         input: json!({"url": format!("{}/away", upstream.url),
                       "headers": {"Authorization": "Bearer typed-in-9"}}),
-        ..task(None, json!({}), Uuid::now_v7())
+        ..task(None, json!({}), WorkspaceId::generate())
     };
     let execution = engine.execute(&free).await;
     assert!(execution.result.is_ok(), "{execution:?}");
@@ -1092,7 +1100,7 @@ async fn through_the_egress_proxy_requests_carry_its_credentials_and_targets_are
     ];
     for url in targets {
         let execution = engine
-            .execute(&task(None, json!({ "url": url }), Uuid::now_v7()))
+            .execute(&task(None, json!({ "url": url }), WorkspaceId::generate()))
             .await;
         let output = execution.result.as_ref().expect("the proxy answers");
         assert_eq!(output["body"], json!({"via": "proxy"}), "{url}");
@@ -1123,7 +1131,7 @@ async fn through_the_egress_proxy_requests_carry_its_credentials_and_targets_are
         "http://[::ffff:127.0.0.1]/x",
     ] {
         let execution = engine
-            .execute(&task(None, json!({ "url": url }), Uuid::now_v7()))
+            .execute(&task(None, json!({ "url": url }), WorkspaceId::generate()))
             .await;
         assert!(is_egress_refusal(error(&execution)), "{url}: {execution:?}");
     }
@@ -1146,7 +1154,7 @@ async fn an_unreachable_egress_proxy_is_retried_and_its_password_never_shows() {
     let task = task(
         None,
         json!({"url": "http://93.184.215.14/items"}),
-        Uuid::now_v7(),
+        WorkspaceId::generate(),
     );
     let execution = engine.execute(&task).await;
     assert_eq!(
@@ -1174,7 +1182,7 @@ async fn internal_addresses_are_refused_unless_allowed() {
     let closed = engine_with(&[]);
     let open = engine_with(&["127.0.0.0/8", "::1/128", "10.0.0.0/8", "169.254.0.0/16"]);
     for url in &targets {
-        let mut refused = task(None, json!({"url": url}), Uuid::now_v7());
+        let mut refused = task(None, json!({"url": url}), WorkspaceId::generate());
         refused.timeout_ms = 500;
         let execution = closed.execute(&refused).await;
         let failure = error(&execution);
@@ -1201,7 +1209,7 @@ async fn internal_addresses_are_refused_unless_allowed() {
         None,
     );
     let execution = closed
-        .execute(&task(Some(metadata), json!({}), Uuid::now_v7()))
+        .execute(&task(Some(metadata), json!({}), WorkspaceId::generate()))
         .await;
     assert!(is_egress_refusal(error(&execution)), "{execution:?}");
 
@@ -1236,7 +1244,7 @@ async fn a_response_nested_deeper_than_messages_allow_fails_for_good() {
         task(
             None,
             json!({"url": format!("{}{path}", upstream.url)}),
-            Uuid::now_v7(),
+            WorkspaceId::generate(),
         )
     };
     let failure = engine().execute(&get("/deep")).await;
@@ -1263,7 +1271,7 @@ async fn the_http_connector_and_manifest_actions_share_validation_and_limits() {
     let big = task(
         None,
         json!({"url": format!("{}/big", upstream.url)}),
-        Uuid::now_v7(),
+        WorkspaceId::generate(),
     );
     let failure = small.execute(&big).await;
     assert!(
@@ -1279,7 +1287,7 @@ async fn the_http_connector_and_manifest_actions_share_validation_and_limits() {
         None,
     );
     let failure = small
-        .execute(&task(Some(action), json!({}), Uuid::now_v7()))
+        .execute(&task(Some(action), json!({}), WorkspaceId::generate()))
         .await;
     assert!(
         error(&failure)
@@ -1291,7 +1299,7 @@ async fn the_http_connector_and_manifest_actions_share_validation_and_limits() {
     let invalid = task(
         None,
         json!({"url": "http://x.test/", "bogus": 1}),
-        Uuid::now_v7(),
+        WorkspaceId::generate(),
     );
     let failure = engine().execute(&invalid).await;
     assert!(

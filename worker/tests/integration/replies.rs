@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use weft_domain::ids::{RunId, WorkspaceId};
 use weft_domain::messages::{self, NodeResult, NodeTask, Outcome, VERSION};
 use weft_runtime::queue::{self, Publisher, Topology};
 use weft_testkit::{Upstream, amqp_url};
@@ -143,8 +144,8 @@ impl Setup {
 fn task(url: String, reply_to: Option<String>) -> NodeTask {
     NodeTask {
         v: VERSION,
-        run_id: Uuid::now_v7(),
-        workspace_id: Uuid::now_v7(),
+        run_id: RunId::generate(),
+        workspace_id: WorkspaceId::generate(),
         node_id: "direct".into(),
         item_index: None,
         attempt: 1,
