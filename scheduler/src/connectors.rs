@@ -27,6 +27,45 @@ use weft_runtime::rate_limit::{limit_of, reserve_slot};
 use crate::dispatch::Next;
 use crate::store::{DbError, Run};
 
+/// Why a task cannot be sent. It is recorded as the attempt's permanent failure (for a
+/// poll, as the poll's error), so nothing is called upstream for it.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("connector `{0}` is not registered in this workspace")]
+    UnknownConnector(String),
+    #[error("connector `{connector}` has no action `{action}`")]
+    UnknownAction { connector: String, action: String },
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("connection `{0}` is not a connection id")]
+    NotAConnectionId(String),
+    #[error("connector `{connector}` needs a connection: set `connection` on {set_on}")]
+    ConnectionNeeded {
+        connector: String,
+        set_on: &'static str,
+    },
+    #[error("connection {id} of connector `{connector}` does not exist in this workspace")]
+    NoSuchConnection { id: ConnectionId, connector: String },
+    #[error("connection {0} is not authorized yet: finish its OAuth flow")]
+    ConnectionPending(ConnectionId),
+}
+
+/// A call that could not be prepared: refused (the task fails), or the database failed
+/// (the message being handled is redelivered).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<tokio_postgres::Error> for CallError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(DbError::Query(e))
+    }
+}
+
 /// Custom manifest versions kept in memory before the cache starts over.
 const VERSION_CACHE_SIZE: usize = 10_000;
 
@@ -152,14 +191,19 @@ impl Connectors {
                 resolved.tasks.push(task);
                 continue;
             }
-            match self.call_for(tx, run, scenario, &mut task).await? {
+            match self.call_for(tx, run, scenario, &mut task).await {
                 Ok(limit) => {
                     if let Some(limit) = limit {
                         limited.push((limit, resolved.tasks.len()));
                     }
                     resolved.tasks.push(task);
                 }
-                Err(message) => resolved.refused.push(refusal(&task, message, now)),
+                Err(CallError::Refused(refused)) => {
+                    resolved
+                        .refused
+                        .push(refusal(&task, refused.to_string(), now));
+                }
+                Err(CallError::Db(e)) => return Err(e),
             }
         }
         // Slots are reserved in key order so two transactions never wait on each other.
@@ -174,104 +218,94 @@ impl Connectors {
         Ok(resolved)
     }
 
-    /// Fills `task.call`; `Err` says why the task cannot be sent. The `Ok` value is the
-    /// rate-limit key and slot interval, when the call is limited.
+    /// Fills `task.call`, and returns the rate-limit key and slot interval when the call
+    /// is limited.
     async fn call_for(
         &self,
         tx: &Transaction<'_>,
         run: &Run,
         scenario: &Scenario,
         task: &mut NodeTask,
-    ) -> Result<Result<Option<(String, Duration)>, String>, DbError> {
+    ) -> Result<Option<(String, Duration)>, CallError> {
         let Some(manifest) = self.manifest(tx, run, &task.connector).await? else {
-            return Ok(Err(format!(
-                "connector `{}` is not registered in this workspace",
-                task.connector
-            )));
+            return Err(Refusal::UnknownConnector(task.connector.clone()).into());
         };
         let Some(action) = manifest.action(&task.action) else {
-            return Ok(Err(format!(
-                "connector `{}` has no action `{}`",
-                task.connector, task.action
-            )));
+            return Err(Refusal::UnknownAction {
+                connector: task.connector.clone(),
+                action: task.action.clone(),
+            }
+            .into());
         };
         if let Err(problem) = self.input_schemas.check(&action.input_schema, &task.input) {
-            return Ok(Err(format!("invalid input: {problem}")));
+            return Err(Refusal::InvalidInput(problem).into());
         }
         let connection_id = match scenario.node(&task.node_id).map(|node| &node.kind) {
             Some(NodeKind::Action {
                 connection: Some(id),
                 ..
-            }) => match id.parse::<ConnectionId>() {
-                Ok(id) => Some(id),
-                Err(_) => return Ok(Err(format!("connection `{id}` is not a connection id"))),
-            },
+            }) => Some(parse_connection_id(id)?),
             _ => None,
         };
-        match self
+        let through = self
             .through(tx, run.workspace_id, &manifest, connection_id, "the node")
-            .await?
-        {
-            Ok(through) => {
-                task.call = Some(Box::new(ActionCall::new(
-                    &manifest,
-                    action,
-                    through.connection,
-                )));
-                Ok(Ok(through.limit))
-            }
-            Err(message) => Ok(Err(message)),
-        }
+            .await?;
+        task.call = Some(Box::new(ActionCall::new(
+            &manifest,
+            action,
+            through.connection,
+        )));
+        Ok(through.limit)
     }
 
-    /// The connection a call of `manifest` goes through, and its rate limit; `Err` says
-    /// why there is none to go through (`set_on` names where `connection` is set).
+    /// The connection a call of `manifest` goes through, and its rate limit (`set_on`
+    /// names where `connection` is set, for the refusal).
     async fn through(
         &self,
         tx: &Transaction<'_>,
         workspace_id: WorkspaceId,
         manifest: &Manifest,
         connection_id: Option<ConnectionId>,
-        set_on: &str,
-    ) -> Result<Result<Through, String>, DbError> {
+        set_on: &'static str,
+    ) -> Result<Through, CallError> {
         let Some(connection_id) = connection_id else {
             if manifest.auth != manifest::Auth::None {
-                return Ok(Err(format!(
-                    "connector `{}` needs a connection: set `connection` on {set_on}",
-                    manifest.key
-                )));
+                return Err(Refusal::ConnectionNeeded {
+                    connector: manifest.key.clone(),
+                    set_on,
+                }
+                .into());
             }
-            return Ok(Ok(Through {
+            return Ok(Through {
                 connection: None,
                 limit: limit_of(workspace_id, manifest, None),
-            }));
+            });
         };
         let Some(connection) =
             load_connection(tx, workspace_id, connection_id, &manifest.key).await?
         else {
-            return Ok(Err(format!(
-                "connection {connection_id} of connector `{}` does not exist in this workspace",
-                manifest.key
-            )));
+            return Err(Refusal::NoSuchConnection {
+                id: connection_id,
+                connector: manifest.key.clone(),
+            }
+            .into());
         };
         if connection.status == "pending" {
-            return Ok(Err(format!(
-                "connection {connection_id} is not authorized yet: finish its OAuth flow"
-            )));
+            return Err(Refusal::ConnectionPending(connection_id).into());
         }
         let limit = limit_of(
             workspace_id,
             manifest,
             Some((connection_id, connection.rate_limit.as_ref())),
         );
-        Ok(Ok(Through {
+        Ok(Through {
             connection: Some(SealedConnection {
                 id: connection_id,
                 config: connection.config,
                 credentials: connection.credentials,
             }),
             limit,
-        }))
+        })
     }
 
     /// The manifest a poll of `key` reads with, and its version id (`None` for a
@@ -310,7 +344,7 @@ impl Connectors {
     }
 
     /// A poll trigger's `request` through `connection_id`, as a task carries it, with its
-    /// rate-limit slot reserved; `Err` says why it cannot be sent.
+    /// rate-limit slot reserved.
     pub async fn poll_call(
         &self,
         tx: &Transaction<'_>,
@@ -318,14 +352,10 @@ impl Connectors {
         manifest: &Manifest,
         request: &RequestSpec,
         connection_id: Option<ConnectionId>,
-    ) -> Result<Result<PollCall, String>, DbError> {
-        let through = match self
+    ) -> Result<PollCall, CallError> {
+        let through = self
             .through(tx, workspace_id, manifest, connection_id, "the trigger")
-            .await?
-        {
-            Ok(through) => through,
-            Err(message) => return Ok(Err(message)),
-        };
+            .await?;
         // The trigger's request, called like an action whose output is the whole
         // response: the poll reads its items out of it.
         let action = Action {
@@ -342,10 +372,10 @@ impl Connectors {
             Some((key, interval)) => Some(reserve_slot(tx, &key, interval).await?),
             None => None,
         };
-        Ok(Ok(PollCall {
+        Ok(PollCall {
             call: ActionCall::new(manifest, &action, through.connection),
             not_before,
-        }))
+        })
     }
 
     /// The manifest of `key` for this run: a built-in, or the version the run pinned.
@@ -401,6 +431,12 @@ impl Connectors {
         self.versions.insert(version_id, parsed.clone());
         Ok(Some(parsed))
     }
+}
+
+/// A connection id as a scenario writes it (a string).
+pub fn parse_connection_id(text: &str) -> Result<ConnectionId, Refusal> {
+    text.parse()
+        .map_err(|_| Refusal::NotAConnectionId(text.to_owned()))
 }
 
 async fn load_connection(

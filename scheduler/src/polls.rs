@@ -44,7 +44,7 @@ use weft_domain::scenario::{DEFAULT_NODE_TIMEOUT, MIN_POLL_INTERVAL, PollTrigger
 use weft_runtime::queue::Publisher;
 use weft_runtime::runs::NewRun;
 
-use crate::connectors::Connectors;
+use crate::connectors::{CallError, Connectors, parse_connection_id};
 use crate::engine::EngineError;
 use crate::metrics::{Metrics, PollOutcome};
 use crate::store;
@@ -492,13 +492,15 @@ impl Polls {
             number: 0,
             cursor: None,
         };
-        let task = match self.task(&tx, &state, &manifest, &spec, first).await? {
+        let task = match self.task(&tx, &state, &manifest, &spec, first).await {
             Ok(task) => task,
-            Err(message) => {
-                self.fail(&tx, &state, every, &message, None).await?;
+            Err(CallError::Refused(refused)) => {
+                self.fail(&tx, &state, every, &refused.to_string(), None)
+                    .await?;
                 tx.commit().await?;
                 return Ok(true);
             }
+            Err(CallError::Db(e)) => return Err(e.into()),
         };
         let start = tx
             .prepare_cached(
@@ -523,7 +525,7 @@ impl Polls {
         Ok(true)
     }
 
-    /// The task of one page of a poll; `Err` says why it cannot be sent.
+    /// The task of one page of a poll.
     async fn task(
         &self,
         tx: &Transaction<'_>,
@@ -531,29 +533,23 @@ impl Polls {
         manifest: &Manifest,
         spec: &PollSpec<'_>,
         page: Page<'_>,
-    ) -> Result<Result<NodeTask, String>, EngineError> {
-        let connection_id = match &state.connection {
-            Some(text) => match text.parse::<ConnectionId>() {
-                Ok(id) => Some(id),
-                Err(_) => return Ok(Err(format!("connection `{text}` is not a connection id"))),
-            },
-            None => None,
-        };
+    ) -> Result<NodeTask, CallError> {
+        let connection_id = state
+            .connection
+            .as_deref()
+            .map(parse_connection_id)
+            .transpose()?;
         let (request, input) = page_request(spec.request, spec.cursor.zip(page.cursor));
-        let call = match self
+        let call = self
             .connectors
             .poll_call(tx, state.workspace_id, manifest, &request, connection_id)
-            .await?
-        {
-            Ok(call) => call,
-            Err(message) => return Ok(Err(message)),
-        };
+            .await?;
         let timeout = request
             .timeout
             .as_deref()
             .and_then(|text| humantime::parse_duration(text).ok())
             .unwrap_or(DEFAULT_NODE_TIMEOUT);
-        Ok(Ok(NodeTask {
+        Ok(NodeTask {
             v: VERSION,
             run_id: page.poll_id,
             workspace_id: state.workspace_id,
@@ -568,7 +564,7 @@ impl Polls {
             not_before: call.not_before,
             call: Some(Box::new(call.call)),
             reply_to: Some(self.publisher.topology().polls()),
-        }))
+        })
     }
 
     /// When a poll whose task is `task` counts as lost.
@@ -760,7 +756,7 @@ impl Polls {
                 number: page + 1,
                 cursor: Some(&cursor),
             };
-            let task = self.task(tx, state, &manifest, &spec, next_page).await?;
+            let task = self.task(tx, state, &manifest, &spec, next_page).await;
             return match task {
                 Ok(task) => {
                     let statement = tx
@@ -784,10 +780,12 @@ impl Polls {
                         task: Some(task),
                     })
                 }
-                Err(message) => {
-                    self.fail(tx, state, every, &message, None).await?;
+                Err(CallError::Refused(refused)) => {
+                    self.fail(tx, state, every, &refused.to_string(), None)
+                        .await?;
                     Ok(After { runs, task: None })
                 }
+                Err(CallError::Db(e)) => Err(e.into()),
             };
         }
         self.complete(tx, state).await?;

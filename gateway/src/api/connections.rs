@@ -340,27 +340,49 @@ fn status_for(auth: &Auth, fields: &BTreeSet<String>) -> ConnectionStatus {
     }
 }
 
-/// The manifest a connection of `key` is made for; a problem on `connector` otherwise.
-async fn manifest_for(
+/// What a connection of a connector key would be made for.
+enum Connectable {
+    Manifest(Box<Manifest>),
+    /// Neither built in nor registered in this workspace.
+    Unknown,
+    /// The `http` connector, which takes no connection.
+    Http,
+}
+
+impl Connectable {
+    /// The manifest, or the problem on `connector` that says why there is none.
+    fn manifest(self, key: &str) -> Result<Manifest, FieldProblem> {
+        match self {
+            Self::Manifest(manifest) => Ok(*manifest),
+            Self::Unknown => Err(problem(
+                "connector",
+                format!(
+                    "unknown connector `{key}`: it is neither built in nor registered in this workspace"
+                ),
+            )),
+            Self::Http => Err(problem(
+                "connector",
+                "the http connector takes no connection: put headers and credentials in each request's input",
+            )),
+        }
+    }
+}
+
+/// What a connection of `key` in `workspace` is made for.
+async fn connectable(
     client: &impl GenericClient,
     workspace: Workspace,
     key: &str,
-) -> Result<Result<Manifest, FieldProblem>, ApiError> {
+) -> Result<Connectable, ApiError> {
     Ok(match catalog::resolve(client, workspace.id, key).await? {
-        None => Err(problem(
-            "connector",
-            format!(
-                "unknown connector `{key}`: it is neither built in nor registered in this workspace"
-            ),
+        None => Connectable::Unknown,
+        Some(Connector::Http) => Connectable::Http,
+        Some(connector) => Connectable::Manifest(Box::new(
+            connector
+                .manifest()
+                .cloned()
+                .expect("every connector but http has a manifest"),
         )),
-        Some(Connector::Http) => Err(problem(
-            "connector",
-            "the http connector takes no connection: put headers and credentials in each request's input",
-        )),
-        Some(connector) => Ok(connector
-            .manifest()
-            .cloned()
-            .expect("every connector but http has a manifest")),
     })
 }
 
@@ -427,7 +449,8 @@ pub async fn create(
     ApiJson(request): ApiJson<NewConnection>,
 ) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
     let client = state.pool.get().await?;
-    let manifest = match manifest_for(&client, workspace, &request.connector).await? {
+    let connectable = connectable(&client, workspace, &request.connector).await?;
+    let manifest = match connectable.manifest(&request.connector) {
         Ok(manifest) => manifest,
         Err(problem) => {
             let problems = std::iter::once(problem)
@@ -680,8 +703,9 @@ pub async fn update(
         },
     }
     if patch.config.is_some() || patch.credentials.is_some() {
-        let manifest = manifest_for(&transaction, workspace, &connector)
+        let manifest = connectable(&transaction, workspace, &connector)
             .await?
+            .manifest(&connector)
             .map_err(|_| ApiError::Conflict {
                 code: "connector_missing",
                 message: format!(
@@ -855,8 +879,9 @@ pub async fn test(
     let stored = load(&client, workspace, id)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
-    let manifest = manifest_for(&client, workspace, &stored.connector)
+    let manifest = connectable(&client, workspace, &stored.connector)
         .await?
+        .manifest(&stored.connector)
         .map_err(|_| ApiError::Conflict {
             code: "connector_missing",
             message: format!("connector `{}` no longer exists", stored.connector),
