@@ -345,14 +345,14 @@ impl Engine {
                 match node.items.as_mut().zip(dispatch.item_index) {
                     Some((items, index)) => {
                         if let Some(item) = items.get_mut(index as usize) {
-                            item.status = NodeStatus::Cancelled;
-                            item.finished_at = Some(now);
+                            item.record.status = NodeStatus::Cancelled;
+                            item.record.finished_at = Some(now);
                             item.deadline_at = None;
                         }
                     }
                     None => {
-                        node.status = NodeStatus::Cancelled;
-                        node.finished_at = Some(now);
+                        node.record.status = NodeStatus::Cancelled;
+                        node.record.finished_at = Some(now);
                     }
                 }
             }

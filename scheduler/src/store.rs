@@ -9,7 +9,7 @@ use deadpool_postgres::Transaction;
 use futures_util::future::try_join_all;
 use quick_cache::sync::Cache;
 use serde_json::Value;
-use weft_domain::graph::{ItemState, NodeState, NodeStatus, RunState};
+use weft_domain::graph::{AttemptRecord, ItemState, NodeState, NodeStatus, RunState};
 use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
 use weft_domain::messages::{ConnectionUpdate, NodeError};
 use weft_domain::run::{RunStatus, UnknownRunStatus};
@@ -179,17 +179,19 @@ pub async fn load_nodes(tx: &Transaction<'_>, run: &Run) -> Result<RunState, DbE
         let error: Option<Value> = row.get(6);
         let items: Option<Value> = row.get(11);
         let node = NodeState {
-            status: NodeStatus::parse(row.get(1)).unwrap_or(NodeStatus::Failed),
-            attempts: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
-            rate_limited: u32::try_from(row.get::<_, i32>(12)).unwrap_or(0),
-            input: row.get(3),
-            output: row.get(4),
-            raw_output: row.get(5),
-            error: error.and_then(|e| serde_json::from_value(e).ok()),
+            record: AttemptRecord {
+                status: NodeStatus::parse(row.get(1)).unwrap_or(NodeStatus::Failed),
+                attempts: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
+                rate_limited: u32::try_from(row.get::<_, i32>(12)).unwrap_or(0),
+                input: row.get(3),
+                output: row.get(4),
+                raw_output: row.get(5),
+                error: error.and_then(|e| serde_json::from_value(e).ok()),
+                queued_at: row.get(8),
+                started_at: row.get(9),
+                finished_at: row.get(10),
+            },
             port: row.get(7),
-            queued_at: row.get(8),
-            started_at: row.get(9),
-            finished_at: row.get(10),
             items: items.map(parse_items),
             changed: false,
         };
@@ -209,9 +211,9 @@ pub fn as_stored(state: &mut RunState) {
     };
     for node in state.nodes.values_mut() {
         node.changed = false;
-        micros(&mut node.queued_at);
-        micros(&mut node.started_at);
-        micros(&mut node.finished_at);
+        micros(&mut node.record.queued_at);
+        micros(&mut node.record.started_at);
+        micros(&mut node.record.finished_at);
     }
 }
 
@@ -225,19 +227,14 @@ pub fn parse_items(items: Value) -> Vec<ItemState> {
         .into_iter()
         .map(|item| {
             serde_json::from_value(item).unwrap_or_else(|e| ItemState {
-                status: NodeStatus::Failed,
-                attempts: 0,
-                rate_limited: 0,
-                input: None,
-                output: None,
-                raw_output: None,
-                error: Some(NodeError::new(
-                    weft_domain::messages::ErrorClass::Permanent,
-                    format!("unreadable item state: {e}"),
-                )),
-                queued_at: None,
-                started_at: None,
-                finished_at: None,
+                record: AttemptRecord {
+                    status: NodeStatus::Failed,
+                    error: Some(NodeError::new(
+                        weft_domain::messages::ErrorClass::Permanent,
+                        format!("unreadable item state: {e}"),
+                    )),
+                    ..AttemptRecord::pending(None)
+                },
                 deadline_at: None,
             })
         })
@@ -279,27 +276,30 @@ pub async fn save_nodes(
         let position = scenario.nodes.iter().position(|n| &n.id == id).unwrap_or(0);
         ids.push(id.as_str());
         positions.push(i32::try_from(position).unwrap_or(i32::MAX));
-        statuses.push(node.status.as_str());
-        attempts.push(i32::try_from(node.attempts).unwrap_or(i32::MAX));
-        rate_limited.push(i32::try_from(node.rate_limited).unwrap_or(i32::MAX));
-        inputs.push(node.input.clone());
-        outputs.push(node.output.clone());
-        raw_outputs.push(node.raw_output.clone());
+        statuses.push(node.record.status.as_str());
+        attempts.push(i32::try_from(node.record.attempts).unwrap_or(i32::MAX));
+        rate_limited.push(i32::try_from(node.record.rate_limited).unwrap_or(i32::MAX));
+        inputs.push(node.record.input.clone());
+        outputs.push(node.record.output.clone());
+        raw_outputs.push(node.record.raw_output.clone());
         errors.push(
-            node.error
+            node.record
+                .error
                 .as_ref()
                 .and_then(|e| serde_json::to_value(e).ok()),
         );
         ports.push(node.port.as_deref());
-        queued.push(node.queued_at);
-        started.push(node.started_at);
-        finished.push(node.finished_at);
-        let in_flight = matches!(node.status, NodeStatus::Queued | NodeStatus::Running);
+        queued.push(node.record.queued_at);
+        started.push(node.record.started_at);
+        finished.push(node.record.finished_at);
+        let in_flight = matches!(node.record.status, NodeStatus::Queued | NodeStatus::Running);
         deadline.push(match &node.items {
             _ if !in_flight => None,
             Some(items) => items
                 .iter()
-                .filter(|item| matches!(item.status, NodeStatus::Queued | NodeStatus::Running))
+                .filter(|item| {
+                    matches!(item.record.status, NodeStatus::Queued | NodeStatus::Running)
+                })
                 .filter_map(|item| item.deadline_at)
                 .min(),
             None => deadlines.get(id).copied(),
@@ -459,15 +459,15 @@ mod tests {
         let mut state = RunState::default();
         let mut node = NodeState::pending();
         let time = Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap();
-        node.started_at = Some(time);
-        node.finished_at = Some(time);
+        node.record.started_at = Some(time);
+        node.record.finished_at = Some(time);
         state.nodes.insert("a".into(), node);
         as_stored(&mut state);
         let node = &state.nodes["a"];
         assert!(!node.changed, "nothing is left to write");
         let stored = Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap();
-        assert_eq!(node.started_at, Some(stored));
-        assert_eq!(node.finished_at, Some(stored));
-        assert_eq!(node.queued_at, None);
+        assert_eq!(node.record.started_at, Some(stored));
+        assert_eq!(node.record.finished_at, Some(stored));
+        assert_eq!(node.record.queued_at, None);
     }
 }

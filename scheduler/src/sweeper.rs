@@ -84,10 +84,10 @@ impl Sweeper {
                     .iter()
                     .enumerate()
                     .filter(|(_, item)| {
-                        matches!(item.status, NodeStatus::Queued | NodeStatus::Running)
+                        matches!(item.record.status, NodeStatus::Queued | NodeStatus::Running)
                             && item.deadline_at.is_some_and(|at| at < now)
                     })
-                    .map(|(index, item)| (u32::try_from(index).ok(), item.attempts))
+                    .map(|(index, item)| (u32::try_from(index).ok(), item.record.attempts))
                     .collect(),
             };
             for (item_index, attempt) in expired {

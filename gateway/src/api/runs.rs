@@ -553,11 +553,9 @@ async fn record_replay(
         .await?;
     let mut recorded = RunState::default();
     for row in tx.query(&nodes, &[&original_id, &workspace_id]).await? {
-        let node = NodeState {
-            status: NodeStatus::parse(row.try_get(1)?).unwrap_or(NodeStatus::Failed),
-            finished_at: row.try_get(2)?,
-            ..NodeState::pending()
-        };
+        let mut node = NodeState::pending();
+        node.record.status = NodeStatus::parse(row.try_get(1)?).unwrap_or(NodeStatus::Failed);
+        node.record.finished_at = row.try_get(2)?;
         recorded.nodes.insert(row.try_get(0)?, node);
     }
     let replay = recorded
