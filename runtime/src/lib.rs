@@ -10,6 +10,7 @@
 //! - [`rate_limit`]: fleet-wide rate-limit slots, reserved in PostgreSQL.
 //! - [`telemetry`]: logs, traces, Prometheus registry and the operations HTTP server.
 //! - [`trace`]: the trace context across messages and upstream requests.
+//! - [`tls`]: PostgreSQL's `sslmode` over rustls, and CA files for the database and broker.
 
 pub mod config;
 pub mod db;
@@ -17,5 +18,6 @@ pub mod egress;
 pub mod queue;
 pub mod rate_limit;
 pub mod telemetry;
+pub mod tls;
 pub mod token_endpoint;
 pub mod trace;
