@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A private RabbitMQ node and a private PostgreSQL cluster for the fault-injection run
-# (deploy/local/faults.sh, issue 8), which stops and restarts them under load. The
-# machine's shared services (127.0.0.1:5672 and :5432) and the tests using them are never
-# touched. Both live in one throwaway directory: `start` creates them fresh, `stop` removes
-# them. One fault run per machine at a time.
+# (deploy/local/faults.sh, issue 8), which stops and restarts them under load, and for the
+# TLS run (deploy/local/tls.sh), which gives them certificates. The machine's shared
+# services (127.0.0.1:5672 and :5432) and the tests using them are never touched. Both
+# live in one throwaway directory: `start` creates them fresh, `stop` removes them. One
+# run per directory, node name and ports at a time.
 #
 #   fault-services.sh start          stop what an earlier (killed) run left, start both fresh
 #   fault-services.sh stop           stop both and remove their directory
@@ -15,18 +16,22 @@
 #
 # Settings: WEFT_FAULTS_DIR (default ${TMPDIR:-/tmp}/weft-faults; users rabbitmq and
 # postgres must reach it), WEFT_FAULTS_AMQP_PORT (5673; Erlang distribution on it + 20000),
-# WEFT_FAULTS_PG_PORT (5433). Run as root: RabbitMQ runs as user rabbitmq through Debian's
-# rabbitmq-server wrapper, PostgreSQL as user postgres.
+# WEFT_FAULTS_PG_PORT (5433), WEFT_FAULTS_NODE (weft-faults: the RabbitMQ node's name),
+# WEFT_FAULTS_TLS_DIR (unset; a directory holding ca.pem, server.pem and server.key: both
+# servers then take TLS connections only, RabbitMQ amqps on the AMQP port). Run as root:
+# RabbitMQ runs as user rabbitmq through Debian's rabbitmq-server wrapper, PostgreSQL as
+# user postgres.
 set -euo pipefail
 
 DIR="${WEFT_FAULTS_DIR:-${TMPDIR:-/tmp}/weft-faults}"
 AMQP_PORT="${WEFT_FAULTS_AMQP_PORT:-5673}"
 DIST_PORT=$((AMQP_PORT + 20000))
 PG_PORT="${WEFT_FAULTS_PG_PORT:-5433}"
+TLS_DIR="${WEFT_FAULTS_TLS_DIR:-}"
 # Only a directory holding this file is ever removed.
 MARKER="$DIR/.weft-fault-services"
 
-NODE="weft-faults@localhost"
+NODE="${WEFT_FAULTS_NODE:-weft-faults}@localhost"
 RABBIT_DIR="$DIR/rabbitmq"
 RABBIT_PID_FILE="$RABBIT_DIR/rabbitmq.pid"
 RABBIT_LOG_DIR="$RABBIT_DIR/log"
@@ -50,6 +55,20 @@ require_root() {
     if ! command -v rabbitmq-server >/dev/null 2>&1 || ! command -v rabbitmqctl >/dev/null 2>&1; then
         die "RabbitMQ is not installed (bash deploy/local/services.sh installs it)"
     fi
+    if [[ -n "$TLS_DIR" ]]; then
+        local file
+        for file in ca.pem server.pem server.key; do
+            [[ -r "$TLS_DIR/$file" ]] || die "WEFT_FAULTS_TLS_DIR: no readable $TLS_DIR/$file"
+        done
+    fi
+}
+
+# Copies the CA, certificate and key where `owner` (the server's user) alone reads the key.
+install_tls() {
+    local dir="$1" owner="$2"
+    install -d -o "$owner" -m 0700 "$dir"
+    install -o "$owner" -m 0644 "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" "$dir/"
+    install -o "$owner" -m 0600 "$TLS_DIR/server.key" "$dir/"
 }
 
 port_in_use() {
@@ -97,7 +116,23 @@ rabbit_configure() {
     mkdir -p "$RABBIT_DIR/mnesia" "$RABBIT_LOG_DIR"
     # No plugins: management and prometheus would take the shared node's HTTP ports.
     echo '[].' >"$RABBIT_DIR/enabled_plugins"
-    echo "listeners.tcp.1 = 127.0.0.1:$AMQP_PORT" >"$RABBIT_DIR/rabbitmq.conf"
+    local listener="NODE_PORT=$AMQP_PORT"
+    if [[ -n "$TLS_DIR" ]]; then
+        install_tls "$RABBIT_DIR/tls" rabbitmq
+        # No plain listener at all: NODE_PORT would open one.
+        listener=""
+        cat >"$RABBIT_DIR/rabbitmq.conf" <<EOF
+listeners.tcp = none
+listeners.ssl.1 = 127.0.0.1:$AMQP_PORT
+ssl_options.cacertfile = $RABBIT_DIR/tls/ca.pem
+ssl_options.certfile = $RABBIT_DIR/tls/server.pem
+ssl_options.keyfile = $RABBIT_DIR/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+EOF
+    else
+        echo "listeners.tcp.1 = 127.0.0.1:$AMQP_PORT" >"$RABBIT_DIR/rabbitmq.conf"
+    fi
     # Replaces /etc/rabbitmq/rabbitmq-env.conf, which names the shared node. The server
     # script sources it as user rabbitmq just before starting Erlang, after su's
     # pam_limits has put the soft file-descriptor limit back to 1,024.
@@ -105,7 +140,7 @@ rabbit_configure() {
 ulimit -n $(file_descriptor_limit)
 NODENAME=$NODE
 NODE_IP_ADDRESS=127.0.0.1
-NODE_PORT=$AMQP_PORT
+$listener
 DIST_PORT=$DIST_PORT
 MNESIA_BASE=$RABBIT_DIR/mnesia
 LOG_BASE=$RABBIT_LOG_DIR
@@ -138,7 +173,11 @@ rabbit_start() {
         sleep 1
     done
     pid="$(rabbit_pid)" || die "RabbitMQ node $NODE serves but $RABBIT_PID_FILE names no live process; see $RABBIT_LOG_DIR"
-    log "RabbitMQ $NODE serves amqp://127.0.0.1:$AMQP_PORT (pid $pid, $(awk '/^Max open files/ {print $4}' "/proc/$pid/limits") file descriptors)"
+    log "RabbitMQ $NODE serves $(amqp_scheme)://127.0.0.1:$AMQP_PORT (pid $pid, $(awk '/^Max open files/ {print $4}' "/proc/$pid/limits") file descriptors)"
+}
+
+amqp_scheme() {
+    if [[ -n "$TLS_DIR" ]]; then echo amqps; else echo amqp; fi
 }
 
 # Stops the whole node, killing it when it does not stop in time.
@@ -215,9 +254,22 @@ port = $PG_PORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$PG_DIR'
 EOF
+    if [[ -n "$TLS_DIR" ]]; then
+        install_tls "$PG_DIR/tls" postgres
+        cat >>"$PG_DATA/postgresql.conf" <<EOF
+ssl = on
+ssl_cert_file = '$PG_DIR/tls/server.pem'
+ssl_key_file = '$PG_DIR/tls/server.key'
+EOF
+        # TCP connections without TLS match no line, so the server refuses them.
+        cat >"$PG_DATA/pg_hba.conf" <<EOF
+local all all trust
+hostssl all all 127.0.0.1/32 trust
+EOF
+    fi
     pg_ctl_run -l "$PG_LOG" -w -t "$PG_TIMEOUT" start >/dev/null \
         || die "PostgreSQL in $PG_DATA did not start; see $PG_LOG"
-    log "PostgreSQL serves postgres://postgres@127.0.0.1:$PG_PORT (data in $PG_DATA)"
+    log "PostgreSQL serves postgres://postgres@127.0.0.1:$PG_PORT${TLS_DIR:+ over TLS only} (data in $PG_DATA)"
 }
 
 pg_restart() {

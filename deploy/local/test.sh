@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: starts PostgreSQL and RabbitMQ when they are down,
-# then the unit and integration tests (against the real services), the deployment checks
-# and, last, the fault-injection run (against a private broker and database of its own).
+# then the unit and integration tests (against the real services), the deployment checks,
+# the TLS run and, last, the fault-injection run (both against a private broker and
+# database of their own).
 # This is the README's test command and what CI runs.
 set -euo pipefail
 
@@ -81,6 +82,9 @@ WEFT_BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug" bash deploy/local/clients
 
 echo "test: load tester smoke run (a short chain4 against a fleet it starts)"
 bash deploy/local/loadtest-smoke.sh
+
+echo "test: TLS to PostgreSQL and RabbitMQ (private servers with a throwaway CA)"
+bash deploy/local/tls.sh
 
 echo "test: fault-injection run (restarts a private RabbitMQ node and PostgreSQL cluster)"
 bash deploy/local/faults.sh

@@ -61,6 +61,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = db::pool(
         &config.database.database_url,
+        config.database.database_ca_file.as_ref(),
         config.database.database_pool_size,
     )
     .context("connecting to the database (WEFT_DATABASE_URL)")?;
@@ -72,6 +73,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 async fn rotate_keys(config: &Config, batch_size: i64) -> anyhow::Result<()> {
     let pool = db::pool(
         &config.database.database_url,
+        config.database.database_ca_file.as_ref(),
         config.database.database_pool_size,
     )
     .context("connecting to the database (WEFT_DATABASE_URL)")?;

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use weft_domain::ids::RunId;
 use weft_domain::messages::{self, Message, NodeResult, RunFinished};
-use weft_runtime::queue::{self, QueueError, Topology};
+use weft_runtime::queue::{self, Broker, QueueError, Topology};
 
 /// How long a request waits for the reply consumer when the gateway has just started or
 /// the broker connection is being re-established.
@@ -125,10 +125,10 @@ impl Replies {
 
     /// Declares and consumes the reply queue until `shutdown`, re-declaring it after a lost
     /// connection (an exclusive queue goes with its connection) with backoff.
-    pub async fn consume(self: Arc<Self>, amqp_url: String, shutdown: CancellationToken) {
+    pub async fn consume(self: Arc<Self>, broker: Broker, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let outcome = self.consume_once(&amqp_url, &shutdown, &mut backoff).await;
+            let outcome = self.consume_once(&broker, &shutdown, &mut backoff).await;
             self.ready.send_replace(false);
             match outcome {
                 Ok(()) => return,
@@ -147,11 +147,11 @@ impl Replies {
 
     async fn consume_once(
         &self,
-        amqp_url: &str,
+        broker: &Broker,
         shutdown: &CancellationToken,
         backoff: &mut Duration,
     ) -> Result<(), QueueError> {
-        let connection = queue::connect(amqp_url, "weft-gateway replies").await?;
+        let connection = queue::connect(broker, "weft-gateway replies").await?;
         let channel = connection.create_channel().await?;
         channel
             .queue_declare(

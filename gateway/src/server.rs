@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use weft_domain::manifest::InputSchemas;
 use weft_runtime::db::{self, DbError};
 use weft_runtime::egress::{EgressPolicy, GuardedClient};
-use weft_runtime::queue::{Publisher, Topology};
+use weft_runtime::queue::{Broker, Publisher, Topology};
 use weft_runtime::telemetry::{self, Readiness};
 
 use crate::api;
@@ -43,7 +43,7 @@ pub struct Gateway {
     state: AppState,
     registry: Registry,
     shutdown_timeout: Duration,
-    amqp_url: String,
+    broker: Broker,
 }
 
 impl Gateway {
@@ -52,6 +52,7 @@ impl Gateway {
     pub async fn new(config: Config) -> Result<Gateway, StartError> {
         let pool = db::pool(
             &config.database.database_url,
+            config.database.database_ca_file.as_ref(),
             config.database.database_pool_size,
         )?;
         if config.database.auto_migrate {
@@ -59,11 +60,7 @@ impl Gateway {
         }
         let topology = Topology::new(config.broker.namespace.as_str());
         let replies = Replies::new(&topology);
-        let publisher = Publisher::new(
-            config.broker.amqp_url.expose_secret(),
-            "weft-gateway",
-            topology,
-        );
+        let publisher = Publisher::new(config.broker.broker(), "weft-gateway", topology);
         // Connecting now declares the topology and spares the first webhook the wait. A
         // broker that is down is not fatal: /readyz reports it and publishing retries.
         if !publisher.is_connected().await {
@@ -99,7 +96,7 @@ impl Gateway {
             state,
             registry,
             shutdown_timeout: config.process.shutdown_timeout,
-            amqp_url: config.broker.amqp_url.expose_secret().to_owned(),
+            broker: config.broker.broker(),
         })
     }
 
@@ -118,7 +115,7 @@ impl Gateway {
             state,
             registry,
             shutdown_timeout,
-            amqp_url,
+            broker,
         } = self;
         if let Ok(listening) = api.local_addr()
             && loopback_only(&state.public_url, listening)
@@ -134,7 +131,7 @@ impl Gateway {
         // a reply.
         let replies_stop = CancellationToken::new();
         let replies =
-            tokio::spawn(Arc::clone(&state.replies).consume(amqp_url, replies_stop.clone()));
+            tokio::spawn(Arc::clone(&state.replies).consume(broker, replies_stop.clone()));
         let readiness = readiness(state.pool.clone(), Arc::clone(&state.publisher));
         let publisher = Arc::clone(&state.publisher);
 

@@ -25,7 +25,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use serde_json::{Value, json};
-use weft_runtime::queue;
+use weft_runtime::queue::{self, Broker};
 
 use crate::procs::{ProcSample, ProcessSampler};
 use crate::stats::Latencies;
@@ -178,10 +178,11 @@ async fn measure_all(args: &LimitArgs, name: &str) -> anyhow::Result<Vec<Level>>
         .context("creating the table")?;
     drop(client);
 
-    let publisher = queue::connect(&args.amqp_url, "weft-loadtest limit publisher")
+    let broker = Broker::new(&args.amqp_url, None);
+    let publisher = queue::connect(&broker, "weft-loadtest limit publisher")
         .await
         .context("connecting to RabbitMQ")?;
-    let consumer = queue::connect(&args.amqp_url, "weft-loadtest limit consumer")
+    let consumer = queue::connect(&broker, "weft-loadtest limit consumer")
         .await
         .context("connecting to RabbitMQ")?;
     let channel = publisher.create_channel().await?;
@@ -506,9 +507,12 @@ mod tests {
             .await
             .expect("queried");
         assert!(left.is_empty(), "the database {name} was not dropped");
-        let connection = queue::connect(&args.amqp_url, "weft-loadtest limit test")
-            .await
-            .expect("broker reachable");
+        let connection = queue::connect(
+            &Broker::new(&args.amqp_url, None),
+            "weft-loadtest limit test",
+        )
+        .await
+        .expect("broker reachable");
         let channel = connection.create_channel().await.expect("a channel");
         let passive = channel
             .queue_declare(

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use tokio::time::Instant;
-use weft_runtime::queue::{self, Topology};
+use weft_runtime::queue::{self, Broker, Topology};
 
 /// How long a spawned process may take to answer `/readyz`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -368,7 +368,8 @@ impl Fleet {
             }
         }
         let deleted = async {
-            let connection = queue::connect(&self.amqp_url, "weft-loadtest cleanup").await?;
+            let connection =
+                queue::connect(&Broker::new(&self.amqp_url, None), "weft-loadtest cleanup").await?;
             let channel = connection.create_channel().await?;
             Topology::new(self.namespace.clone())
                 .delete(&channel)

@@ -8,13 +8,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use secret::SecretError;
 pub(crate) use secret::masked;
 use secret::{Given, parse_admin_token, parse_amqp_url, parse_database_url, parse_master_keys};
 
 use weft_domain::crypto::KeyRing;
+
+use crate::queue::Broker;
+use crate::tls::{CaFile, DatabaseUrl, TlsError};
 
 /// Parses the process configuration; on a bad setting prints one line and exits with 2.
 pub fn parse<T: Parser>() -> T {
@@ -54,6 +57,27 @@ fn one_line(rendered: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A setting refused after clap read it.
+#[derive(Debug, thiserror::Error)]
+enum SettingError {
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("{variable}: {source}")]
+    CaFile {
+        variable: &'static str,
+        source: TlsError,
+    },
+}
+
+/// The CA file a `*_CA_FILE` setting names, read and checked.
+fn read_ca_file(
+    variable: &'static str,
+    path: Option<PathBuf>,
+) -> Result<Option<CaFile>, SettingError> {
+    path.map(|path| CaFile::read(&path).map_err(|source| SettingError::CaFile { variable, source }))
+        .transpose()
 }
 
 /// Implements clap's `Args` for `$resolved` as the settings `$given` (what clap reads),
@@ -99,6 +123,9 @@ macro_rules! resolved_args {
 pub struct BrokerArgs {
     /// AMQP URL of RabbitMQ; it holds the broker password.
     pub amqp_url: SecretString,
+    /// CA certificates an `amqps://` broker's certificate may be signed by, besides the
+    /// system's.
+    pub amqp_ca_file: Option<CaFile>,
     /// Prefix of every exchange and queue name, so several fleets can share a broker.
     pub namespace: String,
 }
@@ -118,13 +145,21 @@ struct BrokerGiven {
     /// File holding the AMQP URL (a Kubernetes or Docker secret), instead of WEFT_AMQP_URL.
     #[arg(long, env = "WEFT_AMQP_URL_FILE", value_name = "WEFT_AMQP_URL_FILE")]
     amqp_url_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for an amqps:// broker, besides the system's.
+    #[arg(long, env = "WEFT_AMQP_CA_FILE", value_name = "WEFT_AMQP_CA_FILE")]
+    amqp_ca_file: Option<PathBuf>,
     /// Prefix of every exchange and queue name, so several fleets can share a broker.
     #[arg(long, env = "WEFT_NAMESPACE", value_name = "WEFT_NAMESPACE", default_value = "weft", value_parser = parse_namespace)]
     namespace: String,
 }
 
 impl BrokerArgs {
-    fn resolve(given: BrokerGiven) -> Result<Self, SecretError> {
+    /// Where to connect, with the CA file.
+    pub fn broker(&self) -> Broker {
+        Broker::new(self.amqp_url.expose_secret(), self.amqp_ca_file.clone())
+    }
+
+    fn resolve(given: BrokerGiven) -> Result<Self, SettingError> {
         let amqp_url = Given {
             variable: "WEFT_AMQP_URL",
             value: given.amqp_url,
@@ -134,6 +169,7 @@ impl BrokerArgs {
         .unwrap_or_else(|| SecretString::from(DEFAULT_AMQP_URL));
         Ok(Self {
             amqp_url,
+            amqp_ca_file: read_ca_file("WEFT_AMQP_CA_FILE", given.amqp_ca_file)?,
             namespace: given.namespace,
         })
     }
@@ -144,8 +180,12 @@ resolved_args!(BrokerArgs, BrokerGiven, BrokerArgs::resolve);
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct DatabaseArgs {
-    /// Where PostgreSQL is, and the credentials (its `Debug` hides the password).
-    pub database_url: tokio_postgres::Config,
+    /// Where PostgreSQL is, the credentials (its `Debug` hides the password) and the
+    /// `sslmode`.
+    pub database_url: DatabaseUrl,
+    /// CA certificates the server's certificate may be signed by under
+    /// `sslmode=verify-ca|verify-full`, besides the system's.
+    pub database_ca_file: Option<CaFile>,
     /// Connections in the pool.
     pub database_pool_size: usize,
     /// Apply pending migrations at start (under an advisory lock).
@@ -172,6 +212,14 @@ struct DatabaseGiven {
         value_name = "WEFT_DATABASE_URL_FILE"
     )]
     database_url_file: Option<PathBuf>,
+    /// PEM file of CA certificates trusted for sslmode=verify-ca and verify-full, besides
+    /// the system's.
+    #[arg(
+        long,
+        env = "WEFT_DATABASE_CA_FILE",
+        value_name = "WEFT_DATABASE_CA_FILE"
+    )]
+    database_ca_file: Option<PathBuf>,
     /// Connections in the pool.
     #[arg(
         long,
@@ -186,7 +234,7 @@ struct DatabaseGiven {
 }
 
 impl DatabaseArgs {
-    fn resolve(given: DatabaseGiven) -> Result<Self, SecretError> {
+    fn resolve(given: DatabaseGiven) -> Result<Self, SettingError> {
         let database_url = Given {
             variable: "WEFT_DATABASE_URL",
             value: given.database_url,
@@ -194,13 +242,14 @@ impl DatabaseArgs {
         }
         .parse(parse_database_url)?;
         let database_url = match database_url {
-            Some(config) => config,
+            Some(url) => url,
             None => {
                 parse_database_url(DEFAULT_DATABASE_URL).expect("the default database URL is valid")
             }
         };
         Ok(Self {
             database_url,
+            database_ca_file: read_ca_file("WEFT_DATABASE_CA_FILE", given.database_ca_file)?,
             database_pool_size: given.database_pool_size,
             auto_migrate: given.auto_migrate,
         })
@@ -325,8 +374,6 @@ fn parse_namespace(text: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
 
     #[derive(Parser, Debug)]
@@ -409,11 +456,11 @@ mod tests {
         .expect("valid");
         std::fs::remove_dir_all(&dir).expect("removed");
         assert_eq!(
-            config.database.database_url.get_password(),
+            config.database.database_url.config().get_password(),
             Some(MARKER.as_bytes())
         );
         assert_eq!(
-            config.database.database_url.get_hosts(),
+            config.database.database_url.config().get_hosts(),
             [tokio_postgres::config::Host::Tcp("db.internal".to_owned())]
         );
         assert_eq!(config.broker.amqp_url.expose_secret(), amqp_url);
@@ -444,12 +491,40 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_ca_file_is_refused_naming_the_setting_and_the_path() {
+        for (flag, variable) in [
+            ("--database-ca-file", "WEFT_DATABASE_CA_FILE"),
+            ("--amqp-ca-file", "WEFT_AMQP_CA_FILE"),
+        ] {
+            let path = "/nonexistent/weft-ca.pem";
+            let error = Secrets::try_parse_from([
+                "probe".to_owned(),
+                format!("--master-keys=k1:{KEY}"),
+                format!("{flag}={path}"),
+            ])
+            .expect_err("no such file");
+            let line = one_line(&error.render().to_string());
+            assert!(
+                line.starts_with(&format!("error: {variable}: cannot read `{path}`: ")),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
     fn without_settings_the_urls_are_the_local_defaults() {
         let config =
             Secrets::try_parse_from(["probe".to_owned(), format!("--master-keys=k1:{KEY}")])
                 .expect("valid");
         assert_eq!(config.broker.amqp_url.expose_secret(), DEFAULT_AMQP_URL);
-        assert_eq!(config.database.database_url.get_dbname(), Some("weft"));
+        assert_eq!(
+            config.database.database_url.config().get_dbname(),
+            Some("weft")
+        );
+        assert_eq!(
+            config.database.database_url.ssl_mode(),
+            crate::tls::SslMode::Prefer
+        );
         assert!(config.admin.admin_token.is_none());
     }
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
-use tokio_postgres::NoTls;
+
+use crate::tls::{self, CaFile, DatabaseUrl, TlsError};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
@@ -17,7 +18,9 @@ const MIGRATION_LOCK: i64 = 0x7765_6674_0000_0001;
 pub enum DbError {
     #[error("database pool could not be built: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
-    #[error("no database connection: {0}")]
+    #[error("database TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("no database connection: {0}{advice}", advice = tls::certificate_advice(.0, "WEFT_DATABASE_CA_FILE"))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database query failed: {0}")]
     Query(#[from] tokio_postgres::Error),
@@ -31,11 +34,12 @@ pub enum DbError {
     },
 }
 
-/// Builds the pool (connections open on first use). Every wait is bounded.
-pub fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, DbError> {
+/// Builds the pool (connections open on first use), with TLS as the URL's `sslmode`
+/// says and `ca` trusted besides the system's roots. Every wait is bounded.
+pub fn pool(url: &DatabaseUrl, ca: Option<&CaFile>, size: usize) -> Result<Pool, DbError> {
     let manager = Manager::from_config(
-        config.clone(),
-        NoTls,
+        url.config().clone(),
+        url.connector(ca)?,
         // A connection the server closed is seen as closed by its own client (its
         // connection task ended) and replaced; a test query at every checkout would cost a
         // round trip per message handled. A connection that breaks later fails its query,

@@ -11,6 +11,7 @@
 //! - [`rate_limit`]: fleet-wide rate-limit slots, reserved in PostgreSQL.
 //! - [`telemetry`]: logs, traces, Prometheus registry and the operations HTTP server.
 //! - [`trace`]: the trace context across messages and upstream requests.
+//! - [`tls`]: PostgreSQL's `sslmode` over rustls, and CA files for the database and broker.
 
 pub mod config;
 pub mod db;
@@ -19,5 +20,6 @@ pub mod queue;
 pub mod rate_limit;
 pub mod runs;
 pub mod telemetry;
+pub mod tls;
 pub mod token_endpoint;
 pub mod trace;

@@ -13,11 +13,14 @@ use lapin::options::{
     BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    DefaultConnectionBuilder, ExchangeKind,
 };
 use rand::Rng;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +29,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use chrono::{DateTime, Utc};
 
+use crate::tls::{CaFile, certificate_advice};
 use crate::trace;
 use weft_domain::messages::{Message, NodeTask, encode};
 use weft_domain::retry::{TIERS, tier_for};
@@ -232,12 +236,47 @@ impl Topology {
     }
 }
 
+/// Where the broker is: its AMQP URL, which holds its password, and for `amqps://` the CA
+/// certificates its certificate may be signed by besides the system's.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    url: SecretString,
+    ca: Option<CaFile>,
+}
+
+impl Broker {
+    pub fn new(url: &str, ca: Option<CaFile>) -> Self {
+        Self {
+            url: SecretString::from(url),
+            ca,
+        }
+    }
+
+    fn tls(&self) -> OwnedTLSConfig {
+        OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.ca.as_ref().map(|ca| ca.pem().to_owned()),
+        }
+    }
+}
+
 /// Opens a named connection (the name shows in the broker's management UI).
-pub async fn connect(url: &str, name: &str) -> Result<Connection, QueueError> {
+pub async fn connect(broker: &Broker, name: &str) -> Result<Connection, QueueError> {
     let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
+    let connecting = async {
+        DefaultConnectionBuilder::new()?
+            .with_uri_str(broker.url.expose_secret().to_owned())
+            .with_properties(properties)
+            .with_tls_config(broker.tls())
+            .connect()
+            .await
+    };
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(QueueError::Unavailable(e.to_string())),
+        Ok(Err(e)) => Err(QueueError::Unavailable(format!(
+            "{e}{}",
+            certificate_advice(&e, "WEFT_AMQP_CA_FILE")
+        ))),
         Err(_) => Err(QueueError::Unavailable("connection timed out".into())),
     }
 }
@@ -259,7 +298,7 @@ struct PublisherState {
 /// Publishes with confirms on one connection, reconnecting lazily. While the broker is
 /// down, publishes fail fast instead of piling up.
 pub struct Publisher {
-    url: String,
+    broker: Broker,
     name: String,
     topology: Topology,
     state: Mutex<PublisherState>,
@@ -269,9 +308,9 @@ pub struct Publisher {
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
 impl Publisher {
-    pub fn new(url: &str, name: &str, topology: Topology) -> Arc<Self> {
+    pub fn new(broker: Broker, name: &str, topology: Topology) -> Arc<Self> {
         Arc::new(Self {
-            url: url.to_owned(),
+            broker,
             name: name.to_owned(),
             topology,
             state: Mutex::new(PublisherState {
@@ -303,7 +342,7 @@ impl Publisher {
         }
         state.channel = None;
         let opened = async {
-            let connection = connect(&self.url, &self.name).await?;
+            let connection = connect(&self.broker, &self.name).await?;
             let channel = connection.create_channel().await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
@@ -469,7 +508,7 @@ pub fn delivery_count(delivery: &Delivery) -> i64 {
 /// Where a consumer reads and how much it takes at once.
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
-    pub url: String,
+    pub broker: Broker,
     pub topology: Topology,
     pub queue: String,
     /// Unacknowledged messages in flight (per consumer).
@@ -556,7 +595,7 @@ where
     H: Fn(Vec<Delivery>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Vec<Disposition>> + Send + 'static,
 {
-    let connection = connect(&spec.url, &spec.name).await?;
+    let connection = connect(&spec.broker, &spec.name).await?;
     let channel = connection.create_channel().await?;
     spec.topology.declare(&channel).await?;
     channel

@@ -10,14 +10,15 @@ use deadpool_postgres::Pool;
 use lapin::message::Delivery;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Span;
 use weft_domain::messages::{self, NodeResult, RunRequested};
 use weft_runtime::db::{self, DbError};
-use weft_runtime::queue::{self, ConsumerSpec, Disposition, Publisher, QueueError, Topology};
+use weft_runtime::queue::{
+    self, Broker, ConsumerSpec, Disposition, Publisher, QueueError, Topology,
+};
 use weft_runtime::telemetry::{self, Readiness};
 
 use crate::config::Config;
@@ -51,17 +52,15 @@ impl Scheduler {
     pub async fn new(config: Config) -> Result<Self, StartError> {
         let pool = db::pool(
             &config.database.database_url,
+            config.database.database_ca_file.as_ref(),
             config.database.database_pool_size,
         )?;
         if config.database.auto_migrate {
             db::migrate(&pool).await?;
         }
         let topology = Topology::new(&config.broker.namespace);
-        let publisher = Publisher::new(
-            config.broker.amqp_url.expose_secret(),
-            "weft-scheduler publisher",
-            topology,
-        );
+        let publisher =
+            Publisher::new(config.broker.broker(), "weft-scheduler publisher", topology);
         let metrics = Metrics::new();
         let engine = Engine::new(
             pool.clone(),
@@ -89,7 +88,7 @@ impl Scheduler {
         let mut tasks = JoinSet::new();
         let topology = self.publisher.topology().clone();
         let spec = |queue: String, name: &str| ConsumerSpec {
-            url: self.config.broker.amqp_url.expose_secret().to_owned(),
+            broker: self.config.broker.broker(),
             topology: topology.clone(),
             queue,
             prefetch: self.config.prefetch,
@@ -222,8 +221,8 @@ impl Scheduler {
             },
         ));
 
-        let (url, metrics, queue_topology) = (
-            self.config.broker.amqp_url.expose_secret().to_owned(),
+        let (broker, metrics, queue_topology) = (
+            self.config.broker.broker(),
             self.metrics.clone(),
             topology.clone(),
         );
@@ -231,10 +230,10 @@ impl Scheduler {
             self.config.queue_metrics_interval,
             token.clone(),
             move || {
-                let (url, metrics, topology) =
-                    (url.clone(), metrics.clone(), queue_topology.clone());
+                let (broker, metrics, topology) =
+                    (broker.clone(), metrics.clone(), queue_topology.clone());
                 async move {
-                    if let Err(e) = read_queue_depths(&url, &topology, &metrics).await {
+                    if let Err(e) = read_queue_depths(&broker, &topology, &metrics).await {
                         tracing::debug!(error = %e, "could not read queue depths");
                     }
                 }
@@ -342,11 +341,11 @@ where
 
 /// Reads each queue's depth and consumers with a passive declare.
 async fn read_queue_depths(
-    url: &str,
+    broker: &Broker,
     topology: &Topology,
     metrics: &Metrics,
 ) -> Result<(), QueueError> {
-    let connection = queue::connect(url, "weft-scheduler queue metrics").await?;
+    let connection = queue::connect(broker, "weft-scheduler queue metrics").await?;
     let channel = connection.create_channel().await?;
     for name in topology.queues() {
         let options = QueueDeclareOptions {

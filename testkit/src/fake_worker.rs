@@ -22,7 +22,7 @@ pub struct FakeWorker {
 impl FakeWorker {
     /// Consumes the namespace's task queue, one task at a time.
     pub async fn start(topology: &Topology) -> Self {
-        let connection = queue::connect(&crate::amqp_url(), "fake worker")
+        let connection = queue::connect(&crate::broker(), "fake worker")
             .await
             .expect("broker reachable");
         let channel = connection.create_channel().await.expect("channel");

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use weft_runtime::queue::{self, Topology};
+use weft_runtime::queue::{self, Broker, Topology};
 
 pub use database::TestDatabase;
 pub use fake_worker::FakeWorker;
@@ -32,6 +32,11 @@ pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub fn amqp_url() -> String {
     std::env::var("WEFT_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// The test broker, as connections and publishers take it.
+pub fn broker() -> Broker {
+    Broker::new(&amqp_url(), None)
 }
 
 /// A random 32-byte master key ring.
@@ -654,7 +659,7 @@ impl Drop for Fleet {
                 .build()
                 .expect("cleanup runtime builds");
             runtime.block_on(async move {
-                if let Ok(connection) = queue::connect(&amqp_url(), "weft-testkit cleanup").await
+                if let Ok(connection) = queue::connect(&broker(), "weft-testkit cleanup").await
                     && let Ok(channel) = connection.create_channel().await
                 {
                     let _ = Topology::new(namespace).delete(&channel).await;

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use weft_runtime::queue::{self, ConsumerSpec, Publisher, Topology};
@@ -33,11 +32,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(config: Config) -> Result<Self, StartError> {
         let topology = Topology::new(&config.broker.namespace);
-        let publisher = Publisher::new(
-            config.broker.amqp_url.expose_secret(),
-            "weft-worker publisher",
-            topology,
-        );
+        let publisher = Publisher::new(config.broker.broker(), "weft-worker publisher", topology);
         let policy =
             EgressPolicy::new(config.egress_allow.clone()).through(config.egress_proxy.clone());
         let executor = Arc::new(Executor {
@@ -62,7 +57,7 @@ impl Worker {
         let token = CancellationToken::new();
         let topology = self.executor.publisher.topology().clone();
         let spec = ConsumerSpec {
-            url: self.config.broker.amqp_url.expose_secret().to_owned(),
+            broker: self.config.broker.broker(),
             queue: topology.tasks(),
             topology,
             prefetch: self.config.concurrency,

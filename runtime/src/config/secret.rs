@@ -12,6 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use weft_domain::crypto::KeyRing;
 
+use crate::tls::{DatabaseUrl, split_ssl_mode};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     #[error("{variable} and {variable}_FILE are both set: set only one of them")]
@@ -96,9 +98,12 @@ pub fn parse_amqp_url(text: &str) -> Result<SecretString, String> {
 }
 
 /// A PostgreSQL URL (`postgres://…`), or the `key=value` connection string libpq also
-/// accepts; the message of a refusal shows a URL with its password masked.
-pub fn parse_database_url(text: &str) -> Result<tokio_postgres::Config, String> {
-    tokio_postgres::Config::from_str(text).map_err(|e| {
+/// accepts, with its `sslmode`; the message of a refusal shows a URL with its password
+/// masked.
+pub fn parse_database_url(text: &str) -> Result<DatabaseUrl, String> {
+    // The mode's refusal quotes the mode only.
+    let (rest, ssl_mode) = split_ssl_mode(text).map_err(|e| e.to_string())?;
+    let config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
         let shown = shown_url(text, &["postgres", "postgresql"]);
         let expected = "is not a PostgreSQL URL like postgres://user:password@host:5432/db";
         // The URL parser's causes name options, never values; the key=value parser's
@@ -108,7 +113,17 @@ pub fn parse_database_url(text: &str) -> Result<tokio_postgres::Config, String> 
             Some(cause) if url_form => format!("{shown} {expected}: {e}: {}", masked(cause, text)),
             _ => format!("{shown} {expected}: {e}"),
         }
-    })
+    })?;
+    Ok(DatabaseUrl::new(config, ssl_mode))
+}
+
+/// For tests and tools that hold a URL as text; the refusal is [`parse_database_url`]'s.
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_database_url(text)
+    }
 }
 
 /// What the operator is shown of a URL: the URL itself with its secret parts replaced by
@@ -342,6 +357,19 @@ mod tests {
         assert!(parse_database_url("postgres://postgres@127.0.0.1/weft").is_ok());
         assert!(parse_database_url("host=127.0.0.1 user=postgres dbname=weft").is_ok());
         assert!(parse_database_url("postgres://host:notaport/db").is_err());
+        let url = parse_database_url(&format!(
+            "postgres://weft:{MARKER}@db/weft?sslmode=verify-full&connect_timeout=5"
+        ))
+        .expect("verify-full is taken out before tokio-postgres parses the rest");
+        assert_eq!(url.ssl_mode(), crate::tls::SslMode::VerifyFull);
+        assert_eq!(url.config().get_password(), Some(MARKER.as_bytes()));
+        let refused =
+            parse_database_url(&format!("postgres://weft:{MARKER}@db/weft?sslmode=allow"))
+                .expect_err("unknown mode");
+        assert_eq!(
+            refused,
+            "sslmode `allow` is not one of disable, prefer, require, verify-ca, verify-full"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use weft_domain::messages::{NodeResult, Outcome, VERSION};
 use weft_runtime::queue::Publisher;
-use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace, amqp_url, eventually};
+use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace, broker, eventually};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(30);
@@ -248,7 +248,7 @@ async fn an_answer_delivered_twice_or_listed_again_never_starts_a_second_run() {
     let connection = feed(&fleet, &workspace, &upstream).await;
     let mut worker = FakeWorker::start(&fleet.topology()).await;
     let scenario = polling(&fleet, &workspace, &connection).await;
-    let publisher = Publisher::new(&amqp_url(), "test poll answers", fleet.topology());
+    let publisher = Publisher::new(broker(), "test poll answers", fleet.topology());
     let answer_twice = |task: &weft_domain::messages::NodeTask, body: Value| {
         let result = NodeResult {
             v: VERSION,

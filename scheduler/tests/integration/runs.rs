@@ -225,11 +225,7 @@ async fn a_duplicate_result_changes_nothing() {
     assert_eq!(before["status"], "completed");
 
     let topology = fleet.topology();
-    let publisher = Publisher::new(
-        &weft_testkit::amqp_url(),
-        "test duplicate",
-        topology.clone(),
-    );
+    let publisher = Publisher::new(weft_testkit::broker(), "test duplicate", topology.clone());
     let duplicate = NodeResult {
         v: VERSION,
         run_id: run_id.parse().expect("uuid"),
@@ -354,11 +350,7 @@ async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
 
     // A late second announcement of the same run changes nothing.
     let topology = fleet.topology();
-    let publisher = Publisher::new(
-        &weft_testkit::amqp_url(),
-        "test duplicate",
-        topology.clone(),
-    );
+    let publisher = Publisher::new(weft_testkit::broker(), "test duplicate", topology.clone());
     let request = weft_domain::messages::RunRequested {
         v: VERSION,
         run_id,

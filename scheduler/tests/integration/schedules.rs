@@ -206,9 +206,9 @@ async fn concurrent_passes_fire_each_tick_once() {
     let replicas: Vec<Schedules> = (0..8)
         .map(|i| {
             Schedules::new(
-                weft_runtime::db::pool(&url, 2).expect("pool"),
+                weft_runtime::db::pool(&url, None, 2).expect("pool"),
                 Publisher::new(
-                    &weft_testkit::amqp_url(),
+                    weft_testkit::broker(),
                     &format!("replica {i}"),
                     fleet.topology(),
                 ),

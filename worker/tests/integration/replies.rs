@@ -19,7 +19,7 @@ use uuid::Uuid;
 use weft_domain::ids::{RunId, WorkspaceId};
 use weft_domain::messages::{self, NodeResult, NodeTask, Outcome, VERSION};
 use weft_runtime::queue::{self, Publisher, Topology};
-use weft_testkit::{Upstream, amqp_url};
+use weft_testkit::{Upstream, amqp_url, broker};
 use weft_worker::{Config, Worker};
 
 const KEYS: &str = "k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
@@ -61,12 +61,12 @@ impl Setup {
                 .await
                 .expect("worker serves");
         });
-        let connection = queue::connect(&amqp_url(), "replies test")
+        let connection = queue::connect(&broker(), "replies test")
             .await
             .expect("broker reachable");
         let channel = connection.create_channel().await.expect("channel");
         topology.declare(&channel).await.expect("topology");
-        let publisher = Publisher::new(&amqp_url(), "replies test publisher", topology.clone());
+        let publisher = Publisher::new(broker(), "replies test publisher", topology.clone());
         Self {
             topology,
             publisher,
