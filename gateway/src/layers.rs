@@ -19,9 +19,7 @@ use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
@@ -83,17 +81,8 @@ pub async fn request_timeout(
 
 /// The request id in the span and for [`panicked`], both inside this layer.
 async fn remember_request_id(request: Request, next: Next) -> Response {
-    let id = request_id(&request).unwrap_or_default();
+    let id = spans::request_id(&request).unwrap_or_default();
     CURRENT_REQUEST_ID.scope(id, next.run(request)).await
-}
-
-/// The request's id, as [`SetRequestIdLayer`] left it.
-pub fn request_id(request: &Request) -> Option<String> {
-    request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .map(str::to_owned)
 }
 
 /// A caller's id goes into logs and traces: one that is too long or holds other than

@@ -11,10 +11,9 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use tower_http::request_id::RequestId;
 use tracing::Instrument;
 use tracing::field::Empty;
-
-use crate::layers;
 
 pub async fn server_span(request: Request, next: Next) -> Response {
     let method = method_name(request.method());
@@ -22,7 +21,7 @@ pub async fn server_span(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
-    let request_id = layers::request_id(&request);
+    let request_id = request_id(&request);
     let span = tracing::info_span!(
         "request",
         otel.name = %match &route {
@@ -49,6 +48,15 @@ pub async fn server_span(request: Request, next: Next) -> Response {
         span.record("error.type", status.as_str());
     }
     response
+}
+
+/// The request's id, as `SetRequestIdLayer` (in `layers`) left it.
+pub fn request_id(request: &Request) -> Option<String> {
+    request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .map(str::to_owned)
 }
 
 /// The method as the conventions want it: a known method, else `_OTHER` (a method is
