@@ -30,61 +30,10 @@ TYPESCRIPT_VERSION="7.13.0"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/weft"
 VENV="${WEFT_CLIENTS_VENV:-$CACHE/openapi-python-client-$PYTHON_CLIENT_VERSION}"
 NPM_PREFIX="${WEFT_CLIENTS_NPM_PREFIX:-$CACHE/openapi-typescript-$TYPESCRIPT_VERSION}"
-BIN_DIR="${WEFT_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}"
-DATABASE="weft_clients"
-PG="postgres://postgres@127.0.0.1:5432"
-NAMESPACE="weft_cl_$(date +%s)_$$"
-READY_TIMEOUT=60
 
-log() { printf 'clients: %s\n' "$*"; }
-die() { printf 'clients: ERROR: %s\n' "$*" >&2; exit 1; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/weft-clients.XXXXXX")"
-PIDS=()
-
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    # The namespace's quorum queues would outlive the run; exchanges are cheap and stay.
-    if command -v rabbitmqctl >/dev/null 2>&1; then
-        rabbitmqctl -q list_queues name 2>/dev/null | grep "^$NAMESPACE\." | while read -r queue; do
-            rabbitmqctl -q delete_queue "$queue" >/dev/null 2>&1 || true
-        done
-    fi
-    psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DATABASE WITH (FORCE)" >/dev/null 2>&1 || true
-    if [[ $status -ne 0 ]]; then
-        for name in gateway scheduler; do
-            if [[ -f "$WORK/$name.log" ]]; then
-                log "last lines of the $name's log ($WORK/$name.log):"
-                tail -n 20 "$WORK/$name.log" >&2 || true
-            fi
-        done
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_ready NAME URL: until URL answers 200, or fail naming NAME.
-wait_ready() {
-    local name="$1" url="$2" waited=0
-    until curl -fs -o /dev/null "$url"; do
-        (( waited < READY_TIMEOUT )) || die "$name is not ready at $url after ${READY_TIMEOUT}s (log: $WORK/$name.log)"
-        sleep 1
-        waited=$((waited + 1))
-    done
-}
+# shellcheck source=deploy/local/lib/fleet.sh
+source "$ROOT/deploy/local/lib/fleet.sh"
+fleet_init clients weft_clients weft_cl
 
 # no_warnings TOOL OUTPUT_FILE: fails, showing the output, when the tool warned.
 no_warnings() {
@@ -97,12 +46,7 @@ no_warnings() {
 
 # --- what it needs --------------------------------------------------------------
 bash deploy/local/services.sh
-
-if [[ ! -x "$BIN_DIR/weft-gateway" || ! -x "$BIN_DIR/weft-scheduler" ]]; then
-    log "building weft-gateway and weft-scheduler"
-    cargo build --locked --bins -p weft-gateway -p weft-scheduler
-    BIN_DIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
-fi
+fleet_binaries weft-gateway weft-scheduler
 
 if [[ ! -x "$VENV/bin/openapi-python-client" ]]; then
     log "installing openapi-python-client $PYTHON_CLIENT_VERSION into $VENV"
@@ -116,40 +60,9 @@ if [[ ! -x "$NPM_PREFIX/node_modules/.bin/openapi-typescript" ]]; then
     npm install --prefix "$NPM_PREFIX" --no-audit --no-fund --silent "openapi-typescript@$TYPESCRIPT_VERSION"
 fi
 
-psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DATABASE WITH (FORCE)" >/dev/null
-psql "$PG/postgres" -qc "CREATE DATABASE $DATABASE" >/dev/null
-
-API_PORT="$(free_port)"
-GATEWAY_OPS="$(free_port)"
-SCHEDULER_OPS="$(free_port)"
-ADMIN_TOKEN="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
-export WEFT_DATABASE_URL="$PG/$DATABASE"
-export WEFT_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
-export WEFT_NAMESPACE="$NAMESPACE"
-WEFT_MASTER_KEYS="cl:$(head -c 32 /dev/urandom | base64)"
-export WEFT_MASTER_KEYS
-export WEFT_ADMIN_TOKEN="$ADMIN_TOKEN"
-export WEFT_AUTO_MIGRATE=false
-export WEFT_SHUTDOWN_TIMEOUT=5s
-export RUST_LOG="${RUST_LOG:-warn}"
-
-log "migrating $DATABASE"
-"$BIN_DIR/weft-gateway" migrate >"$WORK/migrate.log" 2>&1 || { cat "$WORK/migrate.log" >&2; die "migration failed"; }
-
-WEFT_HTTP_ADDR="127.0.0.1:$API_PORT" WEFT_METRICS_ADDR="127.0.0.1:$GATEWAY_OPS" \
-    "$BIN_DIR/weft-gateway" >"$WORK/gateway.log" 2>&1 &
-PIDS+=("$!")
-WEFT_METRICS_ADDR="127.0.0.1:$SCHEDULER_OPS" "$BIN_DIR/weft-scheduler" >"$WORK/scheduler.log" 2>&1 &
-PIDS+=("$!")
-wait_ready gateway "http://127.0.0.1:$GATEWAY_OPS/readyz"
-wait_ready scheduler "http://127.0.0.1:$SCHEDULER_OPS/readyz"
-
-API="http://127.0.0.1:$API_PORT"
-API_KEY="$(curl -fsS -X POST "$API/api/v1/admin/workspaces" \
-    -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
-    -d '{"name": "clients"}' |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')" ||
-    die "could not create a workspace through the admin API"
+fleet_migrate
+fleet_start gateway scheduler
+fleet_workspace
 curl -fsS -o "$WORK/openapi.json" "$API/api/v1/openapi.json" || die "could not fetch the OpenAPI document"
 
 # --- the generators -------------------------------------------------------------
