@@ -122,11 +122,14 @@ fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
             connectors::update,
             connectors::delete
         ))
-        .routes(routes!(connections::list, connections::create))
         .routes(routes!(
-            connections::get,
-            connections::update,
-            connections::delete
+            connections::handlers::list,
+            connections::handlers::create
+        ))
+        .routes(routes!(
+            connections::handlers::get,
+            connections::handlers::update,
+            connections::handlers::delete
         ))
         .routes(routes!(oauth::start))
         .routes(routes!(oauth::callback))
@@ -151,7 +154,7 @@ fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
         ));
     let waiting_for_a_worker = OpenApiRouter::new()
         .routes(routes!(connectors::execute))
-        .routes(routes!(connections::test));
+        .routes(routes!(connections::handlers::test));
     bounded.merge(waiting_for_a_worker)
 }
 
