@@ -116,11 +116,14 @@ impl Modify for WebhookMethods {
 fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
     let bounded = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(admin::create_workspace))
-        .routes(routes!(connectors::list, connectors::create))
         .routes(routes!(
-            connectors::get,
-            connectors::update,
-            connectors::delete
+            connectors::listing::list,
+            connectors::registration::create
+        ))
+        .routes(routes!(
+            connectors::listing::get,
+            connectors::registration::update,
+            connectors::registration::delete
         ))
         .routes(routes!(
             connections::handlers::list,
@@ -153,7 +156,7 @@ fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
             layers::request_timeout,
         ));
     let waiting_for_a_worker = OpenApiRouter::new()
-        .routes(routes!(connectors::execute))
+        .routes(routes!(connectors::execution::execute))
         .routes(routes!(connections::handlers::test));
     bounded.merge(waiting_for_a_worker)
 }
