@@ -19,6 +19,8 @@
 //! - [`messages`]: the versioned AMQP message types.
 //! - [`signature`]: webhook signature schemes and their constant-time verification.
 //! - [`schedule`]: cron schedules in a time zone: when they tick, across DST changes.
+//! - [`poll`]: what a poll trigger asks and how its answers are read: items, cursors,
+//!   intervals, backoff.
 
 pub mod connector;
 pub mod crypto;
@@ -28,6 +30,7 @@ pub mod limits;
 pub mod manifest;
 pub mod messages;
 pub mod oauth;
+pub mod poll;
 pub mod retry;
 pub mod run;
 pub mod scenario;

@@ -132,3 +132,14 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_outcomes_are_named_for_their_label() {
+        let names: Vec<&str> = PollOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(names, ["baseline", "success", "failure"]);
+    }
+}

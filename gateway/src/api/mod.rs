@@ -116,17 +116,23 @@ impl Modify for WebhookMethods {
 fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
     let bounded = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(admin::create_workspace))
-        .routes(routes!(connectors::list, connectors::create))
         .routes(routes!(
-            connectors::get,
-            connectors::update,
-            connectors::delete
+            connectors::listing::list,
+            connectors::registration::create
         ))
-        .routes(routes!(connections::list, connections::create))
         .routes(routes!(
-            connections::get,
-            connections::update,
-            connections::delete
+            connectors::listing::get,
+            connectors::registration::update,
+            connectors::registration::delete
+        ))
+        .routes(routes!(
+            connections::handlers::list,
+            connections::handlers::create
+        ))
+        .routes(routes!(
+            connections::handlers::get,
+            connections::handlers::update,
+            connections::handlers::delete
         ))
         .routes(routes!(oauth::start))
         .routes(routes!(oauth::callback))
@@ -150,8 +156,8 @@ fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
             layers::request_timeout,
         ));
     let waiting_for_a_worker = OpenApiRouter::new()
-        .routes(routes!(connectors::execute))
-        .routes(routes!(connections::test));
+        .routes(routes!(connectors::execution::execute))
+        .routes(routes!(connections::handlers::test));
     bounded.merge(waiting_for_a_worker)
 }
 
