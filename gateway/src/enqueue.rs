@@ -188,8 +188,10 @@ pub async fn announce(
     trace::record_run(run_id, workspace_id);
     if let Err(e) = runs::announce(&state.publisher, run_id, workspace_id).await {
         tracing::warn!(%run_id, error = %e, "run not enqueued: broker unavailable");
-        mark_not_enqueued(state, run_id).await;
-        return Err(ApiError::BrokerUnavailable);
+        if let NotEnqueued::Failed = mark_not_enqueued(state, run_id).await {
+            return Err(ApiError::BrokerUnavailable);
+        }
+        tracing::info!(%run_id, "run taken up although its confirm was lost: accepted");
     }
     Ok(())
 }
@@ -223,7 +225,7 @@ async fn insert_run(
 /// start (and the scheduler does not re-publish a run its caller was told failed). Its
 /// delivery key, if any, is released: the sender was told 503 and will retry, and the
 /// retry must start a run rather than be answered with this one.
-async fn mark_not_enqueued(state: &AppState, run_id: RunId) {
+async fn mark_not_enqueued(state: &AppState, run_id: RunId) -> NotEnqueued {
     let error = serde_json::json!({
         "class": "permanent",
         "message": "not enqueued: the message broker was unavailable",
@@ -235,14 +237,33 @@ async fn mark_not_enqueued(state: &AppState, run_id: RunId) {
                 "WITH failed AS (
                      UPDATE runs SET status = 'failed', finished_at = now(), error = $2
                      WHERE id = $1 AND status = 'queued' RETURNING id
+                 ), released AS (
+                     DELETE FROM webhook_deliveries WHERE run_id IN (SELECT id FROM failed)
                  )
-                 DELETE FROM webhook_deliveries WHERE run_id IN (SELECT id FROM failed)",
+                 SELECT count(*) FROM failed",
             )
             .await?;
-        client.execute(&statement, &[&run_id, &error]).await?;
-        Ok::<_, ApiError>(())
+        let failed: i64 = client
+            .query_one(&statement, &[&run_id, &error])
+            .await?
+            .try_get(0)?;
+        Ok::<_, ApiError>(failed)
     };
-    if let Err(e) = updated.await {
-        tracing::error!(%run_id, error = ?e, "could not mark a run that was not enqueued as failed; the scheduler may start it later");
+    match updated.await {
+        Ok(0) => NotEnqueued::StartedAnyway,
+        Ok(_) => NotEnqueued::Failed,
+        Err(e) => {
+            tracing::error!(%run_id, error = ?e, "could not mark a run that was not enqueued as failed; the scheduler may start it later");
+            NotEnqueued::Failed
+        }
     }
+}
+
+/// What became of a run whose `RunRequested` the broker did not confirm.
+enum NotEnqueued {
+    /// Marked failed (or, the database failing too, left for the caller to treat as so).
+    Failed,
+    /// The message reached the broker after all (only its confirm was lost) and a
+    /// scheduler already took the run up: it is accepted, not refused.
+    StartedAnyway,
 }
