@@ -5,7 +5,9 @@
 //! - [`config`]: start-up configuration.
 //! - [`server`]: [`Gateway`]: builds the pool, the publisher and the metrics, then serves
 //!   the API and the operations endpoints until shutdown.
-//! - `api`: the routes, one module per resource, and the OpenAPI document.
+//! - `api`: the routes, one module per resource, and the OpenAPI document. The run views
+//!   it answers with ([`RunAccepted`], [`RunSummary`], [`RunDetail`], [`NodeRunView`],
+//!   [`ItemView`]) are exported, and deserialize, for the integration tests to read.
 //! - `enqueue`: records a run and publishes its `RunRequested`; the one way runs start.
 //! - `replies`: this process's reply queue, through which actions executed directly (and
 //!   connection tests) get their worker's result back, and webhooks that respond on
@@ -43,5 +45,6 @@ mod spans;
 mod state;
 mod trigger;
 
+pub use api::{ItemView, NodeRunView, RunAccepted, RunDetail, RunSummary};
 pub use config::{Command, Config};
 pub use server::{Gateway, StartError};

@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::json;
 use tokio::net::TcpListener;
+use weft_domain::run::RunStatus;
 use weft_runtime::telemetry::{self, Telemetry, Traces};
 use weft_testkit::{Fleet, Upstream};
 
@@ -177,12 +178,12 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
         .await
         .expect("gateway answers");
     assert_eq!(response.status(), 202);
-    let accepted: serde_json::Value = response.json().await.expect("JSON body");
-    let run_id = accepted["run_id"].as_str().expect("run_id").to_owned();
+    let run_id = weft_testkit::accepted(&response.json().await.expect("JSON body"));
+    let run_attribute = Some(run_id.to_string());
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(20))
         .await;
-    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
 
     // The result's span ends after the run is recorded complete: wait for it.
     let topology = fleet.topology();
@@ -191,9 +192,9 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
     let spans = loop {
         tokio::task::block_in_place(|| telemetry.flush()).expect("spans exported");
         let spans = collector.spans();
-        let done = spans.iter().any(|span| {
-            span.name == results && attribute(span, "weft.run_id").as_deref() == Some(&run_id)
-        });
+        let done = spans
+            .iter()
+            .any(|span| span.name == results && attribute(span, "weft.run_id") == run_attribute);
         if done {
             break spans;
         }
@@ -210,7 +211,7 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
         .find(|span| {
             span.name == "POST /hooks/{token}"
                 && span.kind == SpanKind::Server as i32
-                && attribute(span, "weft.run_id").as_deref() == Some(&run_id)
+                && attribute(span, "weft.run_id") == run_attribute
         })
         .expect("the webhook request's span names the run");
     let trace_id = server.trace_id.clone();
@@ -260,7 +261,7 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
         SpanKind::Consumer,
         &publish_run,
     );
-    assert_eq!(attribute(&take_up, "weft.run_id"), Some(run_id.clone()));
+    assert_eq!(attribute(&take_up, "weft.run_id"), run_attribute);
     assert_eq!(
         attribute(&take_up, "messaging.operation.type").as_deref(),
         Some("process")

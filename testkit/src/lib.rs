@@ -16,11 +16,16 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use clap::Parser;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
+use weft_domain::run::RunStatus;
+use weft_gateway::RunAccepted;
+pub use weft_gateway::{ItemView, NodeRunView, RunDetail, RunSummary};
 use weft_runtime::queue::{self, Broker, Topology};
 
 pub use database::TestDatabase;
@@ -48,12 +53,64 @@ fn master_keys() -> String {
     )
 }
 
-/// The node `id` of a run as the API returns it.
-pub fn node<'a>(run: &'a Value, id: &str) -> &'a Value {
-    run["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|n| n["id"] == id))
-        .unwrap_or_else(|| panic!("run has no node {id}: {run}"))
+/// What tests look up in a run as the API returns it.
+pub trait RunExt {
+    /// The run's node `id`; panics naming the nodes it has when there is none.
+    fn node(&self, id: &str) -> &NodeRunView;
+}
+
+impl RunExt for RunDetail {
+    fn node(&self, id: &str) -> &NodeRunView {
+        self.nodes
+            .iter()
+            .find(|node| node.id == id)
+            .unwrap_or_else(|| {
+                let ids: Vec<&str> = self.nodes.iter().map(|node| node.id.as_str()).collect();
+                panic!(
+                    "run {} has no node {id}; its nodes: {ids:?}",
+                    self.summary.id
+                )
+            })
+    }
+}
+
+/// What tests look up in a node of a run.
+pub trait NodeExt {
+    /// The items of a `for_each` node that started; panics for any other node.
+    fn items(&self) -> &[ItemView];
+
+    /// Item `index` of a `for_each` node; panics when the node has no such item.
+    fn item(&self, index: usize) -> &ItemView {
+        self.items()
+            .get(index)
+            .unwrap_or_else(|| panic!("no item {index} in {:?}", self.items()))
+    }
+}
+
+impl NodeExt for NodeRunView {
+    fn items(&self) -> &[ItemView] {
+        self.items
+            .as_deref()
+            .unwrap_or_else(|| panic!("node {} has no items: {self:?}", self.id))
+    }
+}
+
+/// An optional JSON field of a view (a node's `output`, a run's `error`) read as the API
+/// writes it: `null` when absent, so tests index into it like any JSON.
+pub trait OrNull {
+    fn or_null(&self) -> &Value;
+}
+
+impl OrNull for Option<Value> {
+    fn or_null(&self) -> &Value {
+        const NULL: &Value = &Value::Null;
+        self.as_ref().unwrap_or(NULL)
+    }
+}
+
+/// A run as JSON, for failure messages.
+pub fn shown(run: &RunDetail) -> String {
+    serde_json::to_string(run).unwrap_or_else(|error| format!("{run:?} ({error})"))
 }
 
 /// An `http.request` action node.
@@ -186,7 +243,7 @@ pub struct Fleet {
 /// A workspace and its API key.
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    pub id: String,
+    pub id: WorkspaceId,
     pub api_key: String,
 }
 
@@ -429,6 +486,28 @@ impl Fleet {
         format!("{}{path}", self.api)
     }
 
+    /// How many messages wait, ready, in `queue` (one of [`Fleet::topology`]'s), as the
+    /// broker counts them: delivered but unacknowledged ones are not counted.
+    pub async fn messages_ready(&self, queue: &str) -> u32 {
+        let connection = queue::connect(&broker(), "weft-testkit queue depth")
+            .await
+            .expect("broker connection");
+        let channel = connection.create_channel().await.expect("channel");
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("queue {queue} exists: {error}"));
+        let _ = connection.close(200, "done".into()).await;
+        declared.message_count()
+    }
+
     /// The Prometheus exposition served at `ops` (a service's metrics address).
     pub async fn metrics(&self, ops: &str) -> String {
         self.client
@@ -454,7 +533,10 @@ impl Fleet {
         assert_eq!(response.status(), 201, "workspace creation");
         let body: Value = response.json().await.expect("JSON body");
         Workspace {
-            id: body["id"].as_str().expect("id").to_owned(),
+            id: body["id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| panic!("workspace id: {body}")),
             api_key: body["api_key"].as_str().expect("api_key").to_owned(),
         }
     }
@@ -491,12 +573,15 @@ impl Fleet {
         &self,
         workspace: &Workspace,
         definition: Value,
-    ) -> (String, String) {
+    ) -> (ScenarioId, String) {
         let (status, created) = self
             .call(workspace, "POST", "/api/v1/scenarios", Some(definition))
             .await;
         assert_eq!(status, 201, "scenario creation: {created}");
-        let id = created["id"].as_str().expect("scenario id").to_owned();
+        let id: ScenarioId = created["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("scenario id: {created}"));
         let (status, activated) = self
             .call(
                 workspace,
@@ -514,7 +599,7 @@ impl Fleet {
     }
 
     /// Fires a webhook with a JSON body; returns the run id from the 202.
-    pub async fn fire(&self, hook_path: &str, body: Value) -> String {
+    pub async fn fire(&self, hook_path: &str, body: Value) -> RunId {
         let response = self
             .client
             .post(self.url(hook_path))
@@ -525,32 +610,104 @@ impl Fleet {
         let status = response.status().as_u16();
         let body: Value = response.json().await.expect("JSON body");
         assert_eq!(status, 202, "webhook: {body}");
-        body["run_id"].as_str().expect("run_id").to_owned()
+        accepted(&body)
     }
 
     /// Starts a manual run of `scenario` with `body` as its trigger body; returns its id.
-    pub async fn start_run(&self, workspace: &Workspace, scenario: &str, body: Value) -> String {
-        let (status, answer) = self
-            .call(
-                workspace,
-                "POST",
-                &format!("/api/v1/scenarios/{scenario}/runs"),
-                Some(body),
-            )
+    pub async fn start_run(
+        &self,
+        workspace: &Workspace,
+        scenario: ScenarioId,
+        body: Value,
+    ) -> RunId {
+        let path = format!("/api/v1/scenarios/{scenario}/runs");
+        let answer: RunAccepted = self.typed(workspace, "POST", &path, Some(body), 202).await;
+        answer.run_id
+    }
+
+    /// Starts a run of a new one-node scenario that calls `url`; returns its id. What a
+    /// check that something did *not* happen waits on: the run is requested after what the
+    /// test did, and goes through the same queues, scheduler and worker, so once it has
+    /// finished they have dealt with the earlier messages too.
+    pub async fn witness_run(&self, workspace: &Workspace, url: &str) -> RunId {
+        let definition = json!({
+            "name": "witness",
+            "trigger": {"type": "manual"},
+            "nodes": [http_node("witness", &[], json!({"method": "POST", "url": url}))]
+        });
+        let (scenario, _) = self.active_scenario(workspace, definition).await;
+        self.start_run(workspace, scenario, json!({})).await
+    }
+
+    /// Like [`Fleet::witness_run`], and waits until the run completed.
+    pub async fn witness(&self, workspace: &Workspace, url: &str) {
+        let run = self.witness_run(workspace, url).await;
+        let run = self
+            .wait_for_run(workspace, run, Duration::from_secs(30))
             .await;
-        assert_eq!(status, 202, "manual run: {answer}");
-        answer["run_id"].as_str().expect("run_id").to_owned()
+        assert_eq!(
+            run.summary.status,
+            RunStatus::Completed,
+            "witness run: {}",
+            shown(&run)
+        );
+    }
+
+    /// The run as `GET /api/v1/runs/{id}` shows it; panics, with the body, on any answer
+    /// but 200.
+    pub async fn get_run(&self, workspace: &Workspace, run: RunId) -> RunDetail {
+        let path = format!("/api/v1/runs/{run}");
+        self.typed(workspace, "GET", &path, None, 200).await
+    }
+
+    /// Cancels a run; panics, with the body, on any answer but 200. Returns the run as
+    /// the cancel left it.
+    pub async fn cancel_run(&self, workspace: &Workspace, run: RunId) -> RunDetail {
+        let path = format!("/api/v1/runs/{run}/cancel");
+        self.typed(workspace, "POST", &path, None, 200).await
+    }
+
+    /// Sends a request like [`Fleet::call`] and reads its answer as `T`; panics, with the
+    /// body, unless the status is `expected` and the body reads as `T`.
+    async fn typed<T: DeserializeOwned>(
+        &self,
+        workspace: &Workspace,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        expected: u16,
+    ) -> T {
+        let (status, answer) = self.call(workspace, method, path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        serde_json::from_value(answer.clone()).unwrap_or_else(|error| {
+            panic!(
+                "{method} {path}: the answer does not read as {} ({error}): {answer}",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
+    /// The runs of `scenario`, newest first, as the run list shows them (one page of up
+    /// to 200).
+    pub async fn runs_of(&self, workspace: &Workspace, scenario: ScenarioId) -> Vec<RunSummary> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            items: Vec<RunSummary>,
+        }
+        let path = format!("/api/v1/runs?scenario_id={scenario}&limit=200");
+        let page: Page = self.typed(workspace, "GET", &path, None, 200).await;
+        page.items
     }
 
     /// Polls a run until it reaches a final status, and returns it.
     pub async fn wait_for_run(
         &self,
         workspace: &Workspace,
-        run_id: &str,
+        run: RunId,
         timeout: Duration,
-    ) -> Value {
-        self.wait_for_run_where(workspace, run_id, timeout, "finished", |run| {
-            !matches!(run["status"].as_str(), Some("queued" | "running"))
+    ) -> RunDetail {
+        self.wait_for_run_where(workspace, run, timeout, "finished", |run| {
+            run.summary.status.is_finished()
         })
         .await
     }
@@ -560,16 +717,18 @@ impl Fleet {
     pub async fn wait_for_run_where(
         &self,
         workspace: &Workspace,
-        run_id: &str,
+        run: RunId,
         timeout: Duration,
         what: &str,
-        done: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let path = format!("/api/v1/runs/{run_id}");
-        eventually(&format!("run {run_id} {what}"), timeout, || async {
-            let (status, run) = self.call(workspace, "GET", &path, None).await;
-            assert_eq!(status, 200, "run lookup: {run}");
-            if done(&run) { Ok(run) } else { Err(run) }
+        done: impl Fn(&RunDetail) -> bool,
+    ) -> RunDetail {
+        eventually(&format!("run {run} {what}"), timeout, || async {
+            let detail = self.get_run(workspace, run).await;
+            if done(&detail) {
+                Ok(detail)
+            } else {
+                Err(shown(&detail))
+            }
         })
         .await
     }
@@ -669,6 +828,14 @@ impl Drop for Fleet {
         });
         let _ = cleanup.join();
     }
+}
+
+/// The run id of a `202` answer ([`RunAccepted`]: a webhook's, a manual run's, a
+/// replay's).
+pub fn accepted(body: &Value) -> RunId {
+    serde_json::from_value::<RunAccepted>(body.clone())
+        .unwrap_or_else(|error| panic!("not a run acceptance ({error}): {body}"))
+        .run_id
 }
 
 fn url_of(listener: &TcpListener) -> String {

@@ -11,6 +11,8 @@ mod oauth;
 mod runs;
 mod scenarios;
 
+pub use runs::{ItemView, NodeRunView, RunAccepted, RunDetail, RunSummary};
+
 use std::time::Duration;
 
 use axum::body::Bytes;

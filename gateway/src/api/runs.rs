@@ -26,13 +26,13 @@ use crate::paging::{List, Page, parse_id};
 use crate::state::AppState;
 use crate::trigger::Trigger;
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunAccepted {
     pub run_id: RunId,
 }
 
 /// A run without its nodes, as lists show it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunSummary {
     pub id: RunId,
     pub scenario_id: ScenarioId,
@@ -52,7 +52,7 @@ pub struct RunSummary {
 }
 
 /// A run with its trigger and the state of each node.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub summary: RunSummary,
@@ -62,7 +62,7 @@ pub struct RunDetail {
     pub nodes: Vec<NodeRunView>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeRunView {
     /// The node's id in the scenario.
     pub id: String,
@@ -86,7 +86,7 @@ pub struct NodeRunView {
 }
 
 /// One item of a `for_each` node.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ItemView {
     /// The item's position in the array, from 0.
     #[serde(default)]

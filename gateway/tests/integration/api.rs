@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use weft_domain::ids::RunId;
+use weft_domain::run::RunStatus;
 use weft_testkit::{Fleet, Upstream};
 
 fn transform(id: &str, after: &[&str], output: Value) -> Value {
@@ -124,7 +126,7 @@ async fn api_keys_are_required_and_workspaces_do_not_see_each_other() {
     let (scenario_id, hook) = fleet.active_scenario(&alice, definition).await;
     let run_id = fleet.fire(&hook, json!({})).await;
     fleet
-        .wait_for_run(&alice, &run_id, Duration::from_secs(20))
+        .wait_for_run(&alice, run_id, Duration::from_secs(20))
         .await;
 
     let no_key = fleet
@@ -271,15 +273,12 @@ async fn runs_are_readable_at_once_and_pages_follow_the_cursor() {
     for n in 0..5 {
         let run_id = fleet.fire(&hook, json!({"n": n})).await;
         // With no scheduler running, the run is recorded and queued, readable at once.
-        let (status, run) = fleet
-            .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
-            .await;
-        assert_eq!(status, 200);
-        assert_eq!(run["status"], "queued");
-        assert_eq!(run["trigger"]["body"], json!({"n": n}));
+        let run = fleet.get_run(&workspace, run_id).await;
+        assert_eq!(run.summary.status, RunStatus::Queued);
+        assert_eq!(run.trigger["body"], json!({"n": n}));
         fired.push(run_id);
     }
-    let mut seen = Vec::new();
+    let mut seen: Vec<RunId> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
@@ -289,7 +288,7 @@ async fn runs_are_readable_at_once_and_pages_follow_the_cursor() {
         let (status, page) = fleet.call(&workspace, "GET", &path, None).await;
         assert_eq!(status, 200, "{page}");
         for item in page["items"].as_array().expect("items") {
-            seen.push(item["id"].as_str().expect("id").to_owned());
+            seen.push(item["id"].as_str().expect("id").parse().expect("a run id"));
         }
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),

@@ -118,10 +118,7 @@ async fn credentials_go_in_and_never_come_out() {
         &ring
             .decrypt(
                 &sealed,
-                &connection_aad(
-                    workspace.id.parse().expect("uuid"),
-                    id.parse().expect("uuid"),
-                ),
+                &connection_aad(workspace.id, id.parse().expect("uuid")),
             )
             .expect("sealed for this row"),
     )
@@ -379,7 +376,7 @@ async fn rotation_re_encrypts_credentials_and_verifiers_and_connections_keep_wor
     let upstream = Upstream::start().await;
     upstream.script("/contacts/1", vec![Reply::json(200, json!({"id": "1"}))]);
     let workspace = fleet.workspace().await;
-    let workspace_id: Uuid = workspace.id.parse().expect("uuid");
+    let workspace_id: Uuid = workspace.id.into();
     fleet
         .register_connector(&workspace, crm(&upstream.url))
         .await;

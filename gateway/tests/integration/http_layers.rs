@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tracing_subscriber::fmt::MakeWriter;
+use weft_domain::ids::RunId;
+use weft_domain::run::RunStatus;
 use weft_testkit::{ADMIN_TOKEN, Fleet};
 
 /// Every log line of the process, kept in memory.
@@ -154,7 +156,7 @@ fn chain(count: usize) -> Value {
 async fn run_detail(
     fleet: &Fleet,
     api_key: &str,
-    run_id: &str,
+    run_id: RunId,
     encoding: Option<&str>,
 ) -> (Option<String>, usize, Value) {
     let mut request = fleet
@@ -200,27 +202,27 @@ async fn json_responses_are_compressed_for_callers_that_accept_it() {
     let run_id = fleet
         .start_run(
             &workspace,
-            &scenario,
+            scenario,
             json!({"customer": {"name": "Ada Lovelace", "email": "ada@example.com", "tier": "gold"}, "order": 1842}),
         )
         .await;
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(30))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(30))
         .await;
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["nodes"].as_array().map(Vec::len), Some(50));
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.nodes.len(), 50);
 
-    let (encoding, plain, json) = run_detail(&fleet, &workspace.api_key, &run_id, None).await;
+    let (encoding, plain, json) = run_detail(&fleet, &workspace.api_key, run_id, None).await;
     assert_eq!(encoding, None, "not compressed unless asked");
-    assert_eq!(json["id"], run["id"]);
+    assert_eq!(json["id"], run.summary.id.to_string());
     let (encoding, gzip, gzip_json) =
-        run_detail(&fleet, &workspace.api_key, &run_id, Some("gzip")).await;
+        run_detail(&fleet, &workspace.api_key, run_id, Some("gzip")).await;
     assert_eq!(encoding.as_deref(), Some("gzip"));
     assert_eq!(gzip_json, json);
-    let (encoding, br, br_json) = run_detail(&fleet, &workspace.api_key, &run_id, Some("br")).await;
+    let (encoding, br, br_json) = run_detail(&fleet, &workspace.api_key, run_id, Some("br")).await;
     assert_eq!(encoding.as_deref(), Some("br"));
     assert_eq!(br_json, json);
-    let (encoding, _, _) = run_detail(&fleet, &workspace.api_key, &run_id, Some("gzip, br")).await;
+    let (encoding, _, _) = run_detail(&fleet, &workspace.api_key, run_id, Some("gzip, br")).await;
     assert!(encoding.is_some(), "one of the two when both are accepted");
     assert!(gzip < plain && br < plain, "{plain} {gzip} {br}");
     eprintln!("run detail of a 50-node run: {plain} bytes, gzip {gzip} bytes, br {br} bytes");

@@ -16,7 +16,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use weft_testkit::{Fleet, Reply, Upstream, Workspace, http_node, node};
+use weft_domain::run::RunStatus;
+use weft_testkit::{Fleet, OrNull, Reply, RunExt, Upstream, Workspace, accepted, http_node};
 
 fn transform(id: &str, output: Value) -> Value {
     json!({"id": id, "type": "transform", "output": output})
@@ -292,19 +293,19 @@ async fn a_node_output_over_its_limit_fails_the_node_for_good_naming_it() {
         .await;
     let run_id = fleet.fire(&hook, json!({})).await;
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(60))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(60))
         .await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let call = node(&run, "call");
+    assert_eq!(run.summary.status, RunStatus::Failed, "{run:?}");
+    let call = run.node("call");
     assert_eq!(
-        call["attempts"], 1,
-        "a permanent failure is not retried: {call}"
+        call.attempts, 1,
+        "a permanent failure is not retried: {call:?}"
     );
     assert!(
-        call["error"]["message"].as_str().is_some_and(
+        call.error.or_null()["message"].as_str().is_some_and(
             |m| m.contains("over the limit of 10485760 bytes (WEFT_MAX_RESPONSE_BYTES)")
         ),
-        "{call}"
+        "{call:?}"
     );
     assert_eq!(upstream.received_on("/huge").len(), 1);
 
@@ -320,15 +321,15 @@ async fn a_node_output_over_its_limit_fails_the_node_for_good_naming_it() {
         .await;
     let run_id = fleet.fire(&hook, json!({"s": "x"})).await;
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(30))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(30))
         .await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let big = node(&run, "big");
+    assert_eq!(run.summary.status, RunStatus::Failed, "{run:?}");
+    let big = run.node("big");
     assert!(
-        big["error"]["message"].as_str().is_some_and(
+        big.error.or_null()["message"].as_str().is_some_and(
             |m| m.contains("field `output`") && m.contains("over the limit of 1048576")
         ),
-        "{big}"
+        "{big:?}"
     );
     fleet.stop().await;
 }
@@ -374,13 +375,10 @@ async fn a_nul_character_is_refused_in_json_and_replaced_in_text_never_a_500() {
         .await
         .expect("answers");
     assert_eq!(response.status(), 202);
-    let accepted: Value = response.json().await.expect("JSON");
-    let run_id = accepted["run_id"].as_str().expect("run id");
-    let (_, run) = fleet
-        .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
-        .await;
-    assert_eq!(run["trigger"]["body"], "text\u{fffd}with a NUL", "{run}");
-    assert_eq!(run["trigger"]["query"]["q"], "a\u{fffd}b", "{run}");
+    let run_id = accepted(&response.json().await.expect("JSON"));
+    let run = fleet.get_run(&workspace, run_id).await;
+    assert_eq!(run.trigger["body"], "text\u{fffd}with a NUL", "{run:?}");
+    assert_eq!(run.trigger["query"]["q"], "a\u{fffd}b", "{run:?}");
     fleet.stop().await;
 }
 

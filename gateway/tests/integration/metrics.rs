@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use weft_domain::ids::RunId;
+use weft_domain::run::RunStatus;
 use weft_testkit::{Fleet, Reply, Upstream};
 
 /// A metric, the labels that pick its sample, and the value it must have.
@@ -81,20 +83,20 @@ async fn every_binary_serves_health_readiness_and_clean_metrics() {
                    "input": {"url": format!("{}/m", upstream.url)}}]
     });
     let (scenario_id, hook) = fleet.active_scenario(&workspace, definition).await;
-    let mut run_id = String::new();
+    let mut run_id = RunId::nil();
     for _ in 0..3 {
         run_id = fleet.fire(&hook, json!({})).await;
         let run = fleet
-            .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+            .wait_for_run(&workspace, run_id, Duration::from_secs(20))
             .await;
-        assert_eq!(run["status"], "completed");
+        assert_eq!(run.summary.status, RunStatus::Completed);
     }
     upstream.script("/m", vec![Reply::json(400, json!({"error": "bad"}))]);
     let failing = fleet.fire(&hook, json!({})).await;
     let run = fleet
-        .wait_for_run(&workspace, &failing, Duration::from_secs(20))
+        .wait_for_run(&workspace, failing, Duration::from_secs(20))
         .await;
-    assert_eq!(run["status"], "failed");
+    assert_eq!(run.summary.status, RunStatus::Failed);
     let unknown = fleet
         .client
         .post(fleet.url("/hooks/unknown"))
@@ -165,9 +167,13 @@ async fn every_binary_serves_health_readiness_and_clean_metrics() {
         ]) {
             assert!(exposition.contains(metric), "{name} exposes {metric}");
         }
-        for id in [&run_id, &scenario_id, &workspace.id] {
+        for id in [
+            run_id.to_string(),
+            scenario_id.to_string(),
+            workspace.id.to_string(),
+        ] {
             assert!(
-                !exposition.contains(id.as_str()),
+                !exposition.contains(&id),
                 "{name} metrics carry an id in a label"
             );
         }

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weft_testkit::{Fleet, Reply, Upstream, amqp_url, http_node};
+use weft_domain::run::RunStatus;
+use weft_testkit::{Fleet, Reply, Upstream, accepted, amqp_url, http_node};
 
 fn webhook(trigger: Value, nodes: Value) -> Value {
     json!({"name": "hook", "trigger": trigger, "nodes": nodes})
@@ -111,12 +112,15 @@ async fn without_a_respond_node_the_last_output_is_the_answer_and_a_slow_run_get
         .expect("gateway answers");
     assert_eq!(response.status(), 202, "past its limit it answers 202");
     assert!(started.elapsed() >= Duration::from_millis(950));
-    let body: Value = response.json().await.expect("JSON");
-    let run_id = body["run_id"].as_str().expect("the run id").to_owned();
+    let run_id = accepted(&response.json().await.expect("JSON"));
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(30))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(30))
         .await;
-    assert_eq!(run["status"], "completed", "the run itself goes on: {run}");
+    assert_eq!(
+        run.summary.status,
+        RunStatus::Completed,
+        "the run itself goes on: {run:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

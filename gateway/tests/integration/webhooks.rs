@@ -131,12 +131,11 @@ async fn post(
     (status, body)
 }
 
-async fn runs_of(fleet: &Fleet, scenario_id: &str) -> Vec<String> {
+async fn runs_of(fleet: &Fleet, scenario_id: ScenarioId) -> Vec<String> {
     let pg = fleet.pg().await;
-    let id: Uuid = scenario_id.parse().expect("scenario id");
     pg.query(
         "SELECT id FROM runs WHERE scenario_id = $1 ORDER BY id",
-        &[&id],
+        &[&scenario_id],
     )
     .await
     .expect("runs query")
@@ -221,7 +220,7 @@ async fn each_scheme_accepts_signed_deliveries_and_refuses_the_rest() {
             refused += 1;
         }
         assert_eq!(
-            runs_of(&fleet, &scenario_id).await,
+            runs_of(&fleet, scenario_id).await,
             vec![run_id.clone()],
             "{scheme}: refused deliveries record no run"
         );
@@ -381,14 +380,13 @@ async fn the_secret_is_stored_encrypted_and_never_shown() {
     assert!(ciphertext.starts_with("v1.test."), "{ciphertext}");
     assert!(!ciphertext.contains(SECRET));
     let ring: KeyRing = fleet.master_keys().parse().expect("the fleet's keys");
-    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), uuid.into());
+    let aad = webhook_signature_aad(workspace.id, uuid.into());
     assert_eq!(
         ring.decrypt(&ciphertext, &aad)
             .expect("decrypts in its row"),
         SECRET.as_bytes()
     );
-    let elsewhere =
-        webhook_signature_aad(workspace.id.parse().expect("uuid"), ScenarioId::generate());
+    let elsewhere = webhook_signature_aad(workspace.id, ScenarioId::generate());
     assert!(
         ring.decrypt(&ciphertext, &elsewhere).is_err(),
         "bound to its scenario"
@@ -484,7 +482,7 @@ async fn a_repeated_delivery_returns_the_first_run_and_starts_nothing() {
     assert_eq!(status, 202, "another key is another delivery");
     let (status, _) = deliver(&fleet, &open_hook, &[], b"{}").await;
     assert_eq!(status, 202, "no key, no dedupe");
-    assert_eq!(runs_of(&fleet, &open_id).await.len(), 3);
+    assert_eq!(runs_of(&fleet, open_id).await.len(), 3);
 
     // Ten identical deliveries at once: one run.
     let mut deliveries = tokio::task::JoinSet::new();
@@ -511,7 +509,7 @@ async fn a_repeated_delivery_returns_the_first_run_and_starts_nothing() {
         );
         assert_eq!(&body["run_id"], burst_run, "every answer names the one run");
     }
-    assert_eq!(runs_of(&fleet, &open_id).await.len(), 4);
+    assert_eq!(runs_of(&fleet, open_id).await.len(), 4);
 
     // X-GitHub-Delivery on a GitHub-signed scenario.
     let (github_id, github_hook) = fleet
@@ -532,7 +530,7 @@ async fn a_repeated_delivery_returns_the_first_run_and_starts_nothing() {
     redelivered.push(("X-GitHub-Delivery".into(), "a-new-delivery".into()));
     let (status, _) = deliver(&fleet, &github_hook, &redelivered, body).await;
     assert_eq!(status, 202);
-    assert_eq!(runs_of(&fleet, &github_id).await.len(), 2);
+    assert_eq!(runs_of(&fleet, github_id).await.len(), 2);
 
     // Stripe's event id, Slack's event_id, from signed bodies.
     for scheme in ["stripe", "slack"] {
@@ -594,7 +592,7 @@ async fn a_delivery_refused_with_503_can_be_retried_with_its_key() {
         status, 202,
         "the retry starts a run rather than naming the failed one: {body}"
     );
-    let runs = runs_of(&fleet, &scenario_id).await;
+    let runs = runs_of(&fleet, scenario_id).await;
     assert_eq!(runs.len(), 2, "the failed run and the retried one");
     assert_eq!(runs[1], body["run_id"].as_str().expect("run id"));
     fleet.stop().await;
@@ -608,7 +606,7 @@ async fn store_under(
     scenario: Uuid,
     secret: &str,
 ) {
-    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), scenario.into());
+    let aad = webhook_signature_aad(workspace.id, scenario.into());
     pg.execute(
         "UPDATE webhook_signatures SET ciphertext = $2 WHERE scenario_id = $1",
         &[&scenario, &ring.encrypt(secret.as_bytes(), &aad)],
@@ -637,7 +635,7 @@ async fn rotate_keys_re_encrypts_old_secrets_under_the_newest_key() {
         let (id, hook) = fleet
             .active_scenario(&workspace, definition_for("github", &secret))
             .await;
-        scenarios.push((id.parse::<Uuid>().expect("uuid"), hook, secret));
+        scenarios.push((Uuid::from(id), hook, secret));
     }
     // Three secrets were stored under a key older than the fleet's ("test"), and one
     // under a key that is no longer known at all.
@@ -683,7 +681,7 @@ async fn rotate_keys_re_encrypts_old_secrets_under_the_newest_key() {
     let (status, answer) = deliver(&fleet, hook, &sign("github", secret, body, 0), body).await;
     assert_eq!(status, 202, "the re-encrypted secret verifies: {answer}");
     let current: KeyRing = fleet.master_keys().parse().expect("ring");
-    let aad = webhook_signature_aad(workspace.id.parse().expect("uuid"), (*id).into());
+    let aad = webhook_signature_aad(workspace.id, (*id).into());
     assert_eq!(
         current
             .decrypt(&ciphertext_of(&pg, *id).await, &aad)

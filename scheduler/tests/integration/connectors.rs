@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weft_testkit::{Fleet, Reply, Upstream, Workspace, node};
+use weft_domain::ids::ScenarioId;
+use weft_domain::run::RunStatus;
+use weft_testkit::{Fleet, OrNull, Reply, RunExt, Upstream, Workspace, eventually, shown};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "tok_live_5ecret_never_shown";
@@ -62,7 +64,7 @@ fn ping(id: &str, after: &[&str], connection: &str, n: &str) -> Value {
            "connection": connection, "input": {"n": n}})
 }
 
-async fn manual_scenario(fleet: &Fleet, workspace: &Workspace, nodes: Value) -> String {
+async fn manual_scenario(fleet: &Fleet, workspace: &Workspace, nodes: Value) -> ScenarioId {
     let definition = json!({"name": "acme", "trigger": {"type": "manual"}, "nodes": nodes});
     let (id, _) = fleet.active_scenario(workspace, definition).await;
     id
@@ -93,10 +95,13 @@ async fn a_registered_connector_is_used_at_once_and_an_update_changes_only_the_n
     )
     .await;
 
-    let running = fleet
-        .start_run(&workspace, &scenario, json!({"n": 1}))
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let running = fleet.start_run(&workspace, scenario, json!({"n": 1})).await;
+    // The run has started once its first node called the upstream.
+    eventually("the run's first call", RUN_TIMEOUT, || async {
+        let calls = upstream.received_on("/v1/ping").len();
+        (calls > 0).then_some(()).ok_or("no call yet")
+    })
+    .await;
     let mut updated = manifest("/v2/ping", json!({}));
     updated["version"] = json!("2.0.0");
     let (status, body) = fleet
@@ -104,14 +109,14 @@ async fn a_registered_connector_is_used_at_once_and_an_update_changes_only_the_n
         .await;
     assert_eq!(status, 200, "connector update: {body}");
 
-    let run = fleet.wait_for_run(&workspace, &running, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "{run}");
+    let run = fleet.wait_for_run(&workspace, running, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     assert_eq!(
         upstream.received_on("/v1/ping").len(),
         2,
         "the running run kept the version it started with"
     );
-    assert_eq!(node(&run, "second")["output"]["n"], 2);
+    assert_eq!(run.node("second").output.or_null()["n"], 2);
     let (_, used) = fleet
         .call(
             &workspace,
@@ -125,11 +130,9 @@ async fn a_registered_connector_is_used_at_once_and_an_update_changes_only_the_n
         "a run's call marks the connection used: {used}"
     );
 
-    let next = fleet
-        .start_run(&workspace, &scenario, json!({"n": 5}))
-        .await;
-    let run = fleet.wait_for_run(&workspace, &next, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "{run}");
+    let next = fleet.start_run(&workspace, scenario, json!({"n": 5})).await;
+    let run = fleet.wait_for_run(&workspace, next, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     let calls = upstream.received_on("/v2/ping");
     assert_eq!(calls.len(), 2, "the next run uses the new version");
     assert_eq!(calls[0].body, json!({"n": 5}));
@@ -138,8 +141,8 @@ async fn a_registered_connector_is_used_at_once_and_an_update_changes_only_the_n
         format!("Bearer {TOKEN}").as_str()
     );
     assert!(
-        !run.to_string().contains(TOKEN),
-        "the run record never holds the credential: {run}"
+        !shown(&run).contains(TOKEN),
+        "the run record never holds the credential: {run:?}"
     );
 }
 
@@ -158,11 +161,11 @@ async fn input_is_checked_against_the_action_schema_before_anything_is_called() 
     .await;
 
     let run_id = fleet
-        .start_run(&workspace, &scenario, json!({"n": "ten"}))
+        .start_run(&workspace, scenario, json!({"n": "ten"}))
         .await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let error = &node(&run, "first")["error"];
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Failed, "{run:?}");
+    let error = run.node("first").error.or_null();
     assert_eq!(error["class"], "permanent", "{error}");
     assert!(
         error["message"]
@@ -171,7 +174,7 @@ async fn input_is_checked_against_the_action_schema_before_anything_is_called() 
             .contains("input.n"),
         "the error names the field: {error}"
     );
-    assert_eq!(node(&run, "first")["attempts"], 1, "not retried");
+    assert_eq!(run.node("first").attempts, 1, "not retried");
     assert!(
         upstream.received().is_empty(),
         "nothing was called upstream"
@@ -206,11 +209,9 @@ async fn a_node_retried_after_a_503_sends_the_same_idempotency_key() {
     )
     .await;
 
-    let run_id = fleet
-        .start_run(&workspace, &scenario, json!({"n": 1}))
-        .await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "{run}");
+    let run_id = fleet.start_run(&workspace, scenario, json!({"n": 1})).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     let keys: Vec<String> = upstream
         .received_on("/v1/ping")
         .iter()
@@ -245,13 +246,12 @@ async fn a_429_waits_per_retry_after_without_using_up_attempts() {
     only["retry"] = json!({"max_attempts": 1});
     let scenario = manual_scenario(&fleet, &workspace, json!([only])).await;
 
-    let run_id = fleet
-        .start_run(&workspace, &scenario, json!({"n": 1}))
-        .await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({"n": 1})).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
     assert_eq!(
-        run["status"], "completed",
-        "two 429s did not use up the single attempt: {run}"
+        run.summary.status,
+        RunStatus::Completed,
+        "two 429s did not use up the single attempt: {run:?}"
     );
     let calls = upstream.received_on("/v1/ping");
     assert_eq!(calls.len(), 3);
@@ -284,12 +284,12 @@ async fn a_rate_limit_holds_across_two_workers() {
     let items: Vec<u32> = (0..50).collect();
     let asked = std::time::Instant::now();
     let run_id = fleet
-        .start_run(&workspace, &scenario, json!({"items": items}))
+        .start_run(&workspace, scenario, json!({"items": items}))
         .await;
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(60))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(60))
         .await;
-    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     let mut calls: Vec<_> = upstream
         .received_on("/v1/ping")
         .iter()

@@ -4,7 +4,11 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace, http_node, node};
+use weft_domain::ids::RunId;
+use weft_domain::run::{RunKind, RunStatus};
+use weft_testkit::{
+    FakeWorker, Fleet, OrNull, Reply, RunDetail, RunExt, Upstream, Workspace, accepted, http_node,
+};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -12,7 +16,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 async fn replay(
     fleet: &Fleet,
     workspace: &Workspace,
-    run_id: &str,
+    run_id: RunId,
     body: Option<Value>,
 ) -> (u16, Value) {
     fleet
@@ -25,22 +29,14 @@ async fn replay(
         .await
 }
 
-async fn get_run(fleet: &Fleet, workspace: &Workspace, run_id: &str) -> Value {
-    let (status, run) = fleet
-        .call(workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
-        .await;
-    assert_eq!(status, 200, "{run}");
-    run
-}
-
 /// Polls until `done` holds for the run, and returns it.
 async fn wait_until(
     fleet: &Fleet,
     workspace: &Workspace,
-    run_id: &str,
+    run_id: RunId,
     what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
+    done: impl Fn(&RunDetail) -> bool,
+) -> RunDetail {
     fleet
         .wait_for_run_where(workspace, run_id, RUN_TIMEOUT, what, done)
         .await
@@ -74,18 +70,19 @@ async fn an_error_branch_handles_a_failure_and_the_run_completes() {
         "nodes": [charge, alert, http_node("ship", &["charge"], json!({"method": "POST", "url": url("/ship")}))]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
 
     assert_eq!(
-        run["status"], "completed",
-        "the error branch handled it: {run}"
+        run.summary.status,
+        RunStatus::Completed,
+        "the error branch handled it: {run:?}"
     );
-    assert_eq!(run["error"], Value::Null);
-    assert_eq!(node(&run, "charge")["status"], "failed");
-    assert_eq!(node(&run, "charge")["error"]["status"], 402);
-    assert_eq!(node(&run, "alert")["status"], "completed");
-    assert_eq!(node(&run, "ship")["status"], "skipped");
+    assert_eq!(run.summary.error, None);
+    assert_eq!(run.node("charge").status, "failed");
+    assert_eq!(run.node("charge").error.or_null()["status"], 402);
+    assert_eq!(run.node("alert").status, "completed");
+    assert_eq!(run.node("ship").status, "skipped");
     let alerts = upstream.received_on("/alert");
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].body, json!({"class": "permanent", "status": 402}));
@@ -121,13 +118,13 @@ async fn on_error_continue_passes_the_error_on_as_the_node_output() {
         "nodes": [lookup, next]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
 
-    assert_eq!(run["status"], "completed", "{run}");
-    let lookup = node(&run, "lookup");
-    assert_eq!(lookup["status"], "failed");
-    let output = &lookup["output"];
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+    let lookup = run.node("lookup");
+    assert_eq!(lookup.status, "failed");
+    let output = lookup.output.or_null();
     assert_eq!(output["class"], "permanent", "{output}");
     assert_eq!(output["status"], 404, "{output}");
     assert!(output["message"].is_string(), "{output}");
@@ -137,7 +134,7 @@ async fn on_error_continue_passes_the_error_on_as_the_node_output() {
             .is_some_and(|body| body.contains("no such person")),
         "the start of the upstream body: {output}"
     );
-    assert_eq!(node(&run, "next")["status"], "completed");
+    assert_eq!(run.node("next").status, "completed");
     let sent = upstream.received_on("/next");
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].body["looked_up"], *output);
@@ -160,7 +157,7 @@ async fn cancelling_a_running_run_dispatches_nothing_more_and_records_the_late_r
         "nodes": [http_node("slow", &[], json!({"method": "POST", "url": url("/slow")})), http_node("next", &["slow"], json!({"method": "POST", "url": url("/next")}))]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
     let deadline = Instant::now() + RUN_TIMEOUT;
     while upstream.received_on("/slow").is_empty() {
         assert!(Instant::now() < deadline, "the slow node never started");
@@ -178,20 +175,12 @@ async fn cancelling_a_running_run_dispatches_nothing_more_and_records_the_late_r
         .await;
     assert_eq!(status, 404, "another workspace's run: {body}");
 
-    let (status, cancelled) = fleet
-        .call(
-            &workspace,
-            "POST",
-            &format!("/api/v1/runs/{run_id}/cancel"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{cancelled}");
-    assert_eq!(cancelled["status"], "cancelled");
-    assert_eq!(cancelled["error"]["class"], "cancelled");
-    assert!(cancelled["finished_at"].is_string(), "{cancelled}");
-    assert_eq!(node(&cancelled, "slow")["status"], "cancelled");
-    assert_eq!(node(&cancelled, "next")["status"], "cancelled");
+    let cancelled = fleet.cancel_run(&workspace, run_id).await;
+    assert_eq!(cancelled.summary.status, RunStatus::Cancelled);
+    assert_eq!(cancelled.summary.error.or_null()["class"], "cancelled");
+    assert!(cancelled.summary.finished_at.is_some(), "{cancelled:?}");
+    assert_eq!(cancelled.node("slow").status, "cancelled");
+    assert_eq!(cancelled.node("next").status, "cancelled");
 
     let (status, body) = fleet
         .call(
@@ -208,20 +197,25 @@ async fn cancelling_a_running_run_dispatches_nothing_more_and_records_the_late_r
     let run = wait_until(
         &fleet,
         &workspace,
-        &run_id,
+        run_id,
         "recorded the late result",
-        |run| node(run, "slow")["status"] == "completed",
+        |run| run.node("slow").status == "completed",
     )
     .await;
-    assert_eq!(node(&run, "slow")["output"]["body"], json!({"done": true}));
-    assert_eq!(run["status"], "cancelled");
-    assert_eq!(node(&run, "next")["status"], "cancelled");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        run.node("slow").output.or_null()["body"],
+        json!({"done": true})
+    );
+    assert_eq!(run.summary.status, RunStatus::Cancelled);
+    assert_eq!(run.node("next").status, "cancelled");
+    fleet
+        .witness(&workspace, &format!("{}/witness", upstream.url))
+        .await;
     assert!(
         upstream.received_on("/next").is_empty(),
         "nothing is dispatched after a cancel"
     );
-    assert_eq!(get_run(&fleet, &workspace, &run_id).await, run);
+    assert_eq!(fleet.get_run(&workspace, run_id).await, run);
     fleet.stop().await;
 }
 
@@ -236,23 +230,21 @@ async fn a_run_cancelled_before_it_was_taken_up_never_starts() {
         "nodes": [http_node("call", &[], json!({"method": "POST", "url": format!("{}/call", upstream.url)}))]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
-    let (status, cancelled) = fleet
-        .call(
-            &workspace,
-            "POST",
-            &format!("/api/v1/runs/{run_id}/cancel"),
-            None,
-        )
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
+    let cancelled = fleet.cancel_run(&workspace, run_id).await;
+    assert_eq!(cancelled.summary.status, RunStatus::Cancelled);
+
+    // Requested after it: once this one finished, the cancelled run's request was consumed.
+    let witness = fleet
+        .witness_run(&workspace, &format!("{}/witness", upstream.url))
         .await;
-    assert_eq!(status, 200, "{cancelled}");
-    assert_eq!(cancelled["status"], "cancelled");
 
     // The scheduler now consumes the run's request, and takes nothing up.
     fleet.add_scheduler().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(get_run(&fleet, &workspace, &run_id).await, cancelled);
-    assert!(upstream.received().is_empty());
+    let witness = fleet.wait_for_run(&workspace, witness, RUN_TIMEOUT).await;
+    assert_eq!(witness.summary.status, RunStatus::Completed, "{witness:?}");
+    assert_eq!(fleet.get_run(&workspace, run_id).await, cancelled);
+    assert!(upstream.received_on("/call").is_empty());
     fleet.stop().await;
 }
 
@@ -282,27 +274,29 @@ async fn a_replay_starts_at_the_failed_node_and_reuses_the_outputs_before_it() {
         "nodes": [http_node("first", &[], json!({"method": "POST", "url": url("/first")})), http_node("second", &["first"], json!({"method": "POST", "url": url("/second")})), third]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let original_id = fleet.start_run(&workspace, &scenario, json!({})).await;
+    let original_id = fleet.start_run(&workspace, scenario, json!({})).await;
     let original = fleet
-        .wait_for_run(&workspace, &original_id, RUN_TIMEOUT)
+        .wait_for_run(&workspace, original_id, RUN_TIMEOUT)
         .await;
-    assert_eq!(original["status"], "failed", "{original}");
-    assert_eq!(original["replay_of"], Value::Null);
+    assert_eq!(original.summary.status, RunStatus::Failed, "{original:?}");
+    assert_eq!(original.summary.replay_of, None);
 
-    let (status, body) = replay(&fleet, &workspace, &original_id, None).await;
+    let (status, body) = replay(&fleet, &workspace, original_id, None).await;
     assert_eq!(status, 202, "{body}");
-    let replay_id = body["run_id"].as_str().expect("run_id").to_owned();
-    let replayed = fleet
-        .wait_for_run(&workspace, &replay_id, RUN_TIMEOUT)
-        .await;
-    assert_eq!(replayed["status"], "completed", "{replayed}");
-    assert_eq!(replayed["replay_of"], original_id);
-    assert_eq!(replayed["trigger_kind"], "replay");
-    assert_eq!(replayed["version"], original["version"]);
-    assert_eq!(replayed["trigger"], original["trigger"]);
+    let replay_id = accepted(&body);
+    let replayed = fleet.wait_for_run(&workspace, replay_id, RUN_TIMEOUT).await;
     assert_eq!(
-        node(&replayed, "first")["output"],
-        node(&original, "first")["output"],
+        replayed.summary.status,
+        RunStatus::Completed,
+        "{replayed:?}"
+    );
+    assert_eq!(replayed.summary.replay_of, Some(original_id));
+    assert_eq!(replayed.summary.trigger_kind, RunKind::Replay);
+    assert_eq!(replayed.summary.version, original.summary.version);
+    assert_eq!(replayed.trigger, original.trigger);
+    assert_eq!(
+        replayed.node("first").output,
+        original.node("first").output,
         "the first node's outcome is reused"
     );
     assert_eq!(upstream.received_on("/first").len(), 1, "not called again");
@@ -316,13 +310,13 @@ async fn a_replay_starts_at_the_failed_node_and_reuses_the_outputs_before_it() {
     );
 
     // A completed run has no failed node: the start must be named, and must exist.
-    let (status, body) = replay(&fleet, &workspace, &replay_id, None).await;
+    let (status, body) = replay(&fleet, &workspace, replay_id, None).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "nothing_to_replay");
     let (status, body) = replay(
         &fleet,
         &workspace,
-        &replay_id,
+        replay_id,
         Some(json!({"from_node": "fourth"})),
     )
     .await;
@@ -335,22 +329,22 @@ async fn a_replay_starts_at_the_failed_node_and_reuses_the_outputs_before_it() {
         "{body}"
     );
     let other = fleet.workspace().await;
-    let (status, body) = replay(&fleet, &other, &replay_id, None).await;
+    let (status, body) = replay(&fleet, &other, replay_id, None).await;
     assert_eq!(status, 404, "another workspace's run: {body}");
 
     // From a named node, on a replay: only that node runs again.
     let (status, body) = replay(
         &fleet,
         &workspace,
-        &replay_id,
+        replay_id,
         Some(json!({"from_node": "third"})),
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    let again_id = body["run_id"].as_str().expect("run_id");
+    let again_id = accepted(&body);
     let again = fleet.wait_for_run(&workspace, again_id, RUN_TIMEOUT).await;
-    assert_eq!(again["status"], "completed", "{again}");
-    assert_eq!(again["replay_of"], replay_id.as_str());
+    assert_eq!(again.summary.status, RunStatus::Completed, "{again:?}");
+    assert_eq!(again.summary.replay_of, Some(replay_id));
     assert_eq!(upstream.received_on("/first").len(), 1);
     assert_eq!(upstream.received_on("/second").len(), 2);
     assert_eq!(upstream.received_on("/third").len(), 2);
@@ -372,11 +366,11 @@ async fn a_replay_on_the_latest_version_runs_the_new_definition() {
         })
     };
     let (scenario, _) = fleet.active_scenario(&workspace, version("/v1")).await;
-    let original_id = fleet.start_run(&workspace, &scenario, json!({})).await;
+    let original_id = fleet.start_run(&workspace, scenario, json!({})).await;
     let original = fleet
-        .wait_for_run(&workspace, &original_id, RUN_TIMEOUT)
+        .wait_for_run(&workspace, original_id, RUN_TIMEOUT)
         .await;
-    assert_eq!(original["status"], "failed", "{original}");
+    assert_eq!(original.summary.status, RunStatus::Failed, "{original:?}");
 
     let (status, body) = fleet
         .call(
@@ -390,37 +384,29 @@ async fn a_replay_on_the_latest_version_runs_the_new_definition() {
     assert_eq!(body["version"], 2);
 
     // By default the replay stays on the run's version, and fails the same way.
-    let (status, body) = replay(&fleet, &workspace, &original_id, Some(json!({}))).await;
+    let (status, body) = replay(&fleet, &workspace, original_id, Some(json!({}))).await;
     assert_eq!(status, 202, "{body}");
     let same = fleet
-        .wait_for_run(
-            &workspace,
-            body["run_id"].as_str().expect("run_id"),
-            RUN_TIMEOUT,
-        )
+        .wait_for_run(&workspace, accepted(&body), RUN_TIMEOUT)
         .await;
     assert_eq!(
-        (&same["status"], &same["version"]),
-        (&json!("failed"), &json!(1))
+        (same.summary.status, same.summary.version),
+        (RunStatus::Failed, 1)
     );
 
     let (status, body) = replay(
         &fleet,
         &workspace,
-        &original_id,
+        original_id,
         Some(json!({"version": "latest"})),
     )
     .await;
     assert_eq!(status, 202, "{body}");
     let latest = fleet
-        .wait_for_run(
-            &workspace,
-            body["run_id"].as_str().expect("run_id"),
-            RUN_TIMEOUT,
-        )
+        .wait_for_run(&workspace, accepted(&body), RUN_TIMEOUT)
         .await;
-    assert_eq!(latest["status"], "completed", "{latest}");
-    assert_eq!(latest["version"], 2);
+    assert_eq!(latest.summary.status, RunStatus::Completed, "{latest:?}");
+    assert_eq!(latest.summary.version, 2);
     assert_eq!(upstream.received_on("/first").len(), 1, "reused every time");
     assert_eq!(upstream.received_on("/v1").len(), 2);
     assert_eq!(upstream.received_on("/v2").len(), 1);
@@ -428,7 +414,7 @@ async fn a_replay_on_the_latest_version_runs_the_new_definition() {
     let (status, body) = replay(
         &fleet,
         &workspace,
-        &original_id,
+        original_id,
         Some(json!({"version": "3"})),
     )
     .await;
@@ -456,12 +442,16 @@ async fn a_node_whose_upstream_does_not_answer_in_time_fails_with_a_timeout() {
         json!({"name": "node timeout", "trigger": {"type": "manual"}, "nodes": [hang]});
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
     let started = Instant::now();
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
 
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(node(&run, "hang")["error"]["class"], "timeout", "{run}");
-    assert_eq!(node(&run, "hang")["attempts"], 1);
+    assert_eq!(run.summary.status, RunStatus::Failed, "{run:?}");
+    assert_eq!(
+        run.node("hang").error.or_null()["class"],
+        "timeout",
+        "{run:?}"
+    );
+    assert_eq!(run.node("hang").attempts, 1);
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "failed before the upstream answered: {:?}",
@@ -488,18 +478,18 @@ async fn a_run_past_its_timeout_is_timed_out_and_its_unfinished_nodes_cancelled(
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
     let started = Instant::now();
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
 
-    assert_eq!(run["status"], "timed_out", "{run}");
-    assert_eq!(run["error"]["class"], "timeout");
+    assert_eq!(run.summary.status, RunStatus::TimedOut, "{run:?}");
+    assert_eq!(run.summary.error.or_null()["class"], "timeout");
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "timed out before the upstream answered: {:?}",
         started.elapsed()
     );
-    assert_eq!(node(&run, "hang")["status"], "cancelled");
-    assert_eq!(node(&run, "next")["status"], "cancelled");
+    assert_eq!(run.node("hang").status, "cancelled");
+    assert_eq!(run.node("next").status, "cancelled");
     assert!(upstream.received_on("/next").is_empty());
     fleet.stop().await;
 }
@@ -522,18 +512,18 @@ async fn a_task_whose_worker_never_answers_is_dispatched_again_after_its_deadlin
     // A worker that takes the task and then hangs: it never acks, never answers.
     let mut hung = FakeWorker::start(&fleet.topology()).await;
     let started = Instant::now();
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
     let task = hung
         .take(Duration::from_secs(10))
         .await
         .expect("the task is delivered");
-    assert_eq!((task.run_id.to_string(), task.attempt), (run_id.clone(), 1));
+    assert_eq!((task.run_id, task.attempt), (run_id, 1));
 
     // Its prefetch is full, so the next attempt goes to this live worker.
     fleet.add_worker().await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(node(&run, "call")["attempts"], 2, "{run}");
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.node("call").attempts, 2, "{run:?}");
     assert!(
         started.elapsed() >= Duration::from_millis(2500),
         "not before the deadline (500ms timeout + 2s grace): {:?}",
@@ -562,7 +552,7 @@ async fn editing_a_scenario_never_changes_a_running_run() {
         })
     };
     let (scenario, _) = fleet.active_scenario(&workspace, version("/old")).await;
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
     let deadline = Instant::now() + RUN_TIMEOUT;
     while upstream.received_on("/slow").is_empty() {
         assert!(
@@ -581,10 +571,10 @@ async fn editing_a_scenario_never_changes_a_running_run() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
     assert_eq!(
-        (&run["status"], &run["version"]),
-        (&json!("completed"), &json!(1))
+        (run.summary.status, run.summary.version),
+        (RunStatus::Completed, 1)
     );
     assert_eq!(
         upstream.received_on("/old").len(),
@@ -609,9 +599,9 @@ async fn editing_a_scenario_never_changes_a_running_run() {
         .map(|v| &v["version"])
         .collect();
     assert_eq!(listed, [&json!(2), &json!(1)], "newest first");
-    let next_run = fleet.start_run(&workspace, &scenario, json!({})).await;
-    let next = fleet.wait_for_run(&workspace, &next_run, RUN_TIMEOUT).await;
-    assert_eq!(next["version"], 2);
+    let next_run = fleet.start_run(&workspace, scenario, json!({})).await;
+    let next = fleet.wait_for_run(&workspace, next_run, RUN_TIMEOUT).await;
+    assert_eq!(next.summary.version, 2);
     assert_eq!(
         upstream.received_on("/new").len(),
         1,

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use weft_testkit::{Fleet, Reply, Upstream, http_node, node};
+use weft_domain::run::RunStatus;
+use weft_testkit::{Fleet, OrNull, Reply, RunExt, Upstream, http_node};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nul_character_from_an_upstream_is_replaced_and_the_run_completes() {
@@ -24,12 +25,12 @@ async fn a_nul_character_from_an_upstream_is_replaced_and_the_run_completes() {
         ]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(20))
         .await;
-    assert_eq!(run["status"], "completed", "{run}");
-    let body = &node(&run, "fetch")["output"]["body"];
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+    let body = &run.node("fetch").output.or_null()["body"];
     assert_eq!(body["name"], "a\u{fffd}b", "{body}");
     assert_eq!(body["k\u{fffd}"], 1, "{body}");
     assert_eq!(upstream.received_on("/after")[0].body["name"], "a\u{fffd}b");

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use weft_domain::limits::MAX_SELECTED_BYTES;
-use weft_testkit::{Fleet, Reply, Upstream, http_node, node};
+use weft_domain::run::RunStatus;
+use weft_testkit::{Fleet, OrNull, Reply, RunExt, Upstream, http_node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,16 +41,18 @@ async fn outputs_selecting_over_the_limit_fail_the_node_for_good_and_the_run() {
         ]
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet.start_run(&workspace, &scenario, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({})).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
 
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(run["error"]["node"], "fetch");
-    let fetched = node(&run, "fetch");
-    assert_eq!(fetched["status"], "failed");
-    assert_eq!(fetched["attempts"], 1, "not retried: {fetched}");
-    assert_eq!(fetched["error"]["class"], "permanent");
-    let message = fetched["error"]["message"].as_str().unwrap_or_default();
+    assert_eq!(run.summary.status, RunStatus::Failed, "{run:?}");
+    assert_eq!(run.summary.error.or_null()["node"], "fetch");
+    let fetched = run.node("fetch");
+    assert_eq!(fetched.status, "failed");
+    assert_eq!(fetched.attempts, 1, "not retried: {fetched:?}");
+    assert_eq!(fetched.error.or_null()["class"], "permanent");
+    let message = fetched.error.or_null()["message"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         message.starts_with("node `fetch`, field `outputs.all`: what `$..")
             && message.ends_with(&format!(
@@ -62,7 +65,7 @@ async fn outputs_selecting_over_the_limit_fail_the_node_for_good_and_the_run() {
         1,
         "asked once: the same answer would select as much again"
     );
-    assert_eq!(node(&run, "after")["status"], "cancelled");
+    assert_eq!(run.node("after").status, "cancelled");
     assert!(upstream.received_on("/after").is_empty());
     fleet.stop().await;
 }

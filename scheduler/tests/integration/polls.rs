@@ -11,8 +11,9 @@ use chrono::Utc;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use weft_domain::messages::{NodeResult, Outcome, VERSION};
+use weft_domain::run::RunStatus;
 use weft_runtime::queue::Publisher;
-use weft_testkit::{FakeWorker, Fleet, Reply, Upstream, Workspace, broker, eventually};
+use weft_testkit::{FakeWorker, Fleet, Reply, RunExt, Upstream, Workspace, broker, eventually};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const WAIT: Duration = Duration::from_secs(30);
@@ -67,7 +68,7 @@ async fn polling(fleet: &Fleet, workspace: &Workspace, connection: &str) -> Uuid
                    "output": {"title": "{{ trigger.body.title }}", "method": "{{ trigger.method }}"}}]
     });
     let (id, _) = fleet.active_scenario(workspace, definition).await;
-    id.parse().expect("scenario id")
+    id.into()
 }
 
 fn items(list: &[(u32, &str)]) -> Value {
@@ -226,12 +227,12 @@ async fn the_baseline_starts_nothing_and_each_new_item_starts_one_run_across_two
         json!({"body": {"id": 5, "title": "e"}, "headers": {}, "query": {}, "method": "POLL"})
     );
     let run = fleet
-        .wait_for_run(&workspace, &run_id.to_string(), RUN_TIMEOUT)
+        .wait_for_run(&workspace, (*run_id).into(), RUN_TIMEOUT)
         .await;
-    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     assert_eq!(
-        weft_testkit::node(&run, "echo")["output"],
-        json!({"title": "e", "method": "POLL"}),
+        run.node("echo").output,
+        Some(json!({"title": "e", "method": "POLL"})),
         "the item is the run's trigger.body"
     );
     assert_eq!(polls_counted(&fleet, "baseline").await, 1);

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weft_testkit::{Fleet, Upstream, eventually, http_node, node};
+use weft_domain::run::RunStatus;
+use weft_testkit::{Fleet, OrNull, RunExt, Upstream, eventually, http_node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 const STEPS: usize = 6;
@@ -58,10 +59,10 @@ async fn one_scheduler_reads_a_running_runs_state_from_its_cache() {
     let (_, hook) = fleet.active_scenario(&workspace, chain(&upstream)).await;
 
     let run_id = fleet.fire(&hook, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "{run}");
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     assert_eq!(
-        node(&run, &format!("s{}", STEPS - 1))["input"]["body"]["previous"],
+        run.node(&format!("s{}", STEPS - 1)).input.or_null()["body"]["previous"],
         200
     );
 
@@ -86,14 +87,14 @@ async fn schedulers_sharing_runs_never_act_on_a_stale_state() {
     for _ in 0..20 {
         run_ids.push(fleet.fire(&hook, json!({})).await);
     }
-    for run_id in &run_ids {
+    for &run_id in &run_ids {
         let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
-        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
         for i in 1..STEPS {
             assert_eq!(
-                node(&run, &format!("s{i}"))["input"]["body"]["previous"],
+                run.node(&format!("s{i}")).input.or_null()["body"]["previous"],
                 200,
-                "{run}"
+                "{run:?}"
             );
         }
     }
@@ -103,9 +104,9 @@ async fn schedulers_sharing_runs_never_act_on_a_stale_state() {
             let run = request.body["run"].as_str().unwrap_or_default().to_owned();
             *calls.entry(run).or_default() += 1;
         }
-        for run_id in &run_ids {
+        for &run_id in &run_ids {
             assert_eq!(
-                calls.get(run_id),
+                calls.get(&run_id.to_string()),
                 Some(&1),
                 "s{i} of run {run_id} called once"
             );
@@ -146,17 +147,14 @@ async fn results_that_queued_up_are_recorded_in_batches_exactly_once() {
     for _ in 0..RUNS {
         run_ids.push(fleet.fire(&hook, json!({})).await);
     }
-    for run_id in &run_ids {
+    for &run_id in &run_ids {
         fleet
             .wait_for_run_where(
                 &workspace,
                 run_id,
                 RUN_TIMEOUT,
                 "dispatched both branches",
-                |run| {
-                    let nodes = run["nodes"].as_array().into_iter().flatten();
-                    nodes.filter(|n| n["status"] == "queued").count() == 2
-                },
+                |run| run.nodes.iter().filter(|n| n.status == "queued").count() == 2,
             )
             .await;
     }
@@ -170,22 +168,33 @@ async fn results_that_queued_up_are_recorded_in_batches_exactly_once() {
             .ok_or(format!("{called} calls"))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let results = fleet.topology().results();
+    eventually("every branch's result queued", RUN_TIMEOUT, || async {
+        let ready = fleet.messages_ready(&results).await;
+        (ready as usize == 2 * RUNS)
+            .then_some(())
+            .ok_or(format!("{ready} results ready"))
+    })
+    .await;
     fleet.add_scheduler().await;
 
-    for run_id in &run_ids {
+    for &run_id in &run_ids {
         let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
-        assert_eq!(run["status"], "completed", "{run}");
-        assert_eq!(node(&run, "join")["input"]["body"]["a"], 200, "{run}");
+        assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+        assert_eq!(
+            run.node("join").input.or_null()["body"]["a"],
+            200,
+            "{run:?}"
+        );
     }
     let joins: Vec<String> = upstream
         .received_on("/join")
         .iter()
         .map(|request| request.body["run"].as_str().unwrap_or_default().to_owned())
         .collect();
-    for run_id in &run_ids {
+    for &run_id in &run_ids {
         assert_eq!(
-            joins.iter().filter(|r| *r == run_id).count(),
+            joins.iter().filter(|r| **r == run_id.to_string()).count(),
             1,
             "join of {run_id} once"
         );

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
+use weft_domain::ids::{RunId, ScenarioId};
 use weft_domain::messages::{NodeResult, Outcome, VERSION};
+use weft_domain::run::{RunKind, RunStatus};
 use weft_runtime::queue::Publisher;
-use weft_testkit::{Fleet, Reply, Upstream, http_node, node};
+use weft_testkit::{Fleet, OrNull, Reply, RunExt, Upstream, http_node};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -47,13 +48,13 @@ async fn a_webhook_runs_transform_lookup_condition_and_notify() {
     let run_id = fleet
         .fire(&hook, json!({"phone": "555-0100", "score": 21}))
         .await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
     eprintln!(
         "4-node run: webhook to completed in {:?} (polled)",
         fired.elapsed()
     );
 
-    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     let lookups = upstream.received_on("/people");
     assert_eq!(lookups.len(), 1);
     assert_eq!(
@@ -71,25 +72,25 @@ async fn a_webhook_runs_transform_lookup_condition_and_notify() {
     assert_eq!(upstream.received().len(), 2, "no other upstream calls");
 
     assert_eq!(
-        node(&run, "lookup")["output"],
-        json!({"first_name": "Ada", "age": 36})
+        run.node("lookup").output,
+        Some(json!({"first_name": "Ada", "age": 36}))
     );
     assert_eq!(
-        node(&run, "lookup")["input"]["query"],
+        run.node("lookup").input.or_null()["query"],
         json!({"phone": "555-0100"})
     );
-    assert_eq!(node(&run, "is_known")["output"], json!({"result": true}));
+    assert_eq!(run.node("is_known").output, Some(json!({"result": true})));
     for id in ["prepare", "lookup", "is_known", "notify"] {
-        let n = node(&run, id);
-        assert_eq!(n["status"], "completed", "{id}: {n}");
-        assert_eq!(n["attempts"], 1, "{id}");
+        let n = run.node(id);
+        assert_eq!(n.status, "completed", "{id}: {n:?}");
+        assert_eq!(n.attempts, 1, "{id}");
         assert!(
-            n["started_at"].is_string() && n["finished_at"].is_string(),
-            "{id} has timings: {n}"
+            n.started_at.is_some() && n.finished_at.is_some(),
+            "{id} has timings: {n:?}"
         );
-        assert!(n["duration_ms"].is_number(), "{id}: {n}");
+        assert!(n.duration_ms.is_some(), "{id}: {n:?}");
     }
-    assert_eq!(node(&run, "notify")["output"]["status"], 200);
+    assert_eq!(run.node("notify").output.or_null()["status"], 200);
     fleet.stop().await;
 }
 
@@ -111,14 +112,14 @@ async fn the_branch_not_taken_is_skipped_and_the_join_runs() {
     });
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
     let run_id = fleet
-        .start_run(&workspace, &scenario, json!({"amount": 500}))
+        .start_run(&workspace, scenario, json!({"amount": 500}))
         .await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
 
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(node(&run, "approve")["status"], "completed");
-    assert_eq!(node(&run, "review")["status"], "skipped");
-    assert_eq!(node(&run, "join")["status"], "completed");
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.node("approve").status, "completed");
+    assert_eq!(run.node("review").status, "skipped");
+    assert_eq!(run.node("join").status, "completed");
     assert_eq!(upstream.received_on("/review").len(), 0);
     let joins = upstream.received_on("/join");
     assert_eq!(joins.len(), 1);
@@ -163,26 +164,26 @@ async fn retryable_failures_retry_permanent_ones_do_not_and_retry_after_is_honou
         .active_scenario(&workspace, single("flaky", "/flaky"))
         .await;
     let run_id = fleet.fire(&flaky, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(node(&run, "call")["attempts"], 3);
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.node("call").attempts, 3);
     assert_eq!(upstream.received_on("/flaky").len(), 3);
 
     let (_, bad) = fleet
         .active_scenario(&workspace, single("bad", "/bad"))
         .await;
     let run_id = fleet.fire(&bad, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "failed", "{run}");
-    assert_eq!(node(&run, "call")["attempts"], 1);
-    assert_eq!(node(&run, "call")["error"]["class"], "permanent");
-    assert_eq!(node(&run, "call")["error"]["status"], 400);
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Failed, "{run:?}");
+    assert_eq!(run.node("call").attempts, 1);
+    assert_eq!(run.node("call").error.or_null()["class"], "permanent");
+    assert_eq!(run.node("call").error.or_null()["status"], 400);
     assert!(
-        run["error"]["message"]
+        run.summary.error.or_null()["message"]
             .as_str()
             .unwrap_or_default()
             .contains("`call`"),
-        "the failing node is named: {run}"
+        "the failing node is named: {run:?}"
     );
     assert_eq!(
         upstream.received_on("/bad").len(),
@@ -194,8 +195,8 @@ async fn retryable_failures_retry_permanent_ones_do_not_and_retry_after_is_honou
         .active_scenario(&workspace, single("busy", "/busy"))
         .await;
     let run_id = fleet.fire(&busy, json!({})).await;
-    let run = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "{run}");
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     let calls = upstream.received_on("/busy");
     assert_eq!(calls.len(), 2);
     let waited = calls[1].at - calls[0].at;
@@ -221,15 +222,15 @@ async fn a_duplicate_result_changes_nothing() {
     });
     let (_, hook) = fleet.active_scenario(&workspace, definition).await;
     let run_id = fleet.fire(&hook, json!({})).await;
-    let before = fleet.wait_for_run(&workspace, &run_id, RUN_TIMEOUT).await;
-    assert_eq!(before["status"], "completed");
+    let before = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
+    assert_eq!(before.summary.status, RunStatus::Completed);
 
     let topology = fleet.topology();
     let publisher = Publisher::new(weft_testkit::broker(), "test duplicate", topology.clone());
     let duplicate = NodeResult {
         v: VERSION,
-        run_id: run_id.parse().expect("uuid"),
-        workspace_id: workspace.id.parse().expect("uuid"),
+        run_id,
+        workspace_id: workspace.id,
         node_id: "first".into(),
         item_index: None,
         attempt: 1,
@@ -246,12 +247,13 @@ async fn a_duplicate_result_changes_nothing() {
             .await
             .expect("duplicate published");
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
     publisher.close().await;
-
-    let (_, after) = fleet
-        .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
+    // Its result queues behind the duplicates.
+    fleet
+        .witness(&workspace, &format!("{}/witness", upstream.url))
         .await;
+
+    let after = fleet.get_run(&workspace, run_id).await;
     assert_eq!(after, before, "the run record is unchanged");
     assert_eq!(
         upstream.received_on("/second").len(),
@@ -290,22 +292,24 @@ async fn two_schedulers_dispatch_each_join_exactly_once() {
     for _ in 0..30 {
         run_ids.push(fleet.fire(&hook, json!({})).await);
     }
-    for run_id in &run_ids {
+    for &run_id in &run_ids {
         let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
-        assert_eq!(run["status"], "completed", "{run}");
-        assert_eq!(node(&run, "join")["attempts"], 1);
+        assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+        assert_eq!(run.node("join").attempts, 1);
     }
-    // Give a wrongly doubled dispatch time to show up before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A wrongly doubled dispatch would have reached the upstream before a later run.
+    fleet
+        .witness(&workspace, &format!("{}/witness", upstream.url))
+        .await;
     let mut joins: HashMap<String, usize> = HashMap::new();
     for request in upstream.received_on("/join") {
         *joins
             .entry(request.body["run"].as_str().unwrap_or_default().to_owned())
             .or_default() += 1;
     }
-    for run_id in &run_ids {
+    for &run_id in &run_ids {
         assert_eq!(
-            joins.get(run_id),
+            joins.get(&run_id.to_string()),
             Some(&1),
             "join of run {run_id} dispatched exactly once"
         );
@@ -328,24 +332,22 @@ async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
 
     // What a gateway that died between its commit and its publish leaves behind.
     let run_id = RunId::generate();
-    let workspace_id: WorkspaceId = workspace.id.parse().expect("uuid");
-    let scenario_uuid: ScenarioId = scenario_id.parse().expect("uuid");
+    let workspace_id = workspace.id;
     fleet
         .pg()
         .await
         .execute(
             "INSERT INTO runs (id, workspace_id, scenario_id, version, status, trigger_kind, trigger) \
              VALUES ($1, $2, $3, 1, 'queued', 'manual', '{\"body\": {}}')",
-            &[&run_id, &workspace_id, &scenario_uuid],
+            &[&run_id, &workspace_id, &scenario_id],
         )
         .await
         .expect("run recorded");
-    let run = fleet
-        .wait_for_run(&workspace, &run_id.to_string(), RUN_TIMEOUT)
-        .await;
+    let run = fleet.wait_for_run(&workspace, run_id, RUN_TIMEOUT).await;
     assert_eq!(
-        run["status"], "completed",
-        "the sweeper re-published it: {run}"
+        run.summary.status,
+        RunStatus::Completed,
+        "the sweeper re-published it: {run:?}"
     );
 
     // A late second announcement of the same run changes nothing.
@@ -360,11 +362,12 @@ async fn a_run_a_gateway_recorded_but_never_announced_is_taken_up_once() {
         .publish(&topology.runs(), &topology.runs(), &request)
         .await
         .expect("published");
-    tokio::time::sleep(Duration::from_secs(1)).await;
     publisher.close().await;
-    let (_, again) = fleet
-        .call(&workspace, "GET", &format!("/api/v1/runs/{run_id}"), None)
+    // Requested behind the duplicate announcement.
+    fleet
+        .witness(&workspace, &format!("{}/witness", upstream.url))
         .await;
+    let again = fleet.get_run(&workspace, run_id).await;
     assert_eq!(again, run);
     assert_eq!(upstream.received_on("/orphan").len(), 1);
     fleet.stop().await;
@@ -382,7 +385,7 @@ async fn a_test_run_works_on_a_draft_and_stays_out_of_the_run_metrics() {
         .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["status"], "draft");
-    let scenario = created["id"].as_str().expect("id");
+    let scenario: ScenarioId = created["id"].as_str().expect("id").parse().expect("uuid");
 
     let test_run = fleet
         .start_run(
@@ -391,11 +394,11 @@ async fn a_test_run_works_on_a_draft_and_stays_out_of_the_run_metrics() {
             json!({"test": true, "payload": {"n": 3}}),
         )
         .await;
-    let run = fleet.wait_for_run(&workspace, &test_run, RUN_TIMEOUT).await;
-    assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["trigger_kind"], "test");
-    assert_eq!(run["trigger"]["body"], json!({"n": 3}));
-    assert_eq!(node(&run, "t")["output"], json!({"n": 3}));
+    let run = fleet.wait_for_run(&workspace, test_run, RUN_TIMEOUT).await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+    assert_eq!(run.summary.trigger_kind, RunKind::Test);
+    assert_eq!(run.trigger["body"], json!({"n": 3}));
+    assert_eq!(run.node("t").output, Some(json!({"n": 3})));
 
     let finished = |metrics: &str| -> f64 {
         metrics
@@ -412,9 +415,9 @@ async fn a_test_run_works_on_a_draft_and_stays_out_of_the_run_metrics() {
     );
     let production = fleet.start_run(&workspace, scenario, json!({"n": 4})).await;
     let run = fleet
-        .wait_for_run(&workspace, &production, RUN_TIMEOUT)
+        .wait_for_run(&workspace, production, RUN_TIMEOUT)
         .await;
-    assert_eq!(run["trigger_kind"], "manual");
+    assert_eq!(run.summary.trigger_kind, RunKind::Manual);
     assert_eq!(
         finished(&fleet.metrics(scheduler_ops).await),
         1.0,

@@ -7,11 +7,12 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use uuid::Uuid;
+use weft_domain::ids::ScenarioId;
+use weft_domain::run::{RunKind, RunStatus};
 use weft_runtime::queue::Publisher;
 use weft_scheduler::metrics::Metrics;
 use weft_scheduler::schedules::Schedules;
-use weft_testkit::{Fleet, Upstream, Workspace};
+use weft_testkit::{Fleet, RunDetail, Upstream, Workspace, eventually};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -26,29 +27,49 @@ fn scheduled(cron: &str, timezone: &str, upstream: &Upstream) -> Value {
 }
 
 /// Every run of the scenario, read in full once it finished.
-async fn finished_runs(fleet: &Fleet, workspace: &Workspace, scenario: &str) -> Vec<Value> {
-    let (status, page) = fleet
-        .call(
-            workspace,
-            "GET",
-            &format!("/api/v1/runs?scenario_id={scenario}&limit=100"),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
+async fn finished_runs(
+    fleet: &Fleet,
+    workspace: &Workspace,
+    scenario: ScenarioId,
+) -> Vec<RunDetail> {
     let mut runs = Vec::new();
-    for item in page["items"].as_array().expect("items") {
-        let id = item["id"].as_str().expect("run id");
-        runs.push(fleet.wait_for_run(workspace, id, RUN_TIMEOUT).await);
+    for run in fleet.runs_of(workspace, scenario).await {
+        runs.push(fleet.wait_for_run(workspace, run.id, RUN_TIMEOUT).await);
     }
     runs
 }
 
-fn scheduled_at(run: &Value) -> DateTime<Utc> {
-    run["trigger"]["body"]["scheduled_at"]
+fn scheduled_at(run: &RunDetail) -> DateTime<Utc> {
+    run.trigger["body"]["scheduled_at"]
         .as_str()
         .and_then(|text| text.parse().ok())
-        .unwrap_or_else(|| panic!("a scheduled run says when it was due: {run}"))
+        .unwrap_or_else(|| panic!("a scheduled run says when it was due: {run:?}"))
+}
+
+/// Activates a second scenario scheduled every second and waits until it has `ticks`
+/// finished runs: the schedulers' passes went on meanwhile, so a tick of another scenario
+/// due in that time would have fired too. What a check that nothing fired waits on.
+async fn witness_ticks(fleet: &Fleet, workspace: &Workspace, ticks: usize) {
+    let definition = json!({
+        "name": "witness",
+        "trigger": {"type": "schedule", "cron": "* * * * * *", "timezone": "UTC"},
+        "nodes": [{"id": "t", "type": "transform", "output": {}}]
+    });
+    let (witness, _) = fleet.active_scenario(workspace, definition).await;
+    eventually("the witness schedule ticked", RUN_TIMEOUT, || async {
+        let finished = fleet
+            .runs_of(workspace, witness)
+            .await
+            .iter()
+            .filter(|run| run.status.is_finished())
+            .count();
+        if finished >= ticks {
+            Ok(())
+        } else {
+            Err(format!("{finished} finished witness runs"))
+        }
+    })
+    .await;
 }
 
 /// `weft_runs_started_total{trigger="schedule"}` summed over the fleet's schedulers.
@@ -82,12 +103,14 @@ async fn each_second_fires_once_across_two_schedulers_until_paused() {
     let activated_at: DateTime<Utc> = pg
         .query_one(
             "SELECT activated_at FROM scenarios WHERE id = $1",
-            &[&scenario.parse::<Uuid>().expect("uuid")],
+            &[&scenario],
         )
         .await
         .expect("scenario row")
         .get(0);
 
+    // Time is what this test is about (a run for each second while active), so it stays
+    // active for a fixed time rather than until an event.
     tokio::time::sleep(Duration::from_millis(4_200)).await;
     let (status, paused) = fleet
         .call(
@@ -99,7 +122,7 @@ async fn each_second_fires_once_across_two_schedulers_until_paused() {
         .await;
     assert_eq!(status, 200, "{paused}");
 
-    let runs = finished_runs(&fleet, &workspace, &scenario).await;
+    let runs = finished_runs(&fleet, &workspace, scenario).await;
     let ticks: Vec<DateTime<Utc>> = runs.iter().map(scheduled_at).collect();
     let distinct: BTreeSet<DateTime<Utc>> = ticks.iter().copied().collect();
     assert_eq!(distinct.len(), ticks.len(), "a tick fired twice: {ticks:?}");
@@ -117,14 +140,14 @@ async fn each_second_fires_once_across_two_schedulers_until_paused() {
         .collect();
     assert_eq!(distinct, expected, "one run for each second, none skipped");
     for run in &runs {
-        assert_eq!(run["status"], "completed", "{run}");
-        assert_eq!(run["trigger_kind"], "schedule", "{run}");
-        assert_eq!(run["trigger"]["method"], "SCHEDULE", "{run}");
-        let fired_at: DateTime<Utc> = run["trigger"]["body"]["fired_at"]
+        assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
+        assert_eq!(run.summary.trigger_kind, RunKind::Schedule, "{run:?}");
+        assert_eq!(run.trigger["method"], "SCHEDULE", "{run:?}");
+        let fired_at: DateTime<Utc> = run.trigger["body"]["fired_at"]
             .as_str()
             .and_then(|text| text.parse().ok())
             .expect("fired_at");
-        assert!(fired_at >= scheduled_at(run), "{run}");
+        assert!(fired_at >= scheduled_at(run), "{run:?}");
     }
     let called: BTreeSet<String> = upstream
         .received_on("/tick")
@@ -134,7 +157,7 @@ async fn each_second_fires_once_across_two_schedulers_until_paused() {
     let due: BTreeSet<String> = runs
         .iter()
         .map(|run| {
-            run["trigger"]["body"]["scheduled_at"]
+            run.trigger["body"]["scheduled_at"]
                 .as_str()
                 .expect("scheduled_at")
                 .to_owned()
@@ -152,9 +175,9 @@ async fn each_second_fires_once_across_two_schedulers_until_paused() {
         u64::try_from(runs.len()).expect("small")
     );
 
-    // Paused: no new tick fires.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let after_pause = finished_runs(&fleet, &workspace, &scenario).await;
+    // Paused: no new tick fires, while another schedule's ticks do.
+    witness_ticks(&fleet, &workspace, 3).await;
+    let after_pause = finished_runs(&fleet, &workspace, scenario).await;
     assert_eq!(
         after_pause.len(),
         runs.len(),
@@ -165,12 +188,17 @@ async fn each_second_fires_once_across_two_schedulers_until_paused() {
 
 /// Creates a scenario (a draft: no scheduler fires it) and makes it active as from `ago`
 /// in the past, in one transaction, so that a pass finds ticks due at once.
-async fn active_since(fleet: &Fleet, workspace: &Workspace, definition: Value, ago: &str) -> Uuid {
+async fn active_since(
+    fleet: &Fleet,
+    workspace: &Workspace,
+    definition: Value,
+    ago: &str,
+) -> ScenarioId {
     let (status, created) = fleet
         .call(workspace, "POST", "/api/v1/scenarios", Some(definition))
         .await;
     assert_eq!(status, 201, "{created}");
-    let id: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
+    let id: ScenarioId = created["id"].as_str().expect("id").parse().expect("uuid");
     let mut pg = fleet.pg().await;
     let tx = pg.transaction().await.expect("transaction");
     tx.execute(
@@ -222,6 +250,7 @@ async fn concurrent_passes_fire_each_tick_once() {
         for outcome in join_all(replicas.iter().map(Schedules::pass)).await {
             outcome.expect("a pass succeeds");
         }
+        // Paces the rounds so that later ones find new ticks due: time drives this test.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
@@ -258,14 +287,29 @@ async fn ticks_missed_while_no_scheduler_ran_start_one_catch_up_run() {
         "10 days",
     )
     .await;
-    let scenario = id.to_string();
+    let scenario = id;
     let pg = fleet.pg().await;
 
-    // A pass fires it within a second or two; leave time for a wrong second run too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let runs = finished_runs(&fleet, &workspace, &scenario).await;
+    // A pass fires it within a second or two; later passes (another schedule's ticks show
+    // them) would show a wrong second run.
+    eventually("the catch-up run started", RUN_TIMEOUT, || async {
+        let started = fleet.runs_of(&workspace, scenario).await.len();
+        if started > 0 {
+            Ok(())
+        } else {
+            Err("no run yet")
+        }
+    })
+    .await;
+    witness_ticks(&fleet, &workspace, 2).await;
+    let runs = finished_runs(&fleet, &workspace, scenario).await;
     assert_eq!(runs.len(), 1, "one catch-up run, not a burst: {runs:?}");
-    assert_eq!(runs[0]["status"], "completed", "{}", runs[0]);
+    assert_eq!(
+        runs[0].summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        runs[0]
+    );
     let latest_missed = at - TimeDelta::days(1);
     let expected = latest_missed
         .with_second(0)

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use tracing_subscriber::fmt::MakeWriter;
-use weft_testkit::{Fleet, Reply, Upstream, node};
+use weft_domain::run::RunStatus;
+use weft_testkit::{Fleet, Reply, RunExt, Upstream, shown};
 
 const TOKEN: &str = "tok_live_hunter2_do_not_log";
 
@@ -94,14 +95,16 @@ async fn a_credential_is_in_no_log_run_record_or_response() {
          "after": ["ok"], "input": {}}
     ]});
     let (scenario, _) = fleet.active_scenario(&workspace, definition).await;
-    let run_id = fleet
-        .start_run(&workspace, &scenario, json!({"q": 1}))
-        .await;
+    let run_id = fleet.start_run(&workspace, scenario, json!({"q": 1})).await;
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(30))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(30))
         .await;
-    assert_eq!(run["status"], "failed", "the leaky call fails: {run}");
-    assert_eq!(node(&run, "ok")["status"], "completed");
+    assert_eq!(
+        run.summary.status,
+        RunStatus::Failed,
+        "the leaky call fails: {run:?}"
+    );
+    assert_eq!(run.node("ok").status, "completed");
     let ok_calls = upstream.received_on("/ok");
     assert_eq!(
         ok_calls[0].headers["authorization"],
@@ -128,7 +131,7 @@ async fn a_credential_is_in_no_log_run_record_or_response() {
         assert!(status < 500, "{method} {path}: {status} {answer}");
         responses.push(answer.to_string());
     }
-    responses.push(run.to_string());
+    responses.push(shown(&run));
     for response in &responses {
         assert!(
             !response.contains(TOKEN),

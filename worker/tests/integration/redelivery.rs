@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use serde_json::json;
-use weft_testkit::{FakeWorker, Fleet, Upstream};
+use weft_domain::run::RunStatus;
+use weft_testkit::{FakeWorker, Fleet, OrNull, Upstream};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_left_unacked_by_a_dead_worker_is_redelivered_and_the_run_completes() {
@@ -26,14 +27,14 @@ async fn a_task_left_unacked_by_a_dead_worker_is_redelivered_and_the_run_complet
         .take(Duration::from_secs(10))
         .await
         .expect("the task is delivered");
-    assert_eq!(task.run_id.to_string(), run_id);
+    assert_eq!(task.run_id, run_id);
     doomed.crash().await;
 
     fleet.add_worker().await;
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(20))
         .await;
-    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
     assert_eq!(
         upstream.received_on("/work").len(),
         1,
@@ -79,17 +80,17 @@ async fn a_task_that_kills_every_worker_is_dead_lettered_and_its_node_fails_as_p
     );
 
     let run = fleet
-        .wait_for_run(&workspace, &run_id, Duration::from_secs(20))
+        .wait_for_run(&workspace, run_id, Duration::from_secs(20))
         .await;
-    assert_eq!(run["status"], "failed", "{run}");
-    let node = &run["nodes"][0];
-    assert_eq!(node["error"]["class"], "poison", "{run}");
+    assert_eq!(run.summary.status, RunStatus::Failed, "{run:?}");
+    let node = &run.nodes[0];
+    assert_eq!(node.error.or_null()["class"], "poison", "{run:?}");
     assert!(
-        node["error"]["message"]
+        node.error.or_null()["message"]
             .as_str()
             .unwrap_or_default()
             .contains("poison message"),
-        "{run}"
+        "{run:?}"
     );
     assert!(upstream.received().is_empty());
     fleet.stop().await;

@@ -207,7 +207,8 @@ async fn a_reply_queue_that_is_gone_drops_the_result_instead_of_running_the_task
         .await;
     next_result(&mut replies).await;
     // A task given back to the queue would run again after half a second, up to the
-    // delivery limit; wait well past a few such rounds.
+    // delivery limit; wait well past a few such rounds. A sleep: a redelivery is delayed
+    // by time alone, and nothing else in this worker-only set-up follows it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         upstream.received_on("/orphan").len(),
