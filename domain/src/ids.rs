@@ -95,6 +95,27 @@ id!(
     ConnectorVersionId
 );
 
+id!(
+    /// A person who logs in (`users`).
+    UserId
+);
+id!(
+    /// A workspace API key (`api_keys`).
+    ApiKeyId
+);
+id!(
+    /// A signed-in browser session (`sessions`).
+    SessionId
+);
+id!(
+    /// An invitation to join a workspace (`invitations`).
+    InvitationId
+);
+id!(
+    /// One event of the audit log (`audit_events`).
+    AuditEventId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //! everything here is unit-tested without services. The adapters that do I/O are in
 //! `weft-runtime`.
 //!
+//! - [`access`]: roles in a workspace and the permissions each grants.
 //! - [`ids`]: typed ids (`RunId`, `WorkspaceId`, …), UUIDs that cannot be swapped.
 //! - [`run`]: a run's status.
 //! - [`scenario`]: the scenario definition, parsed and validated at save time.
@@ -22,6 +23,7 @@
 //! - [`poll`]: what a poll trigger asks and how its answers are read: items, cursors,
 //!   intervals, backoff.
 
+pub mod access;
 pub mod connector;
 pub mod crypto;
 pub mod graph;

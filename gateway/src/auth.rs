@@ -1,93 +1,33 @@
-//! Who is calling: an API key names one workspace; the admin token guards the admin API.
-//!
-//! API keys are random 256-bit tokens, so a plain SHA-256 of the key is a safe thing to
-//! store (slow password hashes are for low-entropy secrets). The key itself is shown once,
-//! when the workspace is created.
+//! Who is calling (architecture §11): a workspace API key, a person's session cookie, or
+//! the admin token. What the caller may then do is decided by [`crate::access`].
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use axum::http::{HeaderMap, Method, header};
+use deadpool_postgres::GenericClient;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use weft_domain::ids::WorkspaceId;
+use weft_domain::access::Role;
+use weft_domain::ids::{ApiKeyId, WorkspaceId};
 
 use crate::error::ApiError;
-use crate::state::AppState;
-
-const KEY_PREFIX: &str = "weft_";
-
-/// A freshly generated API key: `weft_` + base64url of 32 random bytes. The prefix makes
-/// leaked keys easy to recognise for secret scanners.
-pub fn generate_api_key() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// What is stored for a key, and what a presented key is looked up by.
-pub fn hash_api_key(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
-}
+use crate::identity::sessions;
+use crate::identity::tokens;
 
 /// The token of an `Authorization: Bearer <token>` header.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The workspace of the caller's API key. Every query of a handler taking this filters
-/// by its id.
-#[derive(Debug, Clone, Copy)]
-pub struct Workspace {
-    pub id: WorkspaceId,
-}
-
-impl FromRequestParts<AppState> for Workspace {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let key = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let client = state.pool.get().await?;
-        let statement = client
-            .prepare_cached("SELECT workspace_id FROM api_keys WHERE token_sha256 = $1")
-            .await?;
-        let row = client
-            .query_opt(&statement, &[&hash_api_key(key)])
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        Ok(Self {
-            id: row.try_get("workspace_id")?,
-        })
-    }
-}
-
-/// Proof that the caller presented the admin token.
-#[derive(Debug)]
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let expected = state
-            .admin_token
-            .as_deref()
-            .ok_or(ApiError::AdminDisabled)?;
-        let given = bearer(&parts.headers).ok_or(ApiError::NotAdmin)?;
-        if same_secret(given, expected) {
-            Ok(Self)
-        } else {
-            Err(ApiError::NotAdmin)
-        }
+/// Whether the caller presented the admin token.
+pub fn admin(headers: &HeaderMap, expected: Option<&str>) -> Result<(), ApiError> {
+    let expected = expected.ok_or(ApiError::AdminDisabled)?;
+    let given = bearer(headers).ok_or(ApiError::NotAdmin)?;
+    if same_secret(given, expected) {
+        Ok(())
+    } else {
+        Err(ApiError::NotAdmin)
     }
 }
 
@@ -98,24 +38,106 @@ fn same_secret(given: &str, expected: &str) -> bool {
     given.as_slice().ct_eq(expected.as_slice()).into()
 }
 
+/// A usable API key: not revoked, not expired, and its creator (if a person made it)
+/// still an enabled member. Its role is the lesser of its own and its creator's current
+/// one, so demoting a person demotes their keys.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHolder {
+    pub key: ApiKeyId,
+    pub workspace: WorkspaceId,
+    pub role: Role,
+}
+
+/// How often `last_used_at` is written.
+const LAST_USED_EVERY_SECONDS: f64 = 60.0;
+
+pub async fn api_key(db: &impl GenericClient, token: &str) -> Result<Option<KeyHolder>, ApiError> {
+    let statement = db
+        .prepare_cached(
+            "SELECT k.id, k.workspace_id, k.role, m.role AS creator_role, \
+                    k.created_by IS NOT NULL AS by_person, \
+                    coalesce(extract(epoch FROM now() - k.last_used_at)::float8, 1e9) AS unused_seconds \
+             FROM api_keys k \
+             LEFT JOIN users u ON u.id = k.created_by AND u.disabled_at IS NULL \
+             LEFT JOIN memberships m ON m.user_id = u.id AND m.workspace_id = k.workspace_id \
+             WHERE k.token_sha256 = $1 AND k.revoked_at IS NULL \
+               AND (k.expires_at IS NULL OR k.expires_at > now())",
+        )
+        .await?;
+    let Some(row) = db.query_opt(&statement, &[&tokens::digest(token)]).await? else {
+        return Ok(None);
+    };
+    let role = stored_role(row.try_get("role")?)?;
+    let creator_role: Option<String> = row.try_get("creator_role")?;
+    let role = match (row.try_get::<_, bool>("by_person")?, creator_role) {
+        (false, _) => role,
+        (true, Some(creator)) => role.min(stored_role(creator)?),
+        (true, None) => return Ok(None),
+    };
+    let holder = KeyHolder {
+        key: row.try_get("id")?,
+        workspace: row.try_get("workspace_id")?,
+        role,
+    };
+    if row.try_get::<_, f64>("unused_seconds")? > LAST_USED_EVERY_SECONDS {
+        db.execute(
+            "UPDATE api_keys SET last_used_at = now() WHERE id = $1",
+            &[&holder.key],
+        )
+        .await?;
+    }
+    Ok(Some(holder))
+}
+
+/// A role read back from the database, where a CHECK keeps it one of the five.
+pub fn stored_role(name: String) -> Result<Role, ApiError> {
+    name.parse().map_err(|e| ApiError::Internal(Box::new(e)))
+}
+
+/// Whether a cookie-authenticated request may change state: it must come from the web
+/// app's own origin (`Origin`, or `Referer` when a browser sends no `Origin`) and carry
+/// the session's CSRF token in `X-Weft-CSRF`. Safe methods need neither.
+pub fn same_site(
+    method: &Method,
+    headers: &HeaderMap,
+    public_origin: &str,
+    session_token: Option<&str>,
+) -> Result<(), ApiError> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    let from_here = match (text("origin"), text("referer")) {
+        (Some(origin), _) => origin == public_origin,
+        (None, Some(referer)) => referer
+            .strip_prefix(public_origin)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+        (None, None) => false,
+    };
+    if !from_here {
+        return Err(ApiError::CrossSiteRequest(
+            "a request signed in by cookie must come from this site: its Origin is not WEFT_PUBLIC_URL",
+        ));
+    }
+    let Some(session_token) = session_token else {
+        return Ok(());
+    };
+    let expected = sessions::csrf_token(session_token);
+    let given = text("x-weft-csrf").unwrap_or_default();
+    if same_secret(given, &expected) {
+        Ok(())
+    } else {
+        Err(ApiError::CrossSiteRequest(
+            "a request signed in by cookie must send the session's CSRF token in X-Weft-CSRF",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
-
-    #[test]
-    fn api_keys_are_prefixed_random_and_hashed_with_sha256() {
-        let key = generate_api_key();
-        assert!(key.starts_with("weft_"));
-        assert_eq!(key.len(), 5 + 43, "32 bytes in unpadded base64url");
-        assert_ne!(key, generate_api_key());
-        assert_eq!(hash_api_key(&key).len(), 32);
-        assert_eq!(
-            hex::encode(hash_api_key("abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
 
     #[test]
     fn bearer_tokens_are_read_from_the_authorization_header() {
@@ -145,5 +167,45 @@ mod tests {
         assert!(same_secret("s3cret", "s3cret"));
         assert!(!same_secret("s3cret", "s3cret2"));
         assert!(!same_secret("", "s3cret"));
+    }
+
+    #[test]
+    fn cookie_requests_that_change_state_need_this_origin_and_the_csrf_token() {
+        let origin = "https://weft.example.com";
+        let token = "weft_s_token";
+        let headers = |pairs: &[(&'static str, String)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in pairs {
+                headers.insert(*name, HeaderValue::try_from(value.as_str()).expect("ascii"));
+            }
+            headers
+        };
+        let csrf = sessions::csrf_token(token);
+        let good = headers(&[("origin", origin.into()), ("x-weft-csrf", csrf.clone())]);
+        assert!(same_site(&Method::POST, &good, origin, Some(token)).is_ok());
+        assert!(same_site(&Method::GET, &HeaderMap::new(), origin, Some(token)).is_ok());
+
+        let other_site = headers(&[
+            ("origin", "https://evil.example".into()),
+            ("x-weft-csrf", csrf.clone()),
+        ]);
+        assert!(same_site(&Method::POST, &other_site, origin, Some(token)).is_err());
+        let lookalike = headers(&[
+            ("referer", format!("{origin}.evil.example/")),
+            ("x-weft-csrf", csrf.clone()),
+        ]);
+        assert!(same_site(&Method::DELETE, &lookalike, origin, Some(token)).is_err());
+        let by_referer = headers(&[
+            ("referer", format!("{origin}/scenarios")),
+            ("x-weft-csrf", csrf),
+        ]);
+        assert!(same_site(&Method::PATCH, &by_referer, origin, Some(token)).is_ok());
+        let no_token = headers(&[("origin", origin.into())]);
+        assert!(same_site(&Method::POST, &no_token, origin, Some(token)).is_err());
+        assert!(
+            same_site(&Method::POST, &no_token, origin, None).is_ok(),
+            "a login has no session yet"
+        );
+        assert!(same_site(&Method::POST, &HeaderMap::new(), origin, None).is_err());
     }
 }

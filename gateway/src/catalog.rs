@@ -12,7 +12,6 @@ use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{self, Auth, HTTP_CONNECTOR, Manifest, RESERVED_KEYS, Trigger};
 use weft_domain::scenario::{BuiltinCatalog, Catalog, NodeKind, Problem, Scenario};
 
-use crate::auth::Workspace;
 use crate::error::ApiError;
 
 /// A connector as a key resolves in a workspace.
@@ -127,7 +126,7 @@ impl WorkspaceCatalog {
     /// reported by the checks.
     pub(crate) async fn load(
         client: &impl GenericClient,
-        workspace: Workspace,
+        workspace: WorkspaceId,
         definition: &Value,
     ) -> Result<Self, ApiError> {
         let nodes = definition
@@ -163,7 +162,7 @@ impl WorkspaceCatalog {
                         registered_from!(),
                         "WHERE c.workspace_id = $1 AND c.key = ANY($2) AND c.deleted_at IS NULL"
                     ),
-                    &[&workspace.id, &keys],
+                    &[&workspace, &keys],
                 )
                 .await?;
             for row in &rows {
@@ -176,7 +175,7 @@ impl WorkspaceCatalog {
             let rows = client
                 .query(
                     "SELECT id, connector FROM connections WHERE workspace_id = $1 AND id = ANY($2)",
-                    &[&workspace.id, &ids],
+                    &[&workspace, &ids],
                 )
                 .await?;
             for row in &rows {

@@ -113,6 +113,58 @@ pub struct Config {
         value_parser = parse_positive_duration
     )]
     pub max_run_timeout: Duration,
+    /// A signed-in session unused this long ends.
+    #[arg(
+        long,
+        env = "WEFT_SESSION_IDLE_TIMEOUT",
+        value_name = "WEFT_SESSION_IDLE_TIMEOUT",
+        default_value = "12h",
+        value_parser = parse_positive_duration
+    )]
+    pub session_idle_timeout: Duration,
+    /// A signed-in session ends this long after login, however it is used.
+    #[arg(
+        long,
+        env = "WEFT_SESSION_LIFETIME",
+        value_name = "WEFT_SESSION_LIFETIME",
+        default_value = "7d",
+        value_parser = parse_positive_duration
+    )]
+    pub session_lifetime: Duration,
+    /// `open`: anyone who reaches the gateway may sign up, getting a workspace of their
+    /// own. `closed`: people join by invitation, or from `weft-gateway create-user`.
+    #[arg(
+        long,
+        env = "WEFT_SIGNUP",
+        value_name = "WEFT_SIGNUP",
+        default_value = "closed"
+    )]
+    pub signup: Signup,
+    /// Whether a signed-in person may create workspaces of their own.
+    #[arg(
+        long,
+        env = "WEFT_USERS_CREATE_WORKSPACES",
+        value_name = "WEFT_USERS_CREATE_WORKSPACES",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub users_create_workspaces: bool,
+    /// How long an invitation link stays valid.
+    #[arg(
+        long,
+        env = "WEFT_INVITATION_LIFETIME",
+        value_name = "WEFT_INVITATION_LIFETIME",
+        default_value = "7d",
+        value_parser = parse_positive_duration
+    )]
+    pub invitation_lifetime: Duration,
+}
+
+/// Who may create an account.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signup {
+    Open,
+    Closed,
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -137,6 +189,26 @@ fn parse_public_url(text: &str) -> Result<String, String> {
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum Command {
+    /// Create a person who signs in with a password read from standard input (one line),
+    /// and exit. With `--owner`, also create a workspace they own.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        /// The name shown for them; defaults to the email's local part.
+        #[arg(long)]
+        name: Option<String>,
+        /// Create a workspace (named by `--workspace-name`) with them as its owner.
+        #[arg(long)]
+        owner: bool,
+        #[arg(long, default_value = "My workspace")]
+        workspace_name: String,
+    },
+    /// Print a single-use link (valid 24 hours) with which the person of `--email` chooses
+    /// a new password, and exit.
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+    },
     /// Apply pending database migrations and exit (e.g. as a Kubernetes init job).
     Migrate,
     /// Re-encrypt every stored secret under the newest key of WEFT_MASTER_KEYS, print how

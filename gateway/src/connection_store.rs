@@ -4,11 +4,10 @@
 
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use weft_domain::ids::ConnectionId;
+use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{Manifest, RateLimit};
 use weft_domain::messages::{ConnectionUpdate, SealedConnection};
 
-use crate::auth::Workspace;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -37,7 +36,7 @@ impl StoredConnection {
 /// The connection `id` of `workspace`, if it exists.
 pub(crate) async fn load(
     client: &impl GenericClient,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     id: ConnectionId,
 ) -> Result<Option<StoredConnection>, ApiError> {
     let statement = client
@@ -46,7 +45,7 @@ pub(crate) async fn load(
              FROM connections WHERE id = $1 AND workspace_id = $2",
         )
         .await?;
-    let Some(row) = client.query_opt(&statement, &[&id, &workspace.id]).await? else {
+    let Some(row) = client.query_opt(&statement, &[&id, &workspace]).await? else {
         return Ok(None);
     };
     let rate_limit: Option<Value> = row.try_get("rate_limit")?;
@@ -65,7 +64,7 @@ pub(crate) async fn load(
 /// it: refreshed tokens are stored, a refused refresh marks it `error`.
 pub(crate) async fn record_use(
     state: &AppState,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     id: ConnectionId,
     update: Option<&ConnectionUpdate>,
 ) -> Result<(), ApiError> {
@@ -90,7 +89,7 @@ pub(crate) async fn record_use(
         )
         .await?;
     client
-        .execute(&statement, &[&id, &workspace.id, &credentials, &error])
+        .execute(&statement, &[&id, &workspace, &credentials, &error])
         .await?;
     Ok(())
 }
@@ -98,7 +97,7 @@ pub(crate) async fn record_use(
 /// A connection that can make calls for `manifest`'s connector.
 pub(crate) async fn usable_connection(
     client: &impl GenericClient,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     id: ConnectionId,
     manifest: &Manifest,
 ) -> Result<StoredConnection, ApiError> {

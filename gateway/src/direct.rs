@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use weft_domain::ids::RunId;
+use weft_domain::ids::{RunId, WorkspaceId};
 use weft_domain::messages::{self, ActionCall, NodeResult, NodeTask};
 use weft_domain::scenario::DEFAULT_NODE_TIMEOUT;
 use weft_runtime::config::parse_duration;
 
-use crate::auth::Workspace;
 use crate::error::ApiError;
 use crate::replies::Reply;
 use crate::state::AppState;
@@ -42,7 +41,7 @@ pub(crate) struct Call<'a> {
 /// Sends the call to the workers as a one-node run of its own and waits for the result.
 pub(crate) async fn dispatch(
     state: &AppState,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     call: Call<'_>,
 ) -> Result<NodeResult, ApiError> {
     let now = Utc::now();
@@ -53,7 +52,7 @@ pub(crate) async fn dispatch(
     let task = NodeTask {
         v: messages::VERSION,
         run_id: RunId::generate(),
-        workspace_id: workspace.id,
+        workspace_id: workspace,
         node_id: "execute".to_owned(),
         item_index: None,
         attempt: 1,

@@ -5,12 +5,13 @@
 //! newcomer can read the whole error contract of the API in one place.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
 use utoipa::ToSchema;
+use weft_domain::access::Role;
 use weft_runtime::db::DbError;
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
@@ -24,8 +25,27 @@ pub enum ApiError {
         message: String,
         details: Value,
     },
-    #[error("a valid API key is required: `Authorization: Bearer <api key>`")]
+    #[error(
+        "sign in (a session cookie) or send a valid API key: `Authorization: Bearer <api key>`"
+    )]
     Unauthorized,
+    /// A login with an unknown email, a wrong password or a disabled account: which one
+    /// is not said.
+    #[error("the email or the password is wrong")]
+    InvalidCredentials,
+    /// The caller's role in the workspace does not hold the permission the endpoint needs.
+    #[error("your role in this workspace ({role}) does not allow this: it needs {needed} or above")]
+    Forbidden { role: Role, needed: Role },
+    /// Something this instance or workspace does not allow anyone in the caller's place.
+    #[error("{0}")]
+    NotPermitted(&'static str),
+    /// A state-changing request authenticated by a session cookie without proof that the
+    /// web app sent it.
+    #[error("{0}")]
+    CrossSiteRequest(&'static str),
+    /// Too many failed logins for the account or from the client's address.
+    #[error("too many failed logins; try again in {retry_after_seconds} s")]
+    TooManyAttempts { retry_after_seconds: u64 },
     #[error("the admin API requires `Authorization: Bearer <WEFT_ADMIN_TOKEN>`")]
     NotAdmin,
     #[error("admin API disabled: WEFT_ADMIN_TOKEN is not set")]
@@ -87,10 +107,15 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized | Self::NotAdmin | Self::InvalidSignature => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::AdminDisabled => StatusCode::FORBIDDEN,
+            Self::Unauthorized
+            | Self::NotAdmin
+            | Self::InvalidSignature
+            | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::AdminDisabled
+            | Self::Forbidden { .. }
+            | Self::NotPermitted(_)
+            | Self::CrossSiteRequest(_) => StatusCode::FORBIDDEN,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed | Self::WebhookMethod { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -115,7 +140,10 @@ impl ApiError {
             | Self::Conflict { code, .. }
             | Self::BadGateway { code, .. } => code,
             Self::Unauthorized | Self::NotAdmin => "unauthorized",
-            Self::AdminDisabled => "forbidden",
+            Self::AdminDisabled | Self::Forbidden { .. } | Self::NotPermitted(_) => "forbidden",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::CrossSiteRequest(_) => "cross_site_request",
+            Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::InvalidSignature => "invalid_signature",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed | Self::WebhookMethod { .. } => "method_not_allowed",
@@ -133,6 +161,12 @@ impl ApiError {
         let details = match self {
             Self::BadRequest { details, .. } => details.clone(),
             Self::Panicked { request_id } => serde_json::json!({ "request_id": request_id }),
+            Self::Forbidden { role, needed } => {
+                serde_json::json!({ "role": role, "needed": needed })
+            }
+            Self::TooManyAttempts {
+                retry_after_seconds,
+            } => serde_json::json!({ "retry_after_seconds": retry_after_seconds }),
             _ => Value::Null,
         };
         ErrorBody {
@@ -154,7 +188,16 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if let Self::TooManyAttempts {
+            retry_after_seconds,
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        response
     }
 }
 

@@ -222,6 +222,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// `{}`: the default of a request body's object fields (config, input) left out.
+pub(crate) fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;

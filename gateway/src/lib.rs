@@ -16,8 +16,14 @@
 //! - `connection_store`: the connections calls are made through, credentials sealed.
 //! - `direct`: one action executed now through the workers, outside any run.
 //! - `trigger`: what a run was started with, captured from a webhook request.
+//! - [`setup`]: what `weft-gateway create-user` does.
 //! - [`secrets`]: the secrets the gateway stores encrypted, and their key rotation.
-//! - `auth`: API keys and the admin token.
+//! - `auth`: who is calling: an API key, a session cookie (with its CSRF check), the admin
+//!   token.
+//! - `access`: what they may do: every route's rule in one table, checked by one
+//!   middleware, which hands handlers the `Workspace`, `Person` or `Admin` it decided.
+//! - `identity`: people: passwords (Argon2id), sessions, issued secrets, login back-off.
+//! - `audit`: the audit log, written in the transaction of each change.
 //! - `extract`: request extractors whose rejections are JSON errors.
 //! - `paging`: `limit`/`cursor` parameters and the `{items, next_cursor}` list shape.
 //! - `error`: every way a request fails, mapped to a status and a JSON body.
@@ -26,7 +32,9 @@
 //! - `spans`: the server span of every request.
 //! - `state`: what every handler shares.
 
+mod access;
 mod api;
+mod audit;
 mod auth;
 mod catalog;
 pub mod config;
@@ -35,12 +43,14 @@ mod direct;
 mod enqueue;
 mod error;
 mod extract;
+mod identity;
 mod layers;
 mod metrics;
 mod paging;
 mod replies;
 pub mod secrets;
 pub mod server;
+pub mod setup;
 mod spans;
 mod state;
 mod trigger;

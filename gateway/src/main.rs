@@ -1,14 +1,17 @@
 //! `weft-gateway`: see the crate documentation of `weft_gateway`.
 //!
 //! `weft-gateway migrate` applies pending migrations and exits; `weft-gateway rotate-keys`
-//! re-encrypts stored secrets under the newest master key and exits; without a subcommand
+//! re-encrypts stored secrets under the newest master key and exits; `weft-gateway
+//! create-user` creates a person (password on standard input) and `weft-gateway
+//! reset-password` prints a reset link, and exit; without a subcommand
 //! the gateway serves until SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
+use secrecy::SecretString;
 use tokio::net::TcpListener;
-use weft_gateway::{Command, Config, Gateway, secrets};
+use weft_gateway::{Command, Config, Gateway, secrets, setup};
 use weft_runtime::{db, telemetry};
 
 #[tokio::main]
@@ -32,6 +35,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     match config.command {
         Some(Command::Migrate) => return migrate(&config).await,
         Some(Command::RotateKeys { batch_size }) => return rotate_keys(&config, batch_size).await,
+        Some(Command::CreateUser {
+            ref email,
+            ref name,
+            owner,
+            ref workspace_name,
+        }) => {
+            let owned = owner.then_some(workspace_name.as_str());
+            return create_user(&config, email, name.as_deref(), owned).await;
+        }
+        Some(Command::ResetPassword { ref email }) => return reset_password(&config, email).await,
         None => {}
     }
     let api = TcpListener::bind(config.http_addr).await.with_context(|| {
@@ -58,25 +71,58 @@ async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let pool = db::pool(
+fn pool(config: &Config) -> anyhow::Result<deadpool_postgres::Pool> {
+    db::pool(
         &config.database.database_url,
         config.database.database_ca_file.as_ref(),
         config.database.database_pool_size,
     )
-    .context("connecting to the database (WEFT_DATABASE_URL)")?;
+    .context("connecting to the database (WEFT_DATABASE_URL)")
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = pool(config)?;
     db::migrate(&pool).await.context("applying migrations")?;
     tracing::info!("database migrated");
     Ok(())
 }
 
+async fn create_user(
+    config: &Config,
+    email: &str,
+    name: Option<&str>,
+    owned_workspace: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = SecretString::from(password.trim_end_matches(['\r', '\n']).to_owned());
+    let pool = pool(config)?;
+    let created = setup::create_user(&pool, email, name, password, owned_workspace)
+        .await
+        .with_context(|| format!("creating the person {email}"))?;
+    let mut line = format!("created {} ({})", created.email, created.user);
+    if let Some(workspace) = created.workspace {
+        line.push_str(&format!(", owner of workspace {workspace}"));
+    }
+    report(&line);
+    Ok(())
+}
+
+async fn reset_password(config: &Config, email: &str) -> anyhow::Result<()> {
+    let pool = pool(config)?;
+    let (link, expires_at) = setup::reset_password(&pool, &config.public_url, email)
+        .await
+        .with_context(|| format!("issuing a password reset for {email}"))?;
+    report(&format!(
+        "open this link to choose a new password (single use, until {expires_at}): {link}"
+    ));
+    Ok(())
+}
+
 async fn rotate_keys(config: &Config, batch_size: i64) -> anyhow::Result<()> {
-    let pool = db::pool(
-        &config.database.database_url,
-        config.database.database_ca_file.as_ref(),
-        config.database.database_pool_size,
-    )
-    .context("connecting to the database (WEFT_DATABASE_URL)")?;
+    let pool = pool(config)?;
     let mut client = pool
         .get()
         .await

@@ -21,8 +21,9 @@ use weft_runtime::queue::{Broker, Publisher, Topology};
 use weft_runtime::telemetry::{self, Readiness};
 
 use crate::api;
-use crate::config::Config;
+use crate::config::{Config, Signup};
 use crate::extract;
+use crate::identity::sessions::SessionPolicy;
 use crate::metrics::Metrics;
 use crate::replies::Replies;
 use crate::state::AppState;
@@ -58,6 +59,8 @@ impl Gateway {
         if config.database.auto_migrate {
             db::migrate(&pool).await?;
         }
+        let sessions = Arc::new(session_policy(&config));
+        let public_origin = Arc::from(origin_of(&config.public_url));
         let topology = Topology::new(config.broker.namespace.as_str());
         let replies = Replies::new(&topology);
         let publisher = Publisher::new(config.broker.broker(), "weft-gateway", topology);
@@ -87,6 +90,11 @@ impl Gateway {
             webhook_max_body: config.webhook_max_body,
             replies,
             input_schemas: Arc::new(InputSchemas::new()),
+            public_origin,
+            sessions,
+            signup_open: config.signup == Signup::Open,
+            users_create_workspaces: config.users_create_workspaces,
+            invitation_lifetime: config.invitation_lifetime,
             public_url: Arc::from(config.public_url),
             oauth_http,
             request_timeout: config.http_request_timeout,
@@ -136,7 +144,8 @@ impl Gateway {
         let publisher = Arc::clone(&state.publisher);
 
         let api_server = async {
-            axum::serve(api, api::router(state).layer(from_fn(extract::limit_head)))
+            let app = api::router(state).layer(from_fn(extract::limit_head));
+            axum::serve(api, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(stop.clone().cancelled_owned())
                 .await
                 .map_err(StartError::Api)
@@ -175,6 +184,11 @@ impl Gateway {
 /// Whether `public_url` reaches only this machine while the gateway listens on others'
 /// behalf too: a deployment that kept the local default.
 fn loopback_only(public_url: &str, listening: SocketAddr) -> bool {
+    is_loopback(public_url) && !listening.ip().is_loopback()
+}
+
+/// Whether `public_url`'s host is this machine.
+fn is_loopback(public_url: &str) -> bool {
     let Some(host) = Url::parse(public_url)
         .ok()
         .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
@@ -183,11 +197,30 @@ fn loopback_only(public_url: &str, listening: SocketAddr) -> bool {
     };
     // An IPv6 host comes in brackets.
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let loopback = match host.parse::<IpAddr>() {
+    match host.parse::<IpAddr>() {
         Ok(ip) => ip.is_loopback(),
         Err(_) => host == "localhost" || host.ends_with(".localhost"),
-    };
-    loopback && !listening.ip().is_loopback()
+    }
+}
+
+/// Session cookies go without `Secure` only where browsers would drop them otherwise and
+/// nothing leaves the machine: plain HTTP to a loopback address.
+fn session_policy(config: &Config) -> SessionPolicy {
+    let plain_loopback =
+        config.public_url.starts_with("http://") && is_loopback(&config.public_url);
+    SessionPolicy {
+        idle: config.session_idle_timeout,
+        lifetime: config.session_lifetime,
+        secure: !plain_loopback,
+    }
+}
+
+/// `scheme://host[:port]` of the public URL, as browsers write it in `Origin`.
+fn origin_of(public_url: &str) -> String {
+    Url::parse(public_url).map_or_else(
+        |_| public_url.to_owned(),
+        |url| url.origin().ascii_serialization(),
+    )
 }
 
 fn readiness(pool: Pool, publisher: Arc<Publisher>) -> Readiness {

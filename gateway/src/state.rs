@@ -9,6 +9,7 @@ use weft_domain::manifest::InputSchemas;
 use weft_runtime::egress::GuardedClient;
 use weft_runtime::queue::Publisher;
 
+use crate::identity::sessions::SessionPolicy;
 use crate::metrics::Metrics;
 use crate::replies::Replies;
 
@@ -31,6 +32,16 @@ pub struct AppState {
     pub input_schemas: Arc<InputSchemas>,
     /// `WEFT_PUBLIC_URL`, without a trailing slash.
     pub public_url: Arc<str>,
+    /// Its origin (scheme, host, port): what a signed-in browser's `Origin` must be.
+    pub public_origin: Arc<str>,
+    /// How sessions are kept.
+    pub sessions: Arc<SessionPolicy>,
+    /// `WEFT_SIGNUP=open`.
+    pub signup_open: bool,
+    /// `WEFT_USERS_CREATE_WORKSPACES`.
+    pub users_create_workspaces: bool,
+    /// `WEFT_INVITATION_LIFETIME`.
+    pub invitation_lifetime: Duration,
     /// Calls OAuth token endpoints, under the same egress policy as the workers.
     pub oauth_http: GuardedClient,
     /// `WEFT_HTTP_REQUEST_TIMEOUT`.

@@ -8,6 +8,7 @@
 
 mod database;
 mod fake_worker;
+mod people;
 pub mod startup;
 mod upstream;
 
@@ -30,6 +31,7 @@ use weft_runtime::queue::{self, Broker, Topology};
 
 pub use database::TestDatabase;
 pub use fake_worker::FakeWorker;
+pub use people::{PASSWORD, Person, link_token, read, session_cookie};
 pub use upstream::{Recorded, Reply, Upstream};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -557,15 +559,7 @@ impl Fleet {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("gateway answers");
-        let status = response.status().as_u16();
-        let text = response.text().await.expect("body reads");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, body)
+        read(request.send().await.expect("gateway answers")).await
     }
 
     /// Creates and activates a scenario; returns its id and webhook path.

@@ -4,16 +4,18 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
-use uuid::Uuid;
+use weft_domain::access::Role;
 use weft_domain::ids::WorkspaceId;
 
-use crate::auth::{Admin, generate_api_key, hash_api_key};
+use super::api_keys;
+use super::workspaces::{insert, valid_name};
+use crate::access::Admin;
+use crate::audit::{self, Action, Actor, Event};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::state::AppState;
-
-const MAX_NAME_CHARS: usize = 200;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewWorkspace {
@@ -50,38 +52,40 @@ pub struct CreatedWorkspace {
 )]
 pub async fn create_workspace(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiJson(request): ApiJson<NewWorkspace>,
 ) -> Result<(StatusCode, Json<CreatedWorkspace>), ApiError> {
-    let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("`name` must be 1 to {MAX_NAME_CHARS} characters"),
-        ));
-    }
-    let id = WorkspaceId::generate();
-    let api_key = generate_api_key();
-
+    let name = valid_name(&request.name)?;
     let mut client = state.pool.get().await?;
     let transaction = client.transaction().await?;
-    transaction
-        .execute(
-            "INSERT INTO workspaces (id, name) VALUES ($1, $2)",
-            &[&id, &name],
-        )
-        .await?;
-    transaction
-        .execute(
-            "INSERT INTO api_keys (id, workspace_id, token_sha256) VALUES ($1, $2, $3)",
-            &[&Uuid::now_v7(), &id, &hash_api_key(&api_key)],
-        )
-        .await?;
+    let workspace = insert(&transaction, &name, None).await?;
+    let issued = api_keys::issue(
+        &transaction,
+        workspace.id,
+        "Admin-issued key",
+        Role::Owner,
+        None,
+        None,
+    )
+    .await?;
+    audit::record(
+        &transaction,
+        Some(workspace.id),
+        Some(Actor::AdminToken),
+        &admin.client,
+        Event::new(Action::WorkspaceCreated, "workspace", workspace.id)
+            .with_summary(json!({ "name": name, "api_key": issued.key.id })),
+    )
+    .await?;
     transaction.commit().await?;
 
-    tracing::info!(workspace_id = %id, "workspace created");
+    tracing::info!(workspace_id = %workspace.id, "workspace created");
     Ok((
         StatusCode::CREATED,
-        Json(CreatedWorkspace { id, name, api_key }),
+        Json(CreatedWorkspace {
+            id: workspace.id,
+            name,
+            api_key: issued.secret,
+        }),
     ))
 }

@@ -3,13 +3,20 @@
 //! Every handler carries `#[utoipa::path]`, and routes are registered through
 //! `utoipa_axum::routes!`, so a route cannot exist without being documented.
 
+mod account;
 mod admin;
+mod api_keys;
+mod audit_events;
 mod connections;
 mod connectors;
 mod hooks;
+mod invitations;
+mod members;
 mod oauth;
 mod runs;
 mod scenarios;
+mod session;
+pub(crate) mod workspaces;
 
 pub use runs::{ItemView, NodeRunView, RunAccepted, RunDetail, RunSummary};
 
@@ -22,13 +29,16 @@ use axum::response::IntoResponse;
 use axum::routing::any;
 use axum::{Extension, Router, middleware};
 use utoipa::openapi::schema::ObjectBuilder;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{OpenApi as OpenApiDocument, Ref};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weft_domain::scenario::MAX_RESPOND_TIMEOUT;
 
+use crate::access;
 use crate::error::ApiError;
 use crate::layers;
 use crate::state::AppState;
@@ -45,6 +55,8 @@ use crate::state::AppState;
     modifiers(&SecuritySchemes, &WebhookMethods),
     tags(
         (name = "admin", description = "Workspaces; needs the admin token"),
+        (name = "people", description = "Signing in and out, sessions, accepting invitations"),
+        (name = "workspaces", description = "A workspace's members, invitations, API keys and audit log"),
         (name = "connectors", description = "The connector catalog: built-ins and the workspace's own manifests; running one action directly"),
         (name = "connections", description = "Accounts of a connector: credentials go in, never come out"),
         (name = "oauth", description = "The OAuth2 authorization-code flow of a connection"),
@@ -71,6 +83,33 @@ impl Modify for SecuritySchemes {
         };
         components.add_security_scheme("api_key", bearer("A workspace API key (`weft_…`)"));
         components.add_security_scheme("admin_token", bearer("The gateway's WEFT_ADMIN_TOKEN"));
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Host-weft_session",
+                "A signed-in person's session (`weft_session` on a loopback HTTP address). Requests that change state also send `X-Weft-CSRF`; workspace endpoints name the workspace in `X-Weft-Workspace`.",
+            ))),
+        );
+        // Every endpoint an API key may call, a signed-in person may call too.
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let Some(security) = &mut operation.security else {
+                    continue;
+                };
+                let by_key = serde_json::to_value(&*security)
+                    .is_ok_and(|value| value.to_string().contains("\"api_key\""));
+                if by_key {
+                    security.push(SecurityRequirement::new("session", Vec::<String>::new()));
+                }
+            }
+        }
     }
 }
 
@@ -118,6 +157,27 @@ impl Modify for WebhookMethods {
 fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
     let bounded = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(admin::create_workspace))
+        .routes(routes!(session::login, session::current, session::logout))
+        .routes(routes!(session::list_mine, session::revoke_all))
+        .routes(routes!(session::revoke))
+        .routes(routes!(workspaces::list_mine, workspaces::create))
+        .routes(routes!(
+            workspaces::get,
+            workspaces::rename,
+            workspaces::delete
+        ))
+        .routes(routes!(members::list))
+        .routes(routes!(members::change_role, members::remove))
+        .routes(routes!(members::issue_password_reset))
+        .routes(routes!(account::sign_up))
+        .routes(routes!(account::reset_password))
+        .routes(routes!(invitations::create, invitations::list))
+        .routes(routes!(invitations::revoke))
+        .routes(routes!(invitations::accept))
+        .routes(routes!(api_keys::list, api_keys::create))
+        .routes(routes!(api_keys::revoke))
+        .routes(routes!(api_keys::rotate))
+        .routes(routes!(audit_events::list))
         .routes(routes!(
             connectors::listing::list,
             connectors::registration::create
@@ -173,6 +233,10 @@ pub fn router(state: AppState) -> Router {
             .expect("the OpenAPI document is plain data and serializes"),
     ));
     let api = api
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .layer(Extension(document))
         .layer(DefaultBodyLimit::max(state.api_max_body));
     // A webhook may wait for its run up to its `respond_timeout`, and must not be cut

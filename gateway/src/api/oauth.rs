@@ -20,12 +20,12 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use weft_domain::connector::Credentials;
-use weft_domain::ids::ConnectionId;
+use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{Auth, Grant, Manifest, OAuth2};
 use weft_domain::oauth::{self, OAuthError, Pkce};
 use weft_runtime::token_endpoint;
 
-use crate::auth::Workspace;
+use crate::access::Workspace;
 use crate::catalog::{self, Connector};
 use crate::connection_store::{self, StoredConnection};
 use crate::error::{ApiError, ErrorBody};
@@ -60,10 +60,10 @@ fn code_grant(manifest: &Manifest) -> Result<&OAuth2, ApiError> {
 /// The manifest of a connector that can run the flow.
 async fn oauth_manifest(
     client: &impl deadpool_postgres::GenericClient,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     key: &str,
 ) -> Result<Manifest, ApiError> {
-    match catalog::resolve(client, workspace.id, key).await? {
+    match catalog::resolve(client, workspace, key).await? {
         None => Err(ApiError::NotFound("connector")),
         Some(Connector::Http) => Err(ApiError::bad_request(
             "not_oauth",
@@ -78,14 +78,14 @@ async fn oauth_manifest(
 
 fn open_credentials(
     state: &AppState,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     connection: &StoredConnection,
 ) -> Result<Credentials, ApiError> {
     let sealed = connection.credentials.as_deref().ok_or_else(|| ApiError::Conflict {
         code: "credentials_missing",
         message: "the connection has no client credentials: set `client_id` and `client_secret` with PATCH /api/v1/connections/{id}".to_owned(),
     })?;
-    Credentials::open(&state.keys, sealed, workspace.id, connection.id).map_err(|e| {
+    Credentials::open(&state.keys, sealed, workspace, connection.id).map_err(|e| {
         ApiError::Conflict {
             code: "credentials_unreadable",
             message: format!(
@@ -157,9 +157,9 @@ pub async fn start(
     ApiQuery(query): ApiQuery<StartQuery>,
 ) -> Result<Response, ApiError> {
     let client = state.pool.get().await?;
-    let manifest = oauth_manifest(&client, workspace, &connector).await?;
+    let manifest = oauth_manifest(&client, workspace.id, &connector).await?;
     let spec = code_grant(&manifest)?;
-    let connection = connection_store::load(&client, workspace, query.connection_id)
+    let connection = connection_store::load(&client, workspace.id, query.connection_id)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
     if connection.connector != manifest.key {
@@ -171,7 +171,7 @@ pub async fn start(
             ),
         ));
     }
-    let credentials = open_credentials(&state, workspace, &connection)?;
+    let credentials = open_credentials(&state, workspace.id, &connection)?;
     let client_id = client_field(&credentials, "client_id")?;
     let pkce = Pkce::generate();
     let flow_state = new_state();
@@ -280,9 +280,7 @@ pub async fn callback(
     if row.try_get::<_, bool>("expired")? {
         return Err(invalid_state("the OAuth flow expired"));
     }
-    let workspace = Workspace {
-        id: row.try_get("workspace_id")?,
-    };
+    let workspace: WorkspaceId = row.try_get("workspace_id")?;
     let connection_id: ConnectionId = row.try_get("connection_id")?;
     let connection = connection_store::load(&client, workspace, connection_id)
         .await?
@@ -308,7 +306,7 @@ pub async fn callback(
         .keys
         .decrypt(
             row.try_get("verifier")?,
-            &oauth_verifier_aad(workspace.id, flow_state),
+            &oauth_verifier_aad(workspace, flow_state),
         )
         .map_err(|e| {
             ApiError::Internal(format!("the flow's PKCE verifier does not decrypt: {e}").into())
@@ -350,16 +348,16 @@ pub async fn callback(
     }
     fields.sort();
     fields.dedup();
-    let sealed = credentials.seal(&state.keys, workspace.id, connection_id);
+    let sealed = credentials.seal(&state.keys, workspace, connection_id);
     client
         .execute(
             "UPDATE connections SET credentials = $3, credential_fields = $4, status = 'active',
                  last_error = NULL, updated_at = now()
              WHERE id = $1 AND workspace_id = $2",
-            &[&connection_id, &workspace.id, &sealed, &fields],
+            &[&connection_id, &workspace, &sealed, &fields],
         )
         .await?;
-    tracing::info!(workspace_id = %workspace.id, %connection_id, connector = %manifest.key, "OAuth flow completed");
+    tracing::info!(workspace_id = %workspace, %connection_id, connector = %manifest.key, "OAuth flow completed");
     Ok(Json(Authorized {
         connection_id,
         connector: manifest.key,
@@ -384,7 +382,7 @@ fn exchange_error(error: OAuthError, message: String) -> ApiError {
 
 async fn mark_error(
     client: &impl deadpool_postgres::GenericClient,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     connection_id: ConnectionId,
     message: &str,
 ) -> Result<(), ApiError> {
@@ -392,7 +390,7 @@ async fn mark_error(
         .execute(
             "UPDATE connections SET status = 'error', last_error = $3, updated_at = now()
              WHERE id = $1 AND workspace_id = $2",
-            &[&connection_id, &workspace.id, &message],
+            &[&connection_id, &workspace, &message],
         )
         .await?;
     Ok(())

@@ -18,7 +18,7 @@ use weft_domain::scenario::{BuiltinCatalog, Scenario, TriggerKind};
 
 use weft_runtime::runs::{self, NewRun, RecordError};
 
-use crate::auth::Workspace;
+use crate::access::Workspace;
 use crate::enqueue::{self, PendingRun, Target, enqueue};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, OptionalJson};

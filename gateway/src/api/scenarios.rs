@@ -21,10 +21,10 @@ use tokio_postgres::types::Json as Jsonb;
 use utoipa::ToSchema;
 
 use weft_domain::crypto::KeyRing;
-use weft_domain::ids::ScenarioId;
+use weft_domain::ids::{ScenarioId, WorkspaceId};
 use weft_domain::scenario::{Invalid, Problem, Scenario, TriggerKind, WebhookSignature};
 
-use crate::auth::Workspace;
+use crate::access::Workspace;
 use crate::catalog::WorkspaceCatalog;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -148,7 +148,7 @@ impl ScenarioView {
 /// every problem found.
 async fn validate(
     client: &impl GenericClient,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     definition: &Value,
     max_run_timeout: Duration,
 ) -> Result<Scenario, ApiError> {
@@ -201,7 +201,7 @@ fn new_webhook_token() -> String {
 /// triggered by webhooks". An existing token is kept, so senders need no reconfiguring.
 async fn sync_webhook_token(
     transaction: &Transaction<'_>,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     scenario_id: ScenarioId,
     trigger: TriggerKind,
 ) -> Result<(), ApiError> {
@@ -211,7 +211,7 @@ async fn sync_webhook_token(
                 .execute(
                     "INSERT INTO webhook_tokens (token, workspace_id, scenario_id) VALUES ($1, $2, $3)
                      ON CONFLICT (scenario_id) DO NOTHING",
-                    &[&new_webhook_token(), &workspace.id, &scenario_id],
+                    &[&new_webhook_token(), &workspace, &scenario_id],
                 )
                 .await?;
         }
@@ -219,7 +219,7 @@ async fn sync_webhook_token(
             transaction
                 .execute(
                     "DELETE FROM webhook_tokens WHERE scenario_id = $1 AND workspace_id = $2",
-                    &[&scenario_id, &workspace.id],
+                    &[&scenario_id, &workspace],
                 )
                 .await?;
         }
@@ -234,7 +234,7 @@ async fn sync_webhook_token(
 async fn sync_signature(
     transaction: &Transaction<'_>,
     keys: &KeyRing,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     scenario_id: ScenarioId,
     signature: Option<&WebhookSignature>,
 ) -> Result<(), ApiError> {
@@ -242,7 +242,7 @@ async fn sync_signature(
         transaction
             .execute(
                 "DELETE FROM webhook_signatures WHERE scenario_id = $1 AND workspace_id = $2",
-                &[&scenario_id, &workspace.id],
+                &[&scenario_id, &workspace],
             )
             .await?;
         return Ok(());
@@ -253,12 +253,7 @@ async fn sync_signature(
             .execute(
                 "UPDATE webhook_signatures SET scheme = $3, updated_at = now()
                  WHERE scenario_id = $1 AND workspace_id = $2 AND scheme->>'scheme' = $4",
-                &[
-                    &scenario_id,
-                    &workspace.id,
-                    &scheme,
-                    &signature.scheme.name(),
-                ],
+                &[&scenario_id, &workspace, &scheme, &signature.scheme.name()],
             )
             .await?;
         if kept == 0 {
@@ -275,7 +270,7 @@ async fn sync_signature(
     };
     let ciphertext = keys.encrypt(
         secret.as_bytes(),
-        &webhook_signature_aad(workspace.id, scenario_id),
+        &webhook_signature_aad(workspace, scenario_id),
     );
     transaction
         .execute(
@@ -283,7 +278,7 @@ async fn sync_signature(
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (scenario_id) DO UPDATE
              SET scheme = EXCLUDED.scheme, ciphertext = EXCLUDED.ciphertext, updated_at = now()",
-            &[&scenario_id, &workspace.id, &scheme, &ciphertext],
+            &[&scenario_id, &workspace, &scheme, &ciphertext],
         )
         .await?;
     Ok(())
@@ -312,7 +307,7 @@ pub async fn create(
     ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<(StatusCode, Json<ScenarioView>), ApiError> {
     let mut client = state.pool.get().await?;
-    let scenario = validate(&client, workspace, &definition, state.max_run_timeout).await?;
+    let scenario = validate(&client, workspace.id, &definition, state.max_run_timeout).await?;
     let id = ScenarioId::generate();
 
     let transaction = client.transaction().await?;
@@ -328,11 +323,11 @@ pub async fn create(
             &[&workspace.id, &id, &without_secret(definition)],
         )
         .await?;
-    sync_webhook_token(&transaction, workspace, id, scenario.trigger).await?;
+    sync_webhook_token(&transaction, workspace.id, id, scenario.trigger).await?;
     sync_signature(
         &transaction,
         &state.keys,
-        workspace,
+        workspace.id,
         id,
         scenario.signature.as_ref(),
     )
@@ -465,7 +460,7 @@ pub async fn update(
     ApiJson(ScenarioDefinition(definition)): ApiJson<ScenarioDefinition>,
 ) -> Result<Json<ScenarioView>, ApiError> {
     let mut client = state.pool.get().await?;
-    let scenario = validate(&client, workspace, &definition, state.max_run_timeout).await?;
+    let scenario = validate(&client, workspace.id, &definition, state.max_run_timeout).await?;
 
     let transaction = client.transaction().await?;
     // The row lock serializes concurrent saves, so each gets its own version number.
@@ -485,11 +480,11 @@ pub async fn update(
             &[&workspace.id, &id, &version, &without_secret(definition)],
         )
         .await?;
-    sync_webhook_token(&transaction, workspace, id, scenario.trigger).await?;
+    sync_webhook_token(&transaction, workspace.id, id, scenario.trigger).await?;
     sync_signature(
         &transaction,
         &state.keys,
-        workspace,
+        workspace.id,
         id,
         scenario.signature.as_ref(),
     )
@@ -578,7 +573,7 @@ pub async fn activate(
     workspace: Workspace,
     ApiPath(id): ApiPath<ScenarioId>,
 ) -> Result<Json<ScenarioView>, ApiError> {
-    set_status(&state, workspace, id, ScenarioStatus::Active)
+    set_status(&state, workspace.id, id, ScenarioStatus::Active)
         .await
         .map(Json)
 }
@@ -605,14 +600,14 @@ pub async fn pause(
     workspace: Workspace,
     ApiPath(id): ApiPath<ScenarioId>,
 ) -> Result<Json<ScenarioView>, ApiError> {
-    set_status(&state, workspace, id, ScenarioStatus::Paused)
+    set_status(&state, workspace.id, id, ScenarioStatus::Paused)
         .await
         .map(Json)
 }
 
 async fn set_status(
     state: &AppState,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     id: ScenarioId,
     status: ScenarioStatus,
 ) -> Result<ScenarioView, ApiError> {
@@ -628,7 +623,7 @@ async fn set_status(
         ))
         .await?;
     let row = client
-        .query_opt(&statement, &[&id, &workspace.id, &status.as_str()])
+        .query_opt(&statement, &[&id, &workspace, &status.as_str()])
         .await?
         .ok_or(ApiError::NotFound("scenario"))?;
     ScenarioView::from_row(&row, &state.public_url)

@@ -2,6 +2,7 @@
 //! run against an in-process fleet (`weft_testkit::Fleet`) on the real PostgreSQL and
 //! RabbitMQ. The tracing test is a binary of its own: it installs a process-wide tracer.
 
+mod access;
 mod api;
 mod connections;
 mod connectors;
@@ -9,6 +10,7 @@ mod http_layers;
 mod limits;
 mod metrics;
 mod oauth;
+mod people;
 mod responses;
 mod startup;
 mod webhooks;

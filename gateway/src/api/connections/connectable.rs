@@ -4,9 +4,9 @@ use deadpool_postgres::GenericClient;
 use weft_domain::manifest::Manifest;
 
 use super::checks::{FieldProblem, problem};
-use crate::auth::Workspace;
 use crate::catalog::{self, Connector};
 use crate::error::ApiError;
+use weft_domain::ids::WorkspaceId;
 
 /// What a connection of a connector key would be made for.
 pub(super) enum Connectable {
@@ -39,10 +39,10 @@ impl Connectable {
 /// What a connection of `key` in `workspace` is made for.
 pub(super) async fn connectable(
     client: &impl GenericClient,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     key: &str,
 ) -> Result<Connectable, ApiError> {
-    Ok(match catalog::resolve(client, workspace.id, key).await? {
+    Ok(match catalog::resolve(client, workspace, key).await? {
         None => Connectable::Unknown,
         Some(Connector::Http) => Connectable::Http,
         Some(connector) => Connectable::Manifest(Box::new(

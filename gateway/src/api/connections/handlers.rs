@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json as Jsonb;
 use weft_domain::connector::Credentials;
-use weft_domain::ids::ConnectionId;
+use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{self, Action, Manifest, ResponseSpec};
 use weft_domain::messages::{ActionCall, Outcome};
 
@@ -21,13 +21,12 @@ use super::checks::{
 use super::connectable::connectable;
 use super::model::{
     ConnectionPatch, ConnectionStatus, ConnectionView, ListQuery, NewConnection, TestResult,
-    empty_object,
 };
-use crate::auth::Workspace;
+use crate::access::Workspace;
 use crate::connection_store::{self, load};
 use crate::direct::{self, Call, action_timeout};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, empty_object};
 use crate::paging::{List, Page};
 use crate::state::AppState;
 
@@ -95,7 +94,7 @@ pub async fn create(
     ApiJson(request): ApiJson<NewConnection>,
 ) -> Result<(StatusCode, Json<ConnectionView>), ApiError> {
     let client = state.pool.get().await?;
-    let connectable = connectable(&client, workspace, &request.connector).await?;
+    let connectable = connectable(&client, workspace.id, &request.connector).await?;
     let manifest = match connectable.manifest(&request.connector) {
         Ok(manifest) => manifest,
         Err(problem) => {
@@ -152,14 +151,14 @@ pub async fn create(
             ],
         )
         .await?;
-    let view = view_of(&client, workspace, id).await?;
+    let view = view_of(&client, workspace.id, id).await?;
     tracing::info!(workspace_id = %workspace.id, connection_id = %id, connector = %manifest.key, "connection created");
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn view_of(
     client: &impl GenericClient,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     id: ConnectionId,
 ) -> Result<ConnectionView, ApiError> {
     let statement = client
@@ -170,7 +169,7 @@ async fn view_of(
         ))
         .await?;
     let row = client
-        .query_opt(&statement, &[&id, &workspace.id])
+        .query_opt(&statement, &[&id, &workspace])
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
     ConnectionView::from_row(&row)
@@ -244,7 +243,7 @@ pub async fn get(
     ApiPath(id): ApiPath<ConnectionId>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let client = state.pool.get().await?;
-    view_of(&client, workspace, id).await.map(Json)
+    view_of(&client, workspace.id, id).await.map(Json)
 }
 
 /// Change a connection's name, config, credentials or rate limit.
@@ -311,7 +310,7 @@ pub async fn update(
         },
     }
     if patch.config.is_some() || patch.credentials.is_some() {
-        let manifest = connectable(&transaction, workspace, &connector)
+        let manifest = connectable(&transaction, workspace.id, &connector)
             .await?
             .manifest(&connector)
             .map_err(|_| ApiError::Conflict {
@@ -339,7 +338,7 @@ pub async fn update(
             if problems.is_empty() && !changes.is_empty() {
                 let mut credentials = open_for_merge(
                     &state,
-                    workspace,
+                    workspace.id,
                     id,
                     sealed.as_deref(),
                     &manifest,
@@ -376,7 +375,7 @@ pub async fn update(
             ],
         )
         .await?;
-    let view = view_of(&transaction, workspace, id).await?;
+    let view = view_of(&transaction, workspace.id, id).await?;
     transaction.commit().await?;
     Ok(Json(view))
 }
@@ -385,7 +384,7 @@ pub async fn update(
 /// decrypt can only be replaced whole: by a patch that gives every required field.
 fn open_for_merge(
     state: &AppState,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     id: ConnectionId,
     sealed: Option<&str>,
     manifest: &Manifest,
@@ -394,7 +393,7 @@ fn open_for_merge(
     let Some(sealed) = sealed else {
         return Ok(Credentials::default());
     };
-    match Credentials::open(&state.keys, sealed, workspace.id, id) {
+    match Credentials::open(&state.keys, sealed, workspace, id) {
         Ok(credentials) => Ok(credentials),
         Err(e) => {
             let replaces_all = manifest
@@ -475,10 +474,10 @@ pub async fn test(
     ApiPath(id): ApiPath<ConnectionId>,
 ) -> Result<Json<TestResult>, ApiError> {
     let client = state.pool.get().await?;
-    let stored = load(&client, workspace, id)
+    let stored = load(&client, workspace.id, id)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
-    let manifest = connectable(&client, workspace, &stored.connector)
+    let manifest = connectable(&client, workspace.id, &stored.connector)
         .await?
         .manifest(&stored.connector)
         .map_err(|_| ApiError::Conflict {
@@ -492,7 +491,8 @@ pub async fn test(
             manifest.key
         ),
     })?;
-    let connection = connection_store::usable_connection(&client, workspace, id, &manifest).await?;
+    let connection =
+        connection_store::usable_connection(&client, workspace.id, id, &manifest).await?;
     drop(client);
     let timeout = action_timeout(request.timeout.as_deref());
     let action = Action {
@@ -508,7 +508,7 @@ pub async fn test(
     let call = ActionCall::new(&manifest, &action, Some(connection.sealed()));
     let result = direct::dispatch(
         &state,
-        workspace,
+        workspace.id,
         Call {
             connector: &manifest.key,
             action: &action.key,

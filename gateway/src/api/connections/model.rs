@@ -80,7 +80,7 @@ pub struct NewConnection {
     pub name: String,
     /// Checked against the connector's `connection_schema`; `base_url` overrides the
     /// manifest's.
-    #[serde(default = "empty_object")]
+    #[serde(default = "crate::extract::empty_object")]
     #[schema(value_type = Object)]
     pub config: Value,
     /// By auth type: `api_key` → `api_key`; `bearer` → `token`; `basic` → `username`,
@@ -93,10 +93,6 @@ pub struct NewConnection {
     /// the connector's.
     #[schema(value_type = Option<Object>)]
     pub rate_limit: Option<Value>,
-}
-
-pub(super) fn empty_object() -> Value {
-    Value::Object(Map::new())
 }
 
 /// Query of `GET /api/v1/connections`.

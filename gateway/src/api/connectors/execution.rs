@@ -12,7 +12,7 @@ use weft_domain::messages::{ActionCall, NodeResult, Outcome};
 use weft_domain::scenario::DEFAULT_NODE_TIMEOUT;
 use weft_runtime::rate_limit;
 
-use crate::auth::Workspace;
+use crate::access::Workspace;
 use crate::catalog::resolve;
 use crate::connection_store::{self, StoredConnection};
 use crate::direct::{self, Call, action_timeout};
@@ -29,13 +29,9 @@ pub struct ExecuteRequest {
     pub connection_id: Option<ConnectionId>,
     /// The action's input, checked against its `input_schema` (for `http.request`: the
     /// request, architecture §7).
-    #[serde(default = "empty_object")]
+    #[serde(default = "crate::extract::empty_object")]
     #[schema(value_type = Object)]
     pub input: Value,
-}
-
-fn empty_object() -> Value {
-    Value::Object(serde_json::Map::new())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -137,7 +133,7 @@ pub async fn execute(
             timeout,
             not_before: None,
         };
-        let result = direct::dispatch(&state, workspace, call).await?;
+        let result = direct::dispatch(&state, workspace.id, call).await?;
         return Ok(Json(ExecutionResult::from_result(&result)));
     };
     let action = manifest
@@ -149,7 +145,7 @@ pub async fn execute(
         .map_err(invalid_input)?;
     let connection = match request.connection_id {
         Some(id) => {
-            Some(connection_store::usable_connection(&client, workspace, id, manifest).await?)
+            Some(connection_store::usable_connection(&client, workspace.id, id, manifest).await?)
         }
         None if manifest.auth == Auth::None => None,
         None => {
@@ -178,7 +174,7 @@ pub async fn execute(
     drop(client);
     let result = direct::dispatch(
         &state,
-        workspace,
+        workspace.id,
         Call {
             connector: &manifest.key,
             action: &action.key,
@@ -190,7 +186,7 @@ pub async fn execute(
     )
     .await?;
     if let Some(id) = connection_id {
-        connection_store::record_use(&state, workspace, id, result.connection.as_ref()).await?;
+        connection_store::record_use(&state, workspace.id, id, result.connection.as_ref()).await?;
     }
     Ok(Json(ExecutionResult::from_result(&result)))
 }

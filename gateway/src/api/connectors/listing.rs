@@ -5,7 +5,7 @@ use axum::extract::State;
 use weft_domain::manifest::{self, HTTP_CONNECTOR};
 
 use super::view::ConnectorView;
-use crate::auth::Workspace;
+use crate::access::Workspace;
 use crate::catalog::{
     Connector, registered_columns, registered_from, registered_from_row, resolve,
 };

@@ -12,13 +12,14 @@ use uuid::Uuid;
 use weft_domain::manifest::{self, InvalidManifest, Manifest};
 
 use super::view::ConnectorView;
-use crate::auth::Workspace;
+use crate::access::Workspace;
 use crate::catalog::{
     Connector, is_builtin_key, registered_columns, registered_from, registered_from_row,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
+use weft_domain::ids::WorkspaceId;
 
 /// A connector manifest (DESIGN §5): `key`, `name`, `version`, `base_url`, `auth`,
 /// `connection_schema`, `test`, `actions`, `triggers`. Checked as a whole when saved.
@@ -99,7 +100,7 @@ pub async fn create(
             ),
         })?;
     let version: i32 = row.try_get("current_version")?;
-    let view = store_version(&transaction, workspace, &manifest, &source, version).await?;
+    let view = store_version(&transaction, workspace.id, &manifest, &source, version).await?;
     transaction.commit().await?;
     tracing::info!(workspace_id = %workspace.id, connector = %manifest.key, version, "connector registered");
     Ok((StatusCode::CREATED, Json(view)))
@@ -108,7 +109,7 @@ pub async fn create(
 /// Writes one immutable version and answers with the connector as it now is.
 async fn store_version(
     client: &impl GenericClient,
-    workspace: Workspace,
+    workspace: WorkspaceId,
     manifest: &Manifest,
     source: &Value,
     version: i32,
@@ -117,13 +118,7 @@ async fn store_version(
         .execute(
             "INSERT INTO connector_versions (id, workspace_id, key, version, manifest)
              VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &Uuid::now_v7(),
-                &workspace.id,
-                &manifest.key,
-                &version,
-                source,
-            ],
+            &[&Uuid::now_v7(), &workspace, &manifest.key, &version, source],
         )
         .await?;
     let row = client
@@ -134,7 +129,7 @@ async fn store_version(
                 registered_from!(),
                 "WHERE c.workspace_id = $1 AND c.key = $2"
             ),
-            &[&workspace.id, &manifest.key],
+            &[&workspace, &manifest.key],
         )
         .await?;
     Ok(Connector::Registered(Box::new(registered_from_row(&row)?)).view(true))
@@ -194,7 +189,7 @@ pub async fn update(
         .await?
         .ok_or(ApiError::NotFound("connector"))?
         .try_get("current_version")?;
-    let view = store_version(&transaction, workspace, &manifest, &source, version).await?;
+    let view = store_version(&transaction, workspace.id, &manifest, &source, version).await?;
     transaction.commit().await?;
     tracing::info!(workspace_id = %workspace.id, connector = %key, version, "connector updated");
     Ok(Json(view))

@@ -1,0 +1,9 @@
+//! People and how they prove who they are (architecture §11): passwords, sessions, the
+//! secrets Weft issues, password reset links, and the back-off of failed logins.
+
+pub mod login_throttle;
+pub mod passwords;
+pub mod resets;
+pub mod sessions;
+pub mod tokens;
+pub mod users;
