@@ -8,7 +8,9 @@
 # It starts what it needs and stops it on exit: PostgreSQL and RabbitMQ (services.sh), a
 # database `weft_schemathesis` (recreated, migrated with `weft-gateway migrate`), a gateway
 # and a worker (directly executed actions wait for one) in a broker namespace of their
-# own, and a workspace created through the admin API for the API key.
+# own, and a workspace created through the admin API for the API key. Three operations are
+# left out: deleting the workspace and revoking or rotating a key would take the run's own
+# key away and leave every later call a 401 (tests/integration/access.rs covers them).
 #
 #   deploy/local/schemathesis.sh
 #
@@ -57,6 +59,9 @@ run_schemathesis() {
     "$VENV/bin/schemathesis" run "$API/api/v1/openapi.json" \
         --header "Authorization: Bearer $API_KEY" \
         --checks not_a_server_error,response_schema_conformance \
+        --exclude-operation-id deleteWorkspace \
+        --exclude-operation-id revokeApiKey \
+        --exclude-operation-id rotateApiKey \
         --phases examples,coverage,fuzzing,stateful \
         --max-examples "$EXAMPLES" \
         --seed "$SEED" \
