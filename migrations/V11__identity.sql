@@ -106,3 +106,9 @@ END;
 $$;
 CREATE TRIGGER audit_events_append_only BEFORE UPDATE ON audit_events
     FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+
+-- Who started an OAuth flow, for the audit event of its callback (which comes from the
+-- provider's redirect, without the person's credentials).
+ALTER TABLE oauth_states
+    ADD COLUMN actor_kind  text,
+    ADD COLUMN actor_id    uuid;

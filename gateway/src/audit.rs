@@ -34,6 +34,16 @@ impl Actor {
         }
     }
 
+    /// An actor stored as its kind and id (see [`Actor::kind`], [`Actor::id`]).
+    pub fn stored(kind: Option<&str>, id: Option<Uuid>) -> Option<Self> {
+        match (kind?, id) {
+            ("user", Some(id)) => Some(Self::User(UserId::from_uuid(id))),
+            ("api_key", Some(id)) => Some(Self::ApiKey(ApiKeyId::from_uuid(id))),
+            ("admin_token", None) => Some(Self::AdminToken),
+            _ => None,
+        }
+    }
+
     pub fn id(self) -> Option<Uuid> {
         match self {
             Self::User(id) => Some(id.as_uuid()),
@@ -159,6 +169,8 @@ pub enum Action {
     ConnectionAuthorizationStarted,
     #[serde(rename = "connection.authorized")]
     ConnectionAuthorized,
+    #[serde(rename = "connection.authorization_failed")]
+    ConnectionAuthorizationFailed,
     #[serde(rename = "scenario.created")]
     ScenarioCreated,
     #[serde(rename = "scenario.updated")]
@@ -247,6 +259,20 @@ pub async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actors_read_back_as_they_were_stored() {
+        let user = Actor::User(UserId::generate());
+        let key = Actor::ApiKey(ApiKeyId::generate());
+        for actor in [user, key, Actor::AdminToken] {
+            assert_eq!(
+                Actor::stored(Some(actor.kind().as_str()), actor.id()),
+                Some(actor)
+            );
+        }
+        assert_eq!(Actor::stored(None, None), None);
+        assert_eq!(Actor::stored(Some("user"), None), None);
+    }
 
     #[test]
     fn actions_are_named_object_dot_verb() {

@@ -14,12 +14,15 @@
 //! claimed, starts nothing and is given the first delivery's run.
 
 use deadpool_postgres::GenericClient;
+use serde_json::json;
 use weft_domain::ids::{RunId, ScenarioId, WorkspaceId};
 use weft_domain::run::RunKind;
 use weft_domain::scenario::TriggerKind;
 use weft_runtime::runs::{self, NewRun, RecordError};
 use weft_runtime::trace;
 
+use crate::access::Workspace;
+use crate::audit::{Action, Event};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::trigger::Trigger;
@@ -49,6 +52,9 @@ pub struct PendingRun<'a> {
     pub reply_to: Option<&'a str>,
     /// A test run: recorded with trigger kind `test`, left out of the run metrics.
     pub test: bool,
+    /// The caller who started it by hand, audited in the run's own transaction; `None`
+    /// for triggers (webhooks, schedules), which are traffic rather than changes.
+    pub started_by: Option<&'a Workspace>,
 }
 
 impl PendingRun<'_> {
@@ -58,6 +64,7 @@ impl PendingRun<'_> {
             id: RunId::generate(),
             reply_to: None,
             test: false,
+            started_by: None,
         }
     }
 }
@@ -74,8 +81,20 @@ pub async fn enqueue(
     let run_id = run.id;
     {
         // Back to the pool before publishing: a slow broker must not hold connections.
-        let client = state.pool.get().await?;
-        insert_run(&client, run, target, kind, trigger).await?;
+        let mut client = state.pool.get().await?;
+        match run.started_by {
+            None => insert_run(&client, run, target, kind, trigger).await?,
+            Some(caller) => {
+                let transaction = client.transaction().await?;
+                insert_run(&transaction, run, target, kind, trigger).await?;
+                let event = Event::new(Action::RunStarted, "run", run_id).with_summary(json!({
+                    "scenario_id": target.scenario_id,
+                    "test": run.test,
+                }));
+                caller.audit(&transaction, event).await?;
+                transaction.commit().await?;
+            }
+        }
     }
     publish(state, run_id, target, kind, run.test).await?;
     Ok(run_id)

@@ -236,6 +236,8 @@ pub struct Fleet {
     pub db: TestDatabase,
     pub client: reqwest::Client,
     keys: String,
+    /// Flags every gateway of this fleet gets on top of the test defaults.
+    gateway_flags: Vec<String>,
     gateway: Option<Service>,
     extra: Vec<Service>,
     schedulers: Vec<Service>,
@@ -256,6 +258,11 @@ impl Fleet {
     }
 
     pub async fn with(schedulers: usize, workers: usize) -> Self {
+        Self::with_gateway_flags(schedulers, workers, &[]).await
+    }
+
+    /// Like [`Fleet::with`], the gateway started with `flags` too (e.g. `--signup open`).
+    pub async fn with_gateway_flags(schedulers: usize, workers: usize, flags: &[&str]) -> Self {
         let db = TestDatabase::create().await;
         let namespace = format!("weft_test_{}", Uuid::new_v4().simple());
         let mut fleet = Self {
@@ -268,6 +275,7 @@ impl Fleet {
                 .build()
                 .expect("test HTTP client builds"),
             keys: master_keys(),
+            gateway_flags: flags.iter().map(|flag| (*flag).to_owned()).collect(),
             gateway: None,
             extra: Vec::new(),
             schedulers: Vec::new(),
@@ -308,7 +316,7 @@ impl Fleet {
             .await
             .expect("bind ops port");
         let api_url = url_of(&api);
-        let config = weft_gateway::Config::try_parse_from([
+        let defaults = [
             "weft-gateway",
             "--database-url",
             &self.db.url,
@@ -329,8 +337,10 @@ impl Fleet {
             &api_url,
             "--egress-allow",
             "127.0.0.0/8",
-        ])
-        .expect("gateway test configuration parses");
+        ];
+        let flags = self.gateway_flags.iter().map(String::as_str);
+        let config = weft_gateway::Config::try_parse_from(defaults.into_iter().chain(flags))
+            .expect("gateway test configuration parses");
         let gateway = weft_gateway::Gateway::new(config)
             .await
             .expect("gateway starts");

@@ -18,6 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 use weft_domain::connector::Credentials;
 use weft_domain::ids::{ConnectionId, WorkspaceId};
@@ -26,6 +27,7 @@ use weft_domain::oauth::{self, OAuthError, Pkce};
 use weft_runtime::token_endpoint;
 
 use crate::access::Workspace;
+use crate::audit::{self, Action as AuditAction, Actor, Client, Event};
 use crate::catalog::{self, Connector};
 use crate::connection_store::{self, StoredConnection};
 use crate::error::{ApiError, ErrorBody};
@@ -185,14 +187,17 @@ pub async fn start(
         pkce.verifier.as_bytes(),
         &oauth_verifier_aad(workspace.id, &flow_state),
     );
+    let mut client = client;
+    let transaction = client.transaction().await?;
     // Flows never finished are swept here; the index on `expires_at` keeps it cheap.
-    client
+    transaction
         .execute("DELETE FROM oauth_states WHERE expires_at < now()", &[])
         .await?;
-    let expires_at: DateTime<Utc> = client
+    let expires_at: DateTime<Utc> = transaction
         .query_one(
-            "INSERT INTO oauth_states (state, workspace_id, connection_id, verifier, redirect_uri, expires_at)
-             VALUES ($1, $2, $3, $4, $5, now() + make_interval(mins => $6))
+            "INSERT INTO oauth_states
+                 (state, workspace_id, connection_id, verifier, redirect_uri, expires_at, actor_kind, actor_id)
+             VALUES ($1, $2, $3, $4, $5, now() + make_interval(mins => $6), $7, $8)
              RETURNING expires_at",
             &[
                 &flow_state,
@@ -201,10 +206,24 @@ pub async fn start(
                 &verifier,
                 &redirect_uri,
                 &STATE_LIFETIME_MINUTES,
+                &workspace.actor.kind().as_str(),
+                &workspace.actor.id(),
             ],
         )
         .await?
         .try_get("expires_at")?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(
+                AuditAction::ConnectionAuthorizationStarted,
+                "connection",
+                connection.id,
+            )
+            .with_summary(json!({ "connector": manifest.key })),
+        )
+        .await?;
+    transaction.commit().await?;
     tracing::info!(workspace_id = %workspace.id, connection_id = %connection.id, connector = %manifest.key, "OAuth flow started");
     if query.format.as_deref() == Some("json") {
         let body = AuthorizeUrl {
@@ -260,6 +279,7 @@ fn invalid_state(message: &str) -> ApiError {
 )]
 pub async fn callback(
     State(state): State<AppState>,
+    client_info: Client,
     ApiQuery(query): ApiQuery<CallbackQuery>,
 ) -> Result<Json<Authorized>, ApiError> {
     let flow_state = query
@@ -267,12 +287,13 @@ pub async fn callback(
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| invalid_state("the callback carries no `state`"))?;
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
     // Taken and deleted at once: a state works for one callback, however many arrive.
     let row = client
         .query_opt(
             "DELETE FROM oauth_states WHERE state = $1
-             RETURNING workspace_id, connection_id, verifier, redirect_uri, expires_at < now() AS expired",
+             RETURNING workspace_id, connection_id, verifier, redirect_uri, actor_kind, actor_id,
+                       expires_at < now() AS expired",
             &[&flow_state],
         )
         .await?
@@ -282,6 +303,12 @@ pub async fn callback(
     }
     let workspace: WorkspaceId = row.try_get("workspace_id")?;
     let connection_id: ConnectionId = row.try_get("connection_id")?;
+    let flow = Flow {
+        workspace,
+        connection: connection_id,
+        started_by: Actor::stored(row.try_get("actor_kind")?, row.try_get("actor_id")?),
+        client: client_info,
+    };
     let connection = connection_store::load(&client, workspace, connection_id)
         .await?
         .ok_or(ApiError::NotFound("connection"))?;
@@ -292,7 +319,7 @@ pub async fn callback(
             _ => error.to_owned(),
         };
         let message = format!("the provider refused the authorization: {message}");
-        mark_error(&client, workspace, connection_id, &message).await?;
+        mark_error(&mut client, &flow, &message).await?;
         return Err(ApiError::bad_request("oauth_refused", message));
     }
     let code = query
@@ -332,7 +359,7 @@ pub async fn callback(
         Ok(tokens) => tokens,
         Err(e) => {
             let message = format!("the OAuth code exchange failed: {e}");
-            mark_error(&client, workspace, connection_id, &message).await?;
+            mark_error(&mut client, &flow, &message).await?;
             return Err(exchange_error(e, message));
         }
     };
@@ -349,7 +376,8 @@ pub async fn callback(
     fields.sort();
     fields.dedup();
     let sealed = credentials.seal(&state.keys, workspace, connection_id);
-    client
+    let transaction = client.transaction().await?;
+    transaction
         .execute(
             "UPDATE connections SET credentials = $3, credential_fields = $4, status = 'active',
                  last_error = NULL, updated_at = now()
@@ -357,6 +385,13 @@ pub async fn callback(
             &[&connection_id, &workspace, &sealed, &fields],
         )
         .await?;
+    flow.audit(
+        &transaction,
+        AuditAction::ConnectionAuthorized,
+        json!({ "credential_fields": fields }),
+    )
+    .await?;
+    transaction.commit().await?;
     tracing::info!(workspace_id = %workspace, %connection_id, connector = %manifest.key, "OAuth flow completed");
     Ok(Json(Authorized {
         connection_id,
@@ -380,19 +415,54 @@ fn exchange_error(error: OAuthError, message: String) -> ApiError {
     }
 }
 
-async fn mark_error(
-    client: &impl deadpool_postgres::GenericClient,
+/// The flow a callback completes: where, and who started it.
+struct Flow {
     workspace: WorkspaceId,
-    connection_id: ConnectionId,
+    connection: ConnectionId,
+    started_by: Option<Actor>,
+    client: Client,
+}
+
+impl Flow {
+    async fn audit(
+        &self,
+        db: &impl deadpool_postgres::GenericClient,
+        action: AuditAction,
+        summary: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        let event = Event::new(action, "connection", self.connection).with_summary(summary);
+        audit::record(
+            db,
+            Some(self.workspace),
+            self.started_by,
+            &self.client,
+            event,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn mark_error(
+    client: &mut deadpool_postgres::Client,
+    flow: &Flow,
     message: &str,
 ) -> Result<(), ApiError> {
-    client
+    let transaction = client.transaction().await?;
+    transaction
         .execute(
             "UPDATE connections SET status = 'error', last_error = $3, updated_at = now()
              WHERE id = $1 AND workspace_id = $2",
-            &[&connection_id, &workspace, &message],
+            &[&flow.connection, &flow.workspace, &message],
         )
         .await?;
+    flow.audit(
+        &transaction,
+        AuditAction::ConnectionAuthorizationFailed,
+        json!({ "error": message }),
+    )
+    .await?;
+    transaction.commit().await?;
     Ok(())
 }
 

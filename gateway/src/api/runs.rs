@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use utoipa::ToSchema;
@@ -19,6 +19,7 @@ use weft_domain::scenario::{BuiltinCatalog, Scenario, TriggerKind};
 use weft_runtime::runs::{self, NewRun, RecordError};
 
 use crate::access::Workspace;
+use crate::audit::{Action as AuditAction, Event};
 use crate::enqueue::{self, PendingRun, Target, enqueue};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery, OptionalJson};
@@ -237,6 +238,7 @@ pub async fn start(
         &Trigger::manual(payload),
         PendingRun {
             test,
+            started_by: Some(&workspace),
             ..PendingRun::new()
         },
     )
@@ -427,6 +429,9 @@ pub async fn cancel(
         )
         .await?;
     tx.execute(&cancel_nodes, &[&id, &workspace.id]).await?;
+    workspace
+        .audit(&tx, Event::new(AuditAction::RunCancelled, "run", id))
+        .await?;
     tx.commit().await?;
     state.metrics.run_cancelled();
     tracing::info!(run_id = %id, "run cancelled");
@@ -482,7 +487,7 @@ pub async fn replay(
         ApiError::Unprocessable(format!("the body does not have the expected shape: {e}"))
     })?;
     let run_id = RunId::generate();
-    record_replay(&state, workspace.id, id, run_id, &request).await?;
+    record_replay(&state, &workspace, id, run_id, &request).await?;
     enqueue::announce(&state, workspace.id, run_id).await?;
     state.metrics.replay_started();
     tracing::info!(%run_id, replay_of = %id, "replay enqueued");
@@ -493,11 +498,12 @@ pub async fn replay(
 /// the original), in one transaction: the scheduler starts it from those.
 async fn record_replay(
     state: &AppState,
-    workspace_id: WorkspaceId,
+    caller: &Workspace,
     original_id: RunId,
     run_id: RunId,
     request: &ReplayRequest,
 ) -> Result<(), ApiError> {
+    let workspace_id = caller.id;
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let original = tx
@@ -613,6 +619,12 @@ async fn record_replay(
         ],
     )
     .await?;
+    let event = Event::new(AuditAction::RunReplayed, "run", run_id).with_summary(json!({
+        "replay_of": original_id,
+        "from_node": replay.from,
+        "version": version,
+    }));
+    caller.audit(&tx, event).await?;
     tx.commit().await?;
     tracing::debug!(%run_id, from = %replay.from, reused = replay.reused.len(), "replay recorded");
     Ok(())

@@ -25,6 +25,7 @@ use weft_domain::ids::{ScenarioId, WorkspaceId};
 use weft_domain::scenario::{Invalid, Problem, Scenario, TriggerKind, WebhookSignature};
 
 use crate::access::Workspace;
+use crate::audit::{Action as AuditAction, Event};
 use crate::catalog::WorkspaceCatalog;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -342,6 +343,13 @@ pub async fn create(
             &[&id],
         )
         .await?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(AuditAction::ScenarioCreated, "scenario", id)
+                .with_summary(json!({ "name": scenario.name, "version": 1 })),
+        )
+        .await?;
     transaction.commit().await?;
     Ok((
         StatusCode::CREATED,
@@ -499,6 +507,13 @@ pub async fn update(
             &[&id, &workspace.id, &scenario.name, &version],
         )
         .await?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(AuditAction::ScenarioUpdated, "scenario", id)
+                .with_summary(json!({ "name": scenario.name, "version": version })),
+        )
+        .await?;
     transaction.commit().await?;
     Ok(Json(ScenarioView::from_row(&row, &state.public_url)?))
 }
@@ -547,6 +562,12 @@ pub async fn delete(
             .execute(statement, &[&id, &workspace.id])
             .await?;
     }
+    workspace
+        .audit(
+            &transaction,
+            Event::new(AuditAction::ScenarioDeleted, "scenario", id),
+        )
+        .await?;
     transaction.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -573,9 +594,15 @@ pub async fn activate(
     workspace: Workspace,
     ApiPath(id): ApiPath<ScenarioId>,
 ) -> Result<Json<ScenarioView>, ApiError> {
-    set_status(&state, workspace.id, id, ScenarioStatus::Active)
-        .await
-        .map(Json)
+    set_status(
+        &state,
+        &workspace,
+        id,
+        ScenarioStatus::Active,
+        AuditAction::ScenarioActivated,
+    )
+    .await
+    .map(Json)
 }
 
 /// Pause a scenario: its webhook answers 404 and its schedule fires nothing until it is
@@ -600,19 +627,27 @@ pub async fn pause(
     workspace: Workspace,
     ApiPath(id): ApiPath<ScenarioId>,
 ) -> Result<Json<ScenarioView>, ApiError> {
-    set_status(&state, workspace.id, id, ScenarioStatus::Paused)
-        .await
-        .map(Json)
+    set_status(
+        &state,
+        &workspace,
+        id,
+        ScenarioStatus::Paused,
+        AuditAction::ScenarioPaused,
+    )
+    .await
+    .map(Json)
 }
 
 async fn set_status(
     state: &AppState,
-    workspace: WorkspaceId,
+    workspace: &Workspace,
     id: ScenarioId,
     status: ScenarioStatus,
+    action: AuditAction,
 ) -> Result<ScenarioView, ApiError> {
-    let client = state.pool.get().await?;
-    let statement = client
+    let mut client = state.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let statement = transaction
         .prepare_cached(concat!(
             // `activated_at` marks where a schedule starts: set when the scenario becomes
             // active, kept when an active one is activated again (no tick is lost).
@@ -622,10 +657,14 @@ async fn set_status(
             scenario_columns!()
         ))
         .await?;
-    let row = client
-        .query_opt(&statement, &[&id, &workspace, &status.as_str()])
+    let row = transaction
+        .query_opt(&statement, &[&id, &workspace.id, &status.as_str()])
         .await?
         .ok_or(ApiError::NotFound("scenario"))?;
+    workspace
+        .audit(&transaction, Event::new(action, "scenario", id))
+        .await?;
+    transaction.commit().await?;
     ScenarioView::from_row(&row, &state.public_url)
 }
 

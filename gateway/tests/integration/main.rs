@@ -4,6 +4,7 @@
 
 mod access;
 mod api;
+mod audit;
 mod connections;
 mod connectors;
 mod http_layers;

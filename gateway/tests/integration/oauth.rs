@@ -162,6 +162,40 @@ async fn the_code_flow_stores_sealed_tokens_and_the_connection_calls_with_them()
         "the verifier is the one the challenge was made from"
     );
 
+    // The callback comes from the provider's redirect, without credentials: its event
+    // names the key that started the flow, and no token.
+    let (status, events) = fleet
+        .call(
+            &workspace,
+            "GET",
+            &format!("/api/v1/audit-events?target_id={connection}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{events}");
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|event| event["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "connection.authorized",
+            "connection.authorization_started",
+            "connection.created"
+        ]
+    );
+    assert_eq!(events["items"][0]["actor"], events["items"][1]["actor"]);
+    assert_eq!(events["items"][0]["actor"]["kind"], "api_key");
+    for secret in [&access_token, &refresh_token, &client_secret, &verifier] {
+        assert!(
+            !events.to_string().contains(secret.as_str()),
+            "a secret in the audit log"
+        );
+    }
+
     let (status, again) = callback(&fleet, &[("code", "the-code"), ("state", &state)]).await;
     assert_eq!(status, 400, "a state works once: {again}");
     assert_eq!(again["error"]["code"], "invalid_oauth_state");

@@ -1,12 +1,12 @@
 //! What a connector key makes a connection for: its manifest, or why there is none.
 
 use deadpool_postgres::GenericClient;
+use weft_domain::ids::WorkspaceId;
 use weft_domain::manifest::Manifest;
 
 use super::checks::{FieldProblem, problem};
 use crate::catalog::{self, Connector};
 use crate::error::ApiError;
-use weft_domain::ids::WorkspaceId;
 
 /// What a connection of a connector key would be made for.
 pub(super) enum Connectable {

@@ -23,6 +23,7 @@ use super::model::{
     ConnectionPatch, ConnectionStatus, ConnectionView, ListQuery, NewConnection, TestResult,
 };
 use crate::access::Workspace;
+use crate::audit::{Action as AuditAction, Event};
 use crate::connection_store::{self, load};
 use crate::direct::{self, Call, action_timeout};
 use crate::error::{ApiError, ErrorBody};
@@ -133,7 +134,9 @@ pub async fn create(
     });
     let status = status_for(&manifest.auth, &fields);
     let fields: Vec<String> = fields.into_iter().collect();
-    client
+    let mut client = client;
+    let transaction = client.transaction().await?;
+    transaction
         .execute(
             "INSERT INTO connections
                  (id, workspace_id, connector, name, config, credentials, credential_fields, rate_limit, status)
@@ -151,7 +154,19 @@ pub async fn create(
             ],
         )
         .await?;
-    let view = view_of(&client, workspace.id, id).await?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(AuditAction::ConnectionCreated, "connection", id).with_summary(json!({
+                "connector": manifest.key,
+                "name": request.name.trim(),
+                "config": request.config,
+                "credential_fields": fields,
+            })),
+        )
+        .await?;
+    let view = view_of(&transaction, workspace.id, id).await?;
+    transaction.commit().await?;
     tracing::info!(workspace_id = %workspace.id, connection_id = %id, connector = %manifest.key, "connection created");
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -296,6 +311,7 @@ pub async fn update(
     let mut status: String = row.try_get("status")?;
     let mut last_error: Option<String> = row.try_get("last_error")?;
 
+    let summary = patch_summary(&patch);
     let mut problems = Vec::new();
     if let Some(new_name) = &patch.name {
         problems.extend(check_name(new_name));
@@ -375,9 +391,35 @@ pub async fn update(
             ],
         )
         .await?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(AuditAction::ConnectionUpdated, "connection", id).with_summary(summary),
+        )
+        .await?;
     let view = view_of(&transaction, workspace.id, id).await?;
     transaction.commit().await?;
     Ok(Json(view))
+}
+
+/// What a patch changed, for the audit log: the new name, config and rate limit (none of
+/// them secret), and only the names of the credential fields it set or removed.
+fn patch_summary(patch: &ConnectionPatch) -> Value {
+    let mut summary = serde_json::Map::new();
+    if let Some(name) = &patch.name {
+        summary.insert("name".to_owned(), json!(name));
+    }
+    if let Some(config) = &patch.config {
+        summary.insert("config".to_owned(), config.clone());
+    }
+    if let Some(credentials) = &patch.credentials {
+        let fields: Vec<&String> = credentials.keys().collect();
+        summary.insert("credential_fields".to_owned(), json!(fields));
+    }
+    if let Some(rate_limit) = &patch.rate_limit {
+        summary.insert("rate_limit".to_owned(), rate_limit.clone());
+    }
+    Value::Object(summary)
 }
 
 /// The stored credentials, opened to merge `changes` into them. Credentials that no longer
@@ -437,16 +479,25 @@ pub async fn delete(
     workspace: Workspace,
     ApiPath(id): ApiPath<ConnectionId>,
 ) -> Result<StatusCode, ApiError> {
-    let client = state.pool.get().await?;
-    let deleted = client
-        .execute(
-            "DELETE FROM connections WHERE id = $1 AND workspace_id = $2",
+    let mut client = state.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let deleted = transaction
+        .query_opt(
+            "DELETE FROM connections WHERE id = $1 AND workspace_id = $2 RETURNING connector, name",
             &[&id, &workspace.id],
         )
+        .await?
+        .ok_or(ApiError::NotFound("connection"))?;
+    let connector: String = deleted.try_get("connector")?;
+    let name: String = deleted.try_get("name")?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(AuditAction::ConnectionDeleted, "connection", id)
+                .with_summary(json!({ "connector": connector, "name": name })),
+        )
         .await?;
-    if deleted == 0 {
-        return Err(ApiError::NotFound("connection"));
-    }
+    transaction.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -531,8 +582,9 @@ pub async fn test(
         ConnectionStatus::Active
     };
     let credentials = update.and_then(|u| u.credentials.as_deref());
-    let client = state.pool.get().await?;
-    client
+    let mut client = state.pool.get().await?;
+    let transaction = client.transaction().await?;
+    transaction
         .execute(
             "UPDATE connections SET status = $3, last_error = $4, last_used_at = now(),
                  credentials = COALESCE($5, credentials), updated_at = now()
@@ -540,5 +592,13 @@ pub async fn test(
             &[&id, &workspace.id, &status.as_str(), &error, &credentials],
         )
         .await?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(AuditAction::ConnectionTested, "connection", id)
+                .with_summary(json!({ "status": status, "error": error })),
+        )
+        .await?;
+    transaction.commit().await?;
     Ok(Json(TestResult { status, error }))
 }

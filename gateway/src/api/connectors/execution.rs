@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 use weft_domain::connector::prepare_http;
 use weft_domain::ids::ConnectionId;
@@ -13,6 +13,7 @@ use weft_domain::scenario::DEFAULT_NODE_TIMEOUT;
 use weft_runtime::rate_limit;
 
 use crate::access::Workspace;
+use crate::audit::{Action as AuditAction, Event};
 use crate::catalog::resolve;
 use crate::connection_store::{self, StoredConnection};
 use crate::direct::{self, Call, action_timeout};
@@ -134,7 +135,17 @@ pub async fn execute(
             not_before: None,
         };
         let result = direct::dispatch(&state, workspace.id, call).await?;
-        return Ok(Json(ExecutionResult::from_result(&result)));
+        let result = ExecutionResult::from_result(&result);
+        record(
+            &state,
+            &workspace,
+            HTTP_CONNECTOR,
+            HTTP_REQUEST_ACTION,
+            None,
+            &result,
+        )
+        .await?;
+        return Ok(Json(result));
     };
     let action = manifest
         .action(&action_key)
@@ -188,5 +199,37 @@ pub async fn execute(
     if let Some(id) = connection_id {
         connection_store::record_use(&state, workspace.id, id, result.connection.as_ref()).await?;
     }
-    Ok(Json(ExecutionResult::from_result(&result)))
+    let result = ExecutionResult::from_result(&result);
+    record(
+        &state,
+        &workspace,
+        &manifest.key,
+        &action.key,
+        connection_id,
+        &result,
+    )
+    .await?;
+    Ok(Json(result))
+}
+
+/// The audit event of a direct execution: which action, through which connection, and
+/// how it ended; never its input or output, which may carry credentials and personal data.
+async fn record(
+    state: &AppState,
+    workspace: &Workspace,
+    connector: &str,
+    action: &str,
+    connection: Option<ConnectionId>,
+    result: &ExecutionResult,
+) -> Result<(), ApiError> {
+    let client = state.pool.get().await?;
+    let event = Event::new(AuditAction::ConnectorActionExecuted, "connector", connector)
+        .with_summary(json!({
+            "action": action,
+            "connection_id": connection,
+            "status": result.status,
+            "duration_ms": result.duration_ms,
+        }));
+    workspace.audit(&client, event).await?;
+    Ok(())
 }

@@ -9,17 +9,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
+use weft_domain::ids::WorkspaceId;
 use weft_domain::manifest::{self, InvalidManifest, Manifest};
 
 use super::view::ConnectorView;
 use crate::access::Workspace;
+use crate::audit::{Action, Event};
 use crate::catalog::{
     Connector, is_builtin_key, registered_columns, registered_from, registered_from_row,
 };
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
-use weft_domain::ids::WorkspaceId;
 
 /// A connector manifest (DESIGN §5): `key`, `name`, `version`, `base_url`, `auth`,
 /// `connection_schema`, `test`, `actions`, `triggers`. Checked as a whole when saved.
@@ -101,6 +102,13 @@ pub async fn create(
         })?;
     let version: i32 = row.try_get("current_version")?;
     let view = store_version(&transaction, workspace.id, &manifest, &source, version).await?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(Action::ConnectorCreated, "connector", &manifest.key)
+                .with_summary(json!({ "version": version, "name": manifest.name })),
+        )
+        .await?;
     transaction.commit().await?;
     tracing::info!(workspace_id = %workspace.id, connector = %manifest.key, version, "connector registered");
     Ok((StatusCode::CREATED, Json(view)))
@@ -190,6 +198,13 @@ pub async fn update(
         .ok_or(ApiError::NotFound("connector"))?
         .try_get("current_version")?;
     let view = store_version(&transaction, workspace.id, &manifest, &source, version).await?;
+    workspace
+        .audit(
+            &transaction,
+            Event::new(Action::ConnectorUpdated, "connector", &key)
+                .with_summary(json!({ "version": version })),
+        )
+        .await?;
     transaction.commit().await?;
     tracing::info!(workspace_id = %workspace.id, connector = %key, version, "connector updated");
     Ok(Json(view))
@@ -220,8 +235,9 @@ pub async fn delete(
     if is_builtin_key(&key) {
         return Err(builtin_conflict(&key));
     }
-    let client = state.pool.get().await?;
-    let deleted = client
+    let mut client = state.pool.get().await?;
+    let transaction = client.transaction().await?;
+    let deleted = transaction
         .execute(
             "UPDATE connectors SET deleted_at = now(), updated_at = now()
              WHERE workspace_id = $1 AND key = $2 AND deleted_at IS NULL",
@@ -231,5 +247,12 @@ pub async fn delete(
     if deleted == 0 {
         return Err(ApiError::NotFound("connector"));
     }
+    workspace
+        .audit(
+            &transaction,
+            Event::new(Action::ConnectorDeleted, "connector", &key),
+        )
+        .await?;
+    transaction.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
