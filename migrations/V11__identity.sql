@@ -112,3 +112,23 @@ CREATE TRIGGER audit_events_append_only BEFORE UPDATE ON audit_events
 ALTER TABLE oauth_states
     ADD COLUMN actor_kind  text,
     ADD COLUMN actor_id    uuid;
+
+-- Single sign-on: a flow between its start and the provider's callback, and the provider
+-- identities (issuer and subject, which never change, unlike an email) linked to people.
+CREATE TABLE sso_states (
+    state       text PRIMARY KEY,
+    nonce       text NOT NULL,
+    verifier    text NOT NULL,  -- the PKCE verifier, encrypted under the master key
+    return_to   text NOT NULL,
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX sso_states_expiry ON sso_states (expires_at);
+
+CREATE TABLE sso_identities (
+    issuer      text NOT NULL,
+    subject     text NOT NULL,
+    user_id     uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (issuer, subject)
+);
+CREATE INDEX sso_identities_user ON sso_identities (user_id);

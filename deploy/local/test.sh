@@ -61,6 +61,10 @@ bash deploy/check.sh
 echo "test: cargo fmt --check"
 cargo fmt --all --check
 
+# The single sign-on tests sign in through a real OpenID provider: npm's oidc-provider.
+echo "test: installing the test OpenID provider (npm ci, testkit/oidc-provider)"
+npm ci --prefix testkit/oidc-provider --no-audit --no-fund --loglevel=error
+
 echo "test: building the workspace and its tests"
 cargo build --workspace --all-targets --locked
 

@@ -4,8 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use weft_domain::access::Role;
+use weft_domain::ids::WorkspaceId;
 use weft_runtime::config::{
-    AdminTokenArgs, BrokerArgs, DatabaseArgs, MasterKeysArgs, ProcessArgs, parse_duration,
+    AdminTokenArgs, BrokerArgs, DatabaseArgs, MasterKeysArgs, OidcSecretArgs, ProcessArgs,
+    parse_duration,
 };
 use weft_runtime::egress::{EgressProxy, EgressProxyParser, EgressRule};
 
@@ -158,6 +161,58 @@ pub struct Config {
         value_parser = parse_positive_duration
     )]
     pub invitation_lifetime: Duration,
+    /// The OpenID provider people sign in with (its issuer URL, where
+    /// `/.well-known/openid-configuration` is); single sign-on is off when unset.
+    /// Written exactly as the provider's ID tokens name it (a trailing slash matters).
+    #[arg(
+        long,
+        env = "WEFT_OIDC_ISSUER",
+        value_name = "WEFT_OIDC_ISSUER",
+        requires = "oidc_client_id",
+        value_parser = parse_issuer
+    )]
+    pub oidc_issuer: Option<String>,
+    /// The gateway's client id at the provider; its redirect URI there is
+    /// `<WEFT_PUBLIC_URL>/api/v1/sso/callback`.
+    #[arg(long, env = "WEFT_OIDC_CLIENT_ID", value_name = "WEFT_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    #[command(flatten)]
+    pub oidc_secret: OidcSecretArgs,
+    /// Email domains whose people get an account on their first single sign-on,
+    /// comma-separated (with WEFT_OIDC_PROVISION_WORKSPACE).
+    #[arg(
+        long,
+        env = "WEFT_OIDC_PROVISION_DOMAINS",
+        value_name = "WEFT_OIDC_PROVISION_DOMAINS",
+        value_delimiter = ',',
+        requires = "oidc_provision_workspace"
+    )]
+    pub oidc_provision_domains: Vec<String>,
+    /// The workspace people given an account by single sign-on join.
+    #[arg(
+        long,
+        env = "WEFT_OIDC_PROVISION_WORKSPACE",
+        value_name = "WEFT_OIDC_PROVISION_WORKSPACE"
+    )]
+    pub oidc_provision_workspace: Option<WorkspaceId>,
+    /// Their role there.
+    #[arg(
+        long,
+        env = "WEFT_OIDC_PROVISION_ROLE",
+        value_name = "WEFT_OIDC_PROVISION_ROLE",
+        default_value = "viewer"
+    )]
+    pub oidc_provision_role: Role,
+    /// Refuse passwords: everyone signs in through the OpenID provider.
+    #[arg(
+        long,
+        env = "WEFT_SSO_ONLY",
+        value_name = "WEFT_SSO_ONLY",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        requires = "oidc_issuer"
+    )]
+    pub sso_only: bool,
 }
 
 /// Who may create an account.
@@ -171,6 +226,19 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         Duration::ZERO => Err(format!("`{text}` must be longer than zero")),
         duration => Ok(duration),
+    }
+}
+
+/// An absolute http(s) URL, kept as written: ID tokens must name it exactly.
+fn parse_issuer(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match reqwest::Url::parse(text) {
+        Ok(url) if ["http", "https"].contains(&url.scheme()) && url.query().is_none() => {
+            Ok(text.to_owned())
+        }
+        _ => Err(format!(
+            "`{text}` is not an http(s) issuer URL like https://login.example.com/realms/acme"
+        )),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::api;
 use crate::config::{Config, Signup};
 use crate::extract;
 use crate::identity::sessions::SessionPolicy;
+use crate::identity::sso::{Provisioning, Sso, SsoSettings};
 use crate::metrics::Metrics;
 use crate::replies::Replies;
 use crate::state::AppState;
@@ -60,6 +61,10 @@ impl Gateway {
             db::migrate(&pool).await?;
         }
         let sessions = Arc::new(session_policy(&config));
+        let sso = sso_settings(&config)
+            .map(|settings| Sso::new(settings).map(Arc::new))
+            .transpose()
+            .map_err(StartError::Http)?;
         let public_origin = Arc::from(origin_of(&config.public_url));
         let topology = Topology::new(config.broker.namespace.as_str());
         let replies = Replies::new(&topology);
@@ -95,6 +100,7 @@ impl Gateway {
             signup_open: config.signup == Signup::Open,
             users_create_workspaces: config.users_create_workspaces,
             invitation_lifetime: config.invitation_lifetime,
+            sso,
             public_url: Arc::from(config.public_url),
             oauth_http,
             request_timeout: config.http_request_timeout,
@@ -213,6 +219,31 @@ fn session_policy(config: &Config) -> SessionPolicy {
         lifetime: config.session_lifetime,
         secure: !plain_loopback,
     }
+}
+
+/// The single sign-on settings, when an issuer is configured.
+fn sso_settings(config: &Config) -> Option<SsoSettings> {
+    let issuer = config.oidc_issuer.as_ref()?;
+    let provisioning = config
+        .oidc_provision_workspace
+        .map(|workspace| Provisioning {
+            domains: config
+                .oidc_provision_domains
+                .iter()
+                .map(|domain| domain.trim().to_lowercase())
+                .filter(|domain| !domain.is_empty())
+                .collect(),
+            workspace,
+            role: config.oidc_provision_role,
+        });
+    Some(SsoSettings {
+        issuer: issuer.clone(),
+        client_id: config.oidc_client_id.clone().unwrap_or_default(),
+        client_secret: config.oidc_secret.oidc_client_secret.clone(),
+        redirect_uri: format!("{}/api/v1/sso/callback", config.public_url),
+        provisioning,
+        only: config.sso_only,
+    })
 }
 
 /// `scheme://host[:port]` of the public URL, as browsers write it in `Origin`.

@@ -9,7 +9,9 @@ use weft_domain::manifest::InputSchemas;
 use weft_runtime::egress::GuardedClient;
 use weft_runtime::queue::Publisher;
 
+use crate::error::ApiError;
 use crate::identity::sessions::SessionPolicy;
+use crate::identity::sso::Sso;
 use crate::metrics::Metrics;
 use crate::replies::Replies;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub signup_open: bool,
     /// `WEFT_USERS_CREATE_WORKSPACES`.
     pub users_create_workspaces: bool,
+    /// Single sign-on, when `WEFT_OIDC_ISSUER` is set.
+    pub sso: Option<Arc<Sso>>,
     /// `WEFT_INVITATION_LIFETIME`.
     pub invitation_lifetime: Duration,
     /// Calls OAuth token endpoints, under the same egress policy as the workers.
@@ -48,4 +52,16 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// `WEFT_MAX_RUN_TIMEOUT`: the longest `settings.timeout` a scenario is saved with.
     pub max_run_timeout: Duration,
+}
+
+impl AppState {
+    /// Whether people may sign in (or sign up) with a password: not in `WEFT_SSO_ONLY`.
+    pub fn passwords_allowed(&self) -> Result<(), ApiError> {
+        match &self.sso {
+            Some(sso) if sso.settings.only => Err(ApiError::NotPermitted(
+                "this instance signs people in with single sign-on only: use GET /api/v1/sso/start",
+            )),
+            _ => Ok(()),
+        }
+    }
 }

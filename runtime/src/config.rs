@@ -343,6 +343,53 @@ impl AdminTokenArgs {
 
 resolved_args!(AdminTokenArgs, AdminTokenGiven, AdminTokenArgs::resolve);
 
+/// The client secret the gateway signs in to an OpenID provider with.
+#[derive(Debug, Clone)]
+pub struct OidcSecretArgs {
+    /// `None` for a public client (PKCE only).
+    pub oidc_client_secret: Option<SecretString>,
+}
+
+#[derive(clap::Args)]
+struct OidcSecretGiven {
+    /// The client secret of the gateway at the OpenID provider.
+    #[arg(
+        long,
+        env = "WEFT_OIDC_CLIENT_SECRET",
+        value_name = "WEFT_OIDC_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    oidc_client_secret: Option<String>,
+    /// File holding the client secret, instead of WEFT_OIDC_CLIENT_SECRET.
+    #[arg(
+        long,
+        env = "WEFT_OIDC_CLIENT_SECRET_FILE",
+        value_name = "WEFT_OIDC_CLIENT_SECRET_FILE"
+    )]
+    oidc_client_secret_file: Option<PathBuf>,
+}
+
+impl OidcSecretArgs {
+    fn resolve(given: OidcSecretGiven) -> Result<Self, SecretError> {
+        let oidc_client_secret = Given {
+            variable: "WEFT_OIDC_CLIENT_SECRET",
+            value: given.oidc_client_secret,
+            file: given.oidc_client_secret_file,
+        }
+        .parse(parse_client_secret)?;
+        Ok(Self { oidc_client_secret })
+    }
+}
+
+resolved_args!(OidcSecretArgs, OidcSecretGiven, OidcSecretArgs::resolve);
+
+fn parse_client_secret(text: &str) -> Result<SecretString, String> {
+    if text.is_empty() || text.chars().any(char::is_control) {
+        return Err("is empty or holds control characters".to_owned());
+    }
+    Ok(SecretString::from(text.to_owned()))
+}
+
 /// Logging and shutdown, common to every binary.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProcessArgs {

@@ -8,6 +8,7 @@
 
 mod database;
 mod fake_worker;
+pub mod oidc;
 mod people;
 pub mod startup;
 mod upstream;

@@ -52,6 +52,7 @@ pub async fn sign_up(
     ApiJson(request): ApiJson<SignUp>,
 ) -> Result<Response, ApiError> {
     auth::same_site(&Method::POST, &headers, &state.public_origin, None)?;
+    state.passwords_allowed()?;
     if !state.signup_open {
         return Err(ApiError::NotPermitted(
             "sign-up is closed on this instance: ask a workspace admin for an invitation",

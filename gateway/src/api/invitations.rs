@@ -292,6 +292,7 @@ pub async fn accept(
         }
         Some(_) => return Err(ApiError::Unauthorized),
         None => {
+            state.passwords_allowed()?;
             let name = acceptance
                 .display_name
                 .as_deref()

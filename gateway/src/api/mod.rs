@@ -16,6 +16,7 @@ mod oauth;
 mod runs;
 mod scenarios;
 mod session;
+mod sso;
 pub(crate) mod workspaces;
 
 pub use runs::{ItemView, NodeRunView, RunAccepted, RunDetail, RunSummary};
@@ -170,6 +171,9 @@ fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
         .routes(routes!(members::change_role, members::remove))
         .routes(routes!(members::issue_password_reset))
         .routes(routes!(account::sign_up))
+        .routes(routes!(sso::methods))
+        .routes(routes!(sso::start))
+        .routes(routes!(sso::callback))
         .routes(routes!(account::reset_password))
         .routes(routes!(invitations::create, invitations::list))
         .routes(routes!(invitations::revoke))

@@ -54,7 +54,7 @@ pub struct SessionView {
     responses(
         (status = 200, description = "Signed in; the session cookie is set", body = SessionView),
         (status = 401, description = "The email or the password is wrong", body = ErrorBody),
-        (status = 403, description = "Not sent from this site (Origin)", body = ErrorBody),
+        (status = 403, description = "Not sent from this site (Origin), or this instance signs in with single sign-on only", body = ErrorBody),
         (status = 422, description = "JSON of the wrong shape", body = ErrorBody),
         (status = 429, description = "Too many failed logins; wait `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
@@ -72,6 +72,7 @@ pub async fn login(
         &state.public_origin,
         None,
     )?;
+    state.passwords_allowed()?;
     let email = users::normalize_email(&login.email).map_err(|_| ApiError::InvalidCredentials);
     let db = state.pool.get().await?;
     let email = match email {

@@ -13,5 +13,6 @@ mod metrics;
 mod oauth;
 mod people;
 mod responses;
+mod sso;
 mod startup;
 mod webhooks;
