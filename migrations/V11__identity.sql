@@ -132,3 +132,19 @@ CREATE TABLE sso_identities (
     PRIMARY KEY (issuer, subject)
 );
 CREATE INDEX sso_identities_user ON sso_identities (user_id);
+
+-- Who made each object and who changed it last: a user, an API key or the admin token
+-- (kind and id, as in audit_events); NULL for objects older than this migration.
+ALTER TABLE scenarios
+    ADD COLUMN created_by_kind text, ADD COLUMN created_by_id uuid,
+    ADD COLUMN updated_by_kind text, ADD COLUMN updated_by_id uuid;
+ALTER TABLE scenario_versions
+    ADD COLUMN created_by_kind text, ADD COLUMN created_by_id uuid;
+ALTER TABLE connectors
+    ADD COLUMN created_by_kind text, ADD COLUMN created_by_id uuid,
+    ADD COLUMN updated_by_kind text, ADD COLUMN updated_by_id uuid;
+ALTER TABLE connector_versions
+    ADD COLUMN created_by_kind text, ADD COLUMN created_by_id uuid;
+ALTER TABLE connections
+    ADD COLUMN created_by_kind text, ADD COLUMN created_by_id uuid,
+    ADD COLUMN updated_by_kind text, ADD COLUMN updated_by_id uuid;

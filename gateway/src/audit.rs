@@ -74,6 +74,37 @@ impl ActorKind {
     }
 }
 
+/// Who made or changed something, as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ActorView {
+    pub kind: ActorKind,
+    /// The user's or the API key's id; null for the admin token and the system.
+    pub id: Option<Uuid>,
+}
+
+impl ActorView {
+    /// The actor stored in the columns `<column>_kind` and `<column>_id`, if any.
+    pub fn read(
+        row: &tokio_postgres::Row,
+        column: &str,
+    ) -> Result<Option<Self>, tokio_postgres::Error> {
+        let kind: Option<String> = row.try_get(format!("{column}_kind").as_str())?;
+        let id: Option<Uuid> = row.try_get(format!("{column}_id").as_str())?;
+        Ok(kind.and_then(|kind| Self::of(&kind, id)))
+    }
+
+    pub fn of(kind: &str, id: Option<Uuid>) -> Option<Self> {
+        let kind = match kind {
+            "user" => ActorKind::User,
+            "api_key" => ActorKind::ApiKey,
+            "admin_token" => ActorKind::AdminToken,
+            "system" => ActorKind::System,
+            _ => return None,
+        };
+        Some(Self { kind, id })
+    }
+}
+
 /// Where a request came from, as far as the gateway can tell.
 #[derive(Debug, Clone, Default)]
 pub struct Client {

@@ -12,6 +12,7 @@ use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{self, Auth, HTTP_CONNECTOR, Manifest, RESERVED_KEYS, Trigger};
 use weft_domain::scenario::{BuiltinCatalog, Catalog, NodeKind, Problem, Scenario};
 
+use crate::audit::ActorView;
 use crate::error::ApiError;
 
 /// A connector as a key resolves in a workspace.
@@ -30,6 +31,8 @@ pub(crate) struct Registered {
     pub revision: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub created_by: Option<ActorView>,
+    pub updated_by: Option<ActorView>,
 }
 
 impl Connector {
@@ -47,7 +50,8 @@ impl Connector {
 /// its current `connector_versions` row.
 macro_rules! registered_columns {
     () => {
-        "c.key, c.current_version, c.created_at, c.updated_at, v.manifest"
+        "c.key, c.current_version, c.created_at, c.updated_at, v.manifest,
+         c.created_by_kind, c.created_by_id, c.updated_by_kind, c.updated_by_id"
     };
 }
 
@@ -76,6 +80,8 @@ pub(crate) fn registered_from_row(row: &Row) -> Result<Registered, ApiError> {
         revision: row.try_get("current_version")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        created_by: ActorView::read(row, "created_by")?,
+        updated_by: ActorView::read(row, "updated_by")?,
     })
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use weft_domain::ids::AuditEventId;
 
 use crate::access::Workspace;
-use crate::audit::ActorKind;
+use crate::audit::ActorView;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::paging::{List, Page, parse_id};
@@ -33,13 +33,6 @@ pub struct AuditEventView {
     /// The fields that changed and their non-secret values.
     #[schema(value_type = Object)]
     pub summary: Value,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ActorView {
-    pub kind: ActorKind,
-    /// The user's or the API key's id; null for the admin token and the system.
-    pub id: Option<Uuid>,
 }
 
 /// Filters of `GET /api/v1/audit-events`; each left out matches everything.
@@ -181,14 +174,15 @@ async fn read(
     rows.iter()
         .map(|row| {
             let kind: String = row.try_get("actor_kind")?;
+            let id: Option<Uuid> = row.try_get("actor_id")?;
             Ok(AuditEventView {
                 id: row.try_get("id")?,
                 occurred_at: row.try_get("occurred_at")?,
-                actor: ActorView {
-                    kind: serde_json::from_value(Value::String(kind))
-                        .map_err(|e| ApiError::Internal(Box::new(e)))?,
-                    id: row.try_get("actor_id")?,
-                },
+                actor: ActorView::of(&kind, id).ok_or_else(|| {
+                    ApiError::Internal(
+                        format!("unknown actor kind `{kind}` in the audit log").into(),
+                    )
+                })?,
                 client_address: row.try_get("client_address")?,
                 user_agent: row.try_get("user_agent")?,
                 action: row.try_get("action")?,

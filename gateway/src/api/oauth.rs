@@ -380,9 +380,16 @@ pub async fn callback(
     transaction
         .execute(
             "UPDATE connections SET credentials = $3, credential_fields = $4, status = 'active',
-                 last_error = NULL, updated_at = now()
+                 last_error = NULL, updated_at = now(), updated_by_kind = $5, updated_by_id = $6
              WHERE id = $1 AND workspace_id = $2",
-            &[&connection_id, &workspace, &sealed, &fields],
+            &[
+                &connection_id,
+                &workspace,
+                &sealed,
+                &fields,
+                &flow.started_by.map(|actor| actor.kind().as_str()),
+                &flow.started_by.and_then(Actor::id),
+            ],
         )
         .await?;
     flow.audit(

@@ -25,7 +25,7 @@ use weft_domain::ids::{ScenarioId, WorkspaceId};
 use weft_domain::scenario::{Invalid, Problem, Scenario, TriggerKind, WebhookSignature};
 
 use crate::access::Workspace;
-use crate::audit::{Action as AuditAction, Event};
+use crate::audit::{Action as AuditAction, ActorView, Event};
 use crate::catalog::WorkspaceCatalog;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -38,6 +38,7 @@ use crate::state::AppState;
 macro_rules! scenario_columns {
     () => {
         "s.id, s.name, s.current_version, s.status, s.created_at, s.updated_at,
+         s.created_by_kind, s.created_by_id, s.updated_by_kind, s.updated_by_id,
          (SELECT t.token FROM webhook_tokens t WHERE t.scenario_id = s.id) AS webhook_token"
     };
 }
@@ -99,6 +100,10 @@ pub struct ScenarioView {
     pub webhook: Option<WebhookEndpoint>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Who created it; null for scenarios older than people and keys of their own.
+    pub created_by: Option<ActorView>,
+    /// Who changed it last (saved, activated or paused it).
+    pub updated_by: Option<ActorView>,
     /// The current version's definition; only in `GET /api/v1/scenarios/{id}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -118,6 +123,8 @@ pub struct WebhookEndpoint {
 pub struct VersionView {
     pub version: i32,
     pub created_at: DateTime<Utc>,
+    /// Who saved it.
+    pub created_by: Option<ActorView>,
 }
 
 impl ScenarioView {
@@ -139,6 +146,8 @@ impl ScenarioView {
             }),
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            created_by: ActorView::read(row, "created_by")?,
+            updated_by: ActorView::read(row, "updated_by")?,
             definition: None,
         })
     }
@@ -314,14 +323,23 @@ pub async fn create(
     let transaction = client.transaction().await?;
     transaction
         .execute(
-            "INSERT INTO scenarios (id, workspace_id, name, current_version) VALUES ($1, $2, $3, 1)",
-            &[&id, &workspace.id, &scenario.name],
+            "INSERT INTO scenarios (id, workspace_id, name, current_version,
+                 created_by_kind, created_by_id, updated_by_kind, updated_by_id)
+             VALUES ($1, $2, $3, 1, $4, $5, $4, $5)",
+            &[
+                &id,
+                &workspace.id,
+                &scenario.name,
+                &workspace.actor.kind().as_str(),
+                &workspace.actor.id(),
+            ],
         )
         .await?;
     transaction
         .execute(
-            "INSERT INTO scenario_versions (workspace_id, scenario_id, version, definition) VALUES ($1, $2, 1, $3)",
-            &[&workspace.id, &id, &without_secret(definition)],
+            "INSERT INTO scenario_versions (workspace_id, scenario_id, version, definition, created_by_kind, created_by_id)
+             VALUES ($1, $2, 1, $3, $4, $5)",
+            &[&workspace.id, &id, &without_secret(definition), &workspace.actor.kind().as_str(), &workspace.actor.id()],
         )
         .await?;
     sync_webhook_token(&transaction, workspace.id, id, scenario.trigger).await?;
@@ -484,8 +502,9 @@ pub async fn update(
     let version = current + 1;
     transaction
         .execute(
-            "INSERT INTO scenario_versions (workspace_id, scenario_id, version, definition) VALUES ($1, $2, $3, $4)",
-            &[&workspace.id, &id, &version, &without_secret(definition)],
+            "INSERT INTO scenario_versions (workspace_id, scenario_id, version, definition, created_by_kind, created_by_id)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&workspace.id, &id, &version, &without_secret(definition), &workspace.actor.kind().as_str(), &workspace.actor.id()],
         )
         .await?;
     sync_webhook_token(&transaction, workspace.id, id, scenario.trigger).await?;
@@ -500,11 +519,19 @@ pub async fn update(
     let row = transaction
         .query_one(
             concat!(
-                "UPDATE scenarios s SET name = $3, current_version = $4, updated_at = now()
+                "UPDATE scenarios s SET name = $3, current_version = $4, updated_at = now(),
+                     updated_by_kind = $5, updated_by_id = $6
                  WHERE s.id = $1 AND s.workspace_id = $2 RETURNING ",
                 scenario_columns!()
             ),
-            &[&id, &workspace.id, &scenario.name, &version],
+            &[
+                &id,
+                &workspace.id,
+                &scenario.name,
+                &version,
+                &workspace.actor.kind().as_str(),
+                &workspace.actor.id(),
+            ],
         )
         .await?;
     workspace
@@ -652,13 +679,23 @@ async fn set_status(
             // `activated_at` marks where a schedule starts: set when the scenario becomes
             // active, kept when an active one is activated again (no tick is lost).
             "UPDATE scenarios s SET status = $3, updated_at = now(),
+                 updated_by_kind = $4, updated_by_id = $5,
                  activated_at = CASE WHEN $3 = 'active' AND s.status <> 'active' THEN now() ELSE s.activated_at END
              WHERE s.id = $1 AND s.workspace_id = $2 AND s.deleted_at IS NULL RETURNING ",
             scenario_columns!()
         ))
         .await?;
     let row = transaction
-        .query_opt(&statement, &[&id, &workspace.id, &status.as_str()])
+        .query_opt(
+            &statement,
+            &[
+                &id,
+                &workspace.id,
+                &status.as_str(),
+                &workspace.actor.kind().as_str(),
+                &workspace.actor.id(),
+            ],
+        )
         .await?
         .ok_or(ApiError::NotFound("scenario"))?;
     workspace
@@ -703,7 +740,7 @@ pub async fn versions(
     }
     let rows = client
         .query(
-            "SELECT version, created_at FROM scenario_versions
+            "SELECT version, created_at, created_by_kind, created_by_id FROM scenario_versions
              WHERE scenario_id = $1 AND workspace_id = $2 AND version < $3
              ORDER BY version DESC LIMIT $4",
             &[
@@ -720,6 +757,7 @@ pub async fn versions(
             Ok(VersionView {
                 version: row.try_get("version")?,
                 created_at: row.try_get("created_at")?,
+                created_by: ActorView::read(row, "created_by")?,
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;

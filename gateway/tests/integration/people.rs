@@ -502,3 +502,102 @@ async fn a_person_created_from_the_command_line_signs_in_and_owns_a_workspace() 
     assert!(unknown.is_err_and(|e| e.to_string().contains("nobody@example.com")));
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn objects_name_who_made_them_and_who_changed_them_last() {
+    let fleet = Fleet::with(0, 0).await;
+    let owner = fleet.workspace().await;
+    let ada = fleet.person(&owner, "ada@example.com", "editor").await;
+    let (_, session) = fleet.as_person(&ada, "GET", "/api/v1/session", None).await;
+    let ada_id = session["user"]["id"].clone();
+    let (_, keys) = fleet.call(&owner, "GET", "/api/v1/api-keys", None).await;
+    let key_id = keys["items"][0]["id"].clone();
+    let by_key = json!({"kind": "api_key", "id": key_id});
+    let by_ada = json!({"kind": "user", "id": ada_id});
+
+    let definition = |name: &str| {
+        json!({"name": name, "trigger": {"type": "manual"},
+               "nodes": [weft_testkit::http_node("call", &[], json!({"method": "GET", "url": "http://127.0.0.1:9/"}))]})
+    };
+    let (status, created) = fleet
+        .call(
+            &owner,
+            "POST",
+            "/api/v1/scenarios",
+            Some(definition("First")),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["created_by"], by_key);
+    assert_eq!(created["updated_by"], by_key);
+    let id = created["id"].as_str().expect("id").to_owned();
+    let (status, updated) = fleet
+        .as_person(
+            &ada,
+            "PUT",
+            &format!("/api/v1/scenarios/{id}"),
+            Some(definition("Second")),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["created_by"], by_key);
+    assert_eq!(updated["updated_by"], by_ada);
+    let (_, versions) = fleet
+        .call(
+            &owner,
+            "GET",
+            &format!("/api/v1/scenarios/{id}/versions"),
+            None,
+        )
+        .await;
+    assert_eq!(versions["items"][0]["created_by"], by_ada, "version 2");
+    assert_eq!(versions["items"][1]["created_by"], by_key, "version 1");
+    let (_, paused) = fleet
+        .call(
+            &owner,
+            "POST",
+            &format!("/api/v1/scenarios/{id}/pause"),
+            None,
+        )
+        .await;
+    assert_eq!(paused["updated_by"], by_key);
+
+    let manifest = json!({
+        "key": "crm", "name": "CRM", "version": "1.0.0", "base_url": "https://crm.example.com",
+        "auth": {"type": "bearer"},
+        "actions": [{"key": "ping", "name": "Ping", "request": {"method": "GET", "path": "/ping"}}]
+    });
+    let (_, connector) = fleet
+        .as_person(&ada, "POST", "/api/v1/connectors", Some(manifest.clone()))
+        .await;
+    assert_eq!(connector["created_by"], by_ada, "{connector}");
+    let (_, connector) = fleet
+        .call(&owner, "PUT", "/api/v1/connectors/crm", Some(manifest))
+        .await;
+    assert_eq!(connector["created_by"], by_ada);
+    assert_eq!(connector["updated_by"], by_key);
+
+    let (_, connection) = fleet
+        .as_person(
+            &ada,
+            "POST",
+            "/api/v1/connections",
+            Some(
+                json!({"connector": "crm", "name": "CRM", "credentials": {"token": "t0ken-value"}}),
+            ),
+        )
+        .await;
+    assert_eq!(connection["created_by"], by_ada, "{connection}");
+    let connection_id = connection["id"].as_str().expect("id").to_owned();
+    let (_, renamed) = fleet
+        .call(
+            &owner,
+            "PATCH",
+            &format!("/api/v1/connections/{connection_id}"),
+            Some(json!({"name": "CRM (EU)"})),
+        )
+        .await;
+    assert_eq!(renamed["created_by"], by_ada);
+    assert_eq!(renamed["updated_by"], by_key);
+    fleet.stop().await;
+}

@@ -23,7 +23,7 @@ use super::model::{
     ConnectionPatch, ConnectionStatus, ConnectionView, ListQuery, NewConnection, TestResult,
 };
 use crate::access::Workspace;
-use crate::audit::{Action as AuditAction, Event};
+use crate::audit::{Action as AuditAction, ActorView, Event};
 use crate::connection_store::{self, load};
 use crate::direct::{self, Call, action_timeout};
 use crate::error::{ApiError, ErrorBody};
@@ -37,6 +37,7 @@ macro_rules! connection_columns {
     () => {
         "c.id, c.connector, c.name, c.config, c.credential_fields, c.rate_limit, c.status,
          c.last_error, c.last_used_at, c.created_at, c.updated_at,
+         c.created_by_kind, c.created_by_id, c.updated_by_kind, c.updated_by_id,
          (SELECT COALESCE(v.manifest->'auth'->>'type', 'none')
           FROM connectors k
           JOIN connector_versions v
@@ -66,6 +67,8 @@ impl ConnectionView {
             last_used_at: row.try_get("last_used_at")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            created_by: ActorView::read(row, "created_by")?,
+            updated_by: ActorView::read(row, "updated_by")?,
         })
     }
 }
@@ -139,8 +142,9 @@ pub async fn create(
     transaction
         .execute(
             "INSERT INTO connections
-                 (id, workspace_id, connector, name, config, credentials, credential_fields, rate_limit, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 (id, workspace_id, connector, name, config, credentials, credential_fields, rate_limit, status,
+                  created_by_kind, created_by_id, updated_by_kind, updated_by_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $11)",
             &[
                 &id,
                 &workspace.id,
@@ -151,6 +155,8 @@ pub async fn create(
                 &fields,
                 &rate_limit.as_ref().map(Jsonb),
                 &status.as_str(),
+                &workspace.actor.kind().as_str(),
+                &workspace.actor.id(),
             ],
         )
         .await?;
@@ -376,7 +382,8 @@ pub async fn update(
     transaction
         .execute(
             "UPDATE connections SET name = $3, config = $4, credentials = $5, credential_fields = $6,
-                 rate_limit = $7, status = $8, last_error = $9, updated_at = now()
+                 rate_limit = $7, status = $8, last_error = $9, updated_at = now(),
+                 updated_by_kind = $10, updated_by_id = $11
              WHERE id = $1 AND workspace_id = $2",
             &[
                 &id,
@@ -388,6 +395,8 @@ pub async fn update(
                 &rate_limit,
                 &status,
                 &last_error,
+                &workspace.actor.kind().as_str(),
+                &workspace.actor.id(),
             ],
         )
         .await?;

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use weft_domain::ids::ConnectionId;
 
+use crate::audit::ActorView;
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -68,6 +69,10 @@ pub struct ConnectionView {
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Who created it; null for connections older than people and keys of their own.
+    pub created_by: Option<ActorView>,
+    /// Who changed it last (a patch, or the OAuth flow that authorized it).
+    pub updated_by: Option<ActorView>,
 }
 
 /// Body of `POST /api/v1/connections`.

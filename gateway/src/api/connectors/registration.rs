@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use uuid::Uuid;
-use weft_domain::ids::WorkspaceId;
 use weft_domain::manifest::{self, InvalidManifest, Manifest};
 
 use super::view::ConnectorView;
@@ -84,13 +83,16 @@ pub async fn create(
     // versions, which runs may still pin.
     let row = transaction
         .query_opt(
-            "INSERT INTO connectors (workspace_id, key, current_version) VALUES ($1, $2, 1)
+            "INSERT INTO connectors (workspace_id, key, current_version,
+                 created_by_kind, created_by_id, updated_by_kind, updated_by_id)
+             VALUES ($1, $2, 1, $3, $4, $3, $4)
              ON CONFLICT (workspace_id, key) DO UPDATE
              SET current_version = connectors.current_version + 1, deleted_at = NULL,
-                 created_at = now(), updated_at = now()
+                 created_at = now(), updated_at = now(),
+                 created_by_kind = $3, created_by_id = $4, updated_by_kind = $3, updated_by_id = $4
              WHERE connectors.deleted_at IS NOT NULL
              RETURNING current_version",
-            &[&workspace.id, &manifest.key],
+            &[&workspace.id, &manifest.key, &workspace.actor.kind().as_str(), &workspace.actor.id()],
         )
         .await?
         .ok_or_else(|| ApiError::Conflict {
@@ -101,7 +103,7 @@ pub async fn create(
             ),
         })?;
     let version: i32 = row.try_get("current_version")?;
-    let view = store_version(&transaction, workspace.id, &manifest, &source, version).await?;
+    let view = store_version(&transaction, &workspace, &manifest, &source, version).await?;
     workspace
         .audit(
             &transaction,
@@ -117,16 +119,25 @@ pub async fn create(
 /// Writes one immutable version and answers with the connector as it now is.
 async fn store_version(
     client: &impl GenericClient,
-    workspace: WorkspaceId,
+    caller: &Workspace,
     manifest: &Manifest,
     source: &Value,
     version: i32,
 ) -> Result<ConnectorView, ApiError> {
+    let workspace = caller.id;
     client
         .execute(
-            "INSERT INTO connector_versions (id, workspace_id, key, version, manifest)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[&Uuid::now_v7(), &workspace, &manifest.key, &version, source],
+            "INSERT INTO connector_versions (id, workspace_id, key, version, manifest, created_by_kind, created_by_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &Uuid::now_v7(),
+                &workspace,
+                &manifest.key,
+                &version,
+                source,
+                &caller.actor.kind().as_str(),
+                &caller.actor.id(),
+            ],
         )
         .await?;
     let row = client
@@ -189,15 +200,21 @@ pub async fn update(
     // The row lock serializes concurrent saves, so each gets its own version.
     let version: i32 = transaction
         .query_opt(
-            "UPDATE connectors SET current_version = current_version + 1, updated_at = now()
+            "UPDATE connectors SET current_version = current_version + 1, updated_at = now(),
+                 updated_by_kind = $3, updated_by_id = $4
              WHERE workspace_id = $1 AND key = $2 AND deleted_at IS NULL
              RETURNING current_version",
-            &[&workspace.id, &key],
+            &[
+                &workspace.id,
+                &key,
+                &workspace.actor.kind().as_str(),
+                &workspace.actor.id(),
+            ],
         )
         .await?
         .ok_or(ApiError::NotFound("connector"))?
         .try_get("current_version")?;
-    let view = store_version(&transaction, workspace.id, &manifest, &source, version).await?;
+    let view = store_version(&transaction, &workspace, &manifest, &source, version).await?;
     workspace
         .audit(
             &transaction,

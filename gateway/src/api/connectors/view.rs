@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use weft_domain::manifest::{Auth, HTTP_CONNECTOR, HTTP_REQUEST_ACTION, Trigger};
 
+use crate::audit::ActorView;
 use crate::catalog::Connector;
 
 impl Connector {
@@ -14,14 +15,18 @@ impl Connector {
         let Some(manifest) = self.manifest() else {
             return http_view(with_manifest);
         };
-        let (revision, created_at, updated_at, source) = match self {
+        let (revision, created_at, updated_at, created_by, updated_by, source) = match self {
             Self::Registered(registered) => (
                 Some(registered.revision),
                 Some(registered.created_at),
                 Some(registered.updated_at),
+                registered.created_by,
+                registered.updated_by,
                 registered.source.clone(),
             ),
             _ => (
+                None,
+                None,
                 None,
                 None,
                 None,
@@ -49,6 +54,8 @@ impl Connector {
             revision,
             created_at,
             updated_at,
+            created_by,
+            updated_by,
             manifest: with_manifest.then_some(source),
         }
     }
@@ -103,6 +110,12 @@ pub struct ConnectorView {
     pub created_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<DateTime<Utc>>,
+    /// Who registered a workspace connector; absent for built-ins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<ActorView>,
+    /// Who saved its current version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_by: Option<ActorView>,
     /// The full manifest; only in `GET /api/v1/connectors/{key}` and the answers to saves.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -164,6 +177,8 @@ fn http_view(with_manifest: bool) -> ConnectorView {
         revision: None,
         created_at: None,
         updated_at: None,
+        created_by: None,
+        updated_by: None,
         manifest: with_manifest.then(|| {
             json!({
                 "key": HTTP_CONNECTOR,
