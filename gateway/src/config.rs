@@ -203,6 +203,15 @@ pub struct Config {
         default_value = "viewer"
     )]
     pub oidc_provision_role: Role,
+    /// How long audit events are kept.
+    #[arg(
+        long,
+        env = "WEFT_AUDIT_RETENTION",
+        value_name = "WEFT_AUDIT_RETENTION",
+        default_value = "365d",
+        value_parser = parse_positive_duration
+    )]
+    pub audit_retention: Duration,
     /// Refuse passwords: everyone signs in through the OpenID provider.
     #[arg(
         long,

@@ -24,6 +24,8 @@
 //!   middleware, which hands handlers the `Workspace`, `Person` or `Admin` it decided.
 //! - `identity`: people: passwords (Argon2id), sessions, issued secrets, login back-off.
 //! - `audit`: the audit log, written in the transaction of each change.
+//! - [`housekeeping`]: the hourly sweep of audit events past retention and of expired
+//!   sessions, links and sign-in flows.
 //! - `extract`: request extractors whose rejections are JSON errors.
 //! - `paging`: `limit`/`cursor` parameters and the `{items, next_cursor}` list shape.
 //! - `error`: every way a request fails, mapped to a status and a JSON body.
@@ -43,6 +45,7 @@ mod direct;
 mod enqueue;
 mod error;
 mod extract;
+pub mod housekeeping;
 mod identity;
 mod layers;
 mod metrics;

@@ -23,6 +23,7 @@ use weft_runtime::telemetry::{self, Readiness};
 use crate::api;
 use crate::config::{Config, Signup};
 use crate::extract;
+use crate::housekeeping;
 use crate::identity::sessions::SessionPolicy;
 use crate::identity::sso::{Provisioning, Sso, SsoSettings};
 use crate::metrics::Metrics;
@@ -43,6 +44,7 @@ pub enum StartError {
 
 pub struct Gateway {
     state: AppState,
+    audit_retention: Duration,
     registry: Registry,
     shutdown_timeout: Duration,
     broker: Broker,
@@ -108,6 +110,7 @@ impl Gateway {
         };
         Ok(Gateway {
             state,
+            audit_retention: config.audit_retention,
             registry,
             shutdown_timeout: config.process.shutdown_timeout,
             broker: config.broker.broker(),
@@ -127,6 +130,7 @@ impl Gateway {
     ) -> Result<(), StartError> {
         let Gateway {
             state,
+            audit_retention,
             registry,
             shutdown_timeout,
             broker,
@@ -146,6 +150,12 @@ impl Gateway {
         let replies_stop = CancellationToken::new();
         let replies =
             tokio::spawn(Arc::clone(&state.replies).consume(broker, replies_stop.clone()));
+        let housekeeping = tokio::spawn(housekeeping::run(
+            state.pool.clone(),
+            audit_retention,
+            state.sessions.idle,
+            replies_stop.clone(),
+        ));
         let readiness = readiness(state.pool.clone(), Arc::clone(&state.publisher));
         let publisher = Arc::clone(&state.publisher);
 
@@ -181,6 +191,9 @@ impl Gateway {
         replies_stop.cancel();
         if let Err(e) = replies.await {
             tracing::warn!(error = %e, "the reply consumer ended abnormally");
+        }
+        if let Err(e) = housekeeping.await {
+            tracing::warn!(error = %e, "housekeeping ended abnormally");
         }
         publisher.close().await;
         result

@@ -10,9 +10,11 @@
 //! - `model`: what the endpoints take and answer.
 //! - `checks`: the checks of a connection's fields, and the status its credentials give it.
 //! - `connectable`: what a connector key makes a connection for.
+//! - `masking`: config values a connector marks secret (`writeOnly`), hidden from viewers.
 //! - `handlers`: the endpoints.
 
 mod checks;
 mod connectable;
 pub(super) mod handlers;
+mod masking;
 mod model;

@@ -617,3 +617,42 @@ async fn every_change_writes_exactly_one_event_naming_its_caller() {
     );
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn housekeeping_drops_events_past_retention_and_sessions_that_ran_out() {
+    let fleet = Fleet::with(0, 0).await;
+    let owner = fleet.workspace().await;
+    let ada = fleet.person(&owner, "ada@example.com", "viewer").await;
+    let db = fleet.pg().await;
+    db.batch_execute(
+        "INSERT INTO audit_events (id, workspace_id, occurred_at, actor_kind, action, target_kind)
+         SELECT gen_random_uuid(), NULL, now() - interval '400 days', 'system', 'old.event', 'test'
+         FROM generate_series(1, 12000);
+         UPDATE sessions SET last_seen_at = now() - interval '2 days'",
+    )
+    .await
+    .expect("old rows");
+    let before: i64 = db
+        .query_one("SELECT count(*) FROM audit_events", &[])
+        .await
+        .expect("count")
+        .get(0);
+
+    let url: weft_runtime::tls::DatabaseUrl = fleet.db.url.parse().expect("URL");
+    let pool = weft_runtime::db::pool(&url, None, 2).expect("pool");
+    let day = std::time::Duration::from_secs(86_400);
+    let swept = weft_gateway::housekeeping::sweep(&pool, 365 * day, day / 2)
+        .await
+        .expect("swept");
+    assert_eq!(swept.audit_events, 12_000, "in batches, all of them");
+    assert_eq!(swept.sessions, 1, "Ada's idle session");
+    let after: i64 = db
+        .query_one("SELECT count(*) FROM audit_events", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(after, before - 12_000, "the recent events stay");
+    let (status, _) = fleet.as_person(&ada, "GET", "/api/v1/session", None).await;
+    assert_eq!(status, 401);
+    fleet.stop().await;
+}

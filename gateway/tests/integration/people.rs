@@ -601,3 +601,53 @@ async fn objects_name_who_made_them_and_who_changed_them_last() {
     assert_eq!(renamed["updated_by"], by_key);
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn viewers_read_secret_config_values_masked() {
+    let fleet = Fleet::with(0, 0).await;
+    let owner = fleet.workspace().await;
+    let viewer = fleet.person(&owner, "viewer@example.com", "viewer").await;
+    let operator = fleet
+        .person(&owner, "operator@example.com", "operator")
+        .await;
+    fleet
+        .register_connector(
+            &owner,
+            json!({
+                "key": "chat", "name": "Chat", "version": "1.0.0", "base_url": "https://chat.example.com",
+                "auth": {"type": "bearer"},
+                "connection_schema": {"type": "object", "properties": {
+                    "channel": {"type": "string"},
+                    "webhook_url": {"type": "string", "writeOnly": true}
+                }},
+                "actions": [{"key": "post", "name": "Post", "request": {"method": "POST", "path": "/post"}}]
+            }),
+        )
+        .await;
+    let hook = "https://hooks.example.com/services/T0K3N";
+    let created = fleet
+        .connection(
+            &owner,
+            json!({"connector": "chat", "name": "Chat", "config": {"channel": "#ops", "webhook_url": hook},
+                   "credentials": {"token": "bot-token"}}),
+        )
+        .await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/v1/connections/{id}");
+    let (_, seen) = fleet.as_person(&viewer, "GET", &path, None).await;
+    assert_eq!(
+        seen["config"],
+        json!({"channel": "#ops", "webhook_url": "********"})
+    );
+    let (_, listed) = fleet
+        .as_person(&viewer, "GET", "/api/v1/connections", None)
+        .await;
+    assert_eq!(listed["items"][0]["config"]["webhook_url"], "********");
+    assert!(!listed.to_string().contains("T0K3N"));
+    let (_, seen) = fleet.as_person(&operator, "GET", &path, None).await;
+    assert_eq!(
+        seen["config"]["webhook_url"], hook,
+        "only viewers are kept from it"
+    );
+    fleet.stop().await;
+}

@@ -9,6 +9,7 @@ use deadpool_postgres::GenericClient;
 use serde_json::{Value, json};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json as Jsonb;
+use weft_domain::access::Role;
 use weft_domain::connector::Credentials;
 use weft_domain::ids::{ConnectionId, WorkspaceId};
 use weft_domain::manifest::{self, Action, Manifest, ResponseSpec};
@@ -19,6 +20,7 @@ use super::checks::{
     invalid_connection, missing_credentials, parse_rate_limit, status_for,
 };
 use super::connectable::connectable;
+use super::masking;
 use super::model::{
     ConnectionPatch, ConnectionStatus, ConnectionView, ListQuery, NewConnection, TestResult,
 };
@@ -235,10 +237,13 @@ pub async fn list(
             &[&workspace.id, &before, &page.fetch(), &connector],
         )
         .await?;
-    let items = rows
+    let mut items = rows
         .iter()
         .map(ConnectionView::from_row)
         .collect::<Result<Vec<_>, _>>()?;
+    if workspace.role == Role::Viewer {
+        masking::for_viewer(&client, workspace.id, &mut items).await?;
+    }
     Ok(Json(List::new(items, &page, |connection| connection.id)))
 }
 
@@ -264,7 +269,11 @@ pub async fn get(
     ApiPath(id): ApiPath<ConnectionId>,
 ) -> Result<Json<ConnectionView>, ApiError> {
     let client = state.pool.get().await?;
-    view_of(&client, workspace.id, id).await.map(Json)
+    let mut view = view_of(&client, workspace.id, id).await?;
+    if workspace.role == Role::Viewer {
+        masking::for_viewer(&client, workspace.id, std::slice::from_mut(&mut view)).await?;
+    }
+    Ok(Json(view))
 }
 
 /// Change a connection's name, config, credentials or rate limit.
