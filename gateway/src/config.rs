@@ -8,7 +8,7 @@ use weft_domain::access::Role;
 use weft_domain::ids::WorkspaceId;
 use weft_runtime::config::{
     AdminTokenArgs, BrokerArgs, DatabaseArgs, MasterKeysArgs, OidcSecretArgs, ProcessArgs,
-    parse_duration,
+    SmtpArgs, parse_duration,
 };
 use weft_runtime::egress::{EgressProxy, EgressProxyParser, EgressRule};
 
@@ -203,6 +203,12 @@ pub struct Config {
         default_value = "viewer"
     )]
     pub oidc_provision_role: Role,
+    #[command(flatten)]
+    pub smtp: SmtpArgs,
+    /// The sender of the mail the gateway sends; default `Weft <weft@<host of
+    /// WEFT_PUBLIC_URL>>`.
+    #[arg(long, env = "WEFT_SMTP_FROM", value_name = "WEFT_SMTP_FROM")]
+    pub smtp_from: Option<String>,
     /// How long audit events are kept.
     #[arg(
         long,

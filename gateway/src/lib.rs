@@ -24,6 +24,7 @@
 //!   middleware, which hands handlers the `Workspace`, `Person` or `Admin` it decided.
 //! - `identity`: people: passwords (Argon2id), sessions, issued secrets, login back-off.
 //! - `audit`: the audit log, written in the transaction of each change.
+//! - `mail`: invitations and password resets mailed, when SMTP is configured.
 //! - [`housekeeping`]: the hourly sweep of audit events past retention and of expired
 //!   sessions, links and sign-in flows.
 //! - `extract`: request extractors whose rejections are JSON errors.
@@ -48,6 +49,7 @@ mod extract;
 pub mod housekeeping;
 mod identity;
 mod layers;
+mod mail;
 mod metrics;
 mod paging;
 mod replies;

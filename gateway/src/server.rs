@@ -26,12 +26,15 @@ use crate::extract;
 use crate::housekeeping;
 use crate::identity::sessions::SessionPolicy;
 use crate::identity::sso::{Provisioning, Sso, SsoSettings};
+use crate::mail::{MailError, Mailer};
 use crate::metrics::Metrics;
 use crate::replies::Replies;
 use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Mail(#[from] MailError),
     #[error("preparing the database (WEFT_DATABASE_URL)")]
     Database(#[from] DbError),
     #[error("serving the API")]
@@ -68,6 +71,19 @@ impl Gateway {
             .transpose()
             .map_err(StartError::Http)?;
         let public_origin = Arc::from(origin_of(&config.public_url));
+        let mailer = match &config.smtp.smtp_url {
+            Some(url) => {
+                let from = config.smtp_from.clone().unwrap_or_else(|| {
+                    let host = Url::parse(&config.public_url)
+                        .ok()
+                        .and_then(|url| url.host_str().map(str::to_owned))
+                        .unwrap_or_else(|| "localhost".to_owned());
+                    format!("Weft <weft@{host}>")
+                });
+                Some(Arc::new(Mailer::new(url, &from)?))
+            }
+            None => None,
+        };
         let topology = Topology::new(config.broker.namespace.as_str());
         let replies = Replies::new(&topology);
         let publisher = Publisher::new(config.broker.broker(), "weft-gateway", topology);
@@ -103,6 +119,7 @@ impl Gateway {
             users_create_workspaces: config.users_create_workspaces,
             invitation_lifetime: config.invitation_lifetime,
             sso,
+            mailer,
             public_url: Arc::from(config.public_url),
             oauth_http,
             request_timeout: config.http_request_timeout,

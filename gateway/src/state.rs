@@ -12,6 +12,7 @@ use weft_runtime::queue::Publisher;
 use crate::error::ApiError;
 use crate::identity::sessions::SessionPolicy;
 use crate::identity::sso::Sso;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::replies::Replies;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub users_create_workspaces: bool,
     /// Single sign-on, when `WEFT_OIDC_ISSUER` is set.
     pub sso: Option<Arc<Sso>>,
+    /// Mails invitations and resets, when `WEFT_SMTP_URL` is set.
+    pub mailer: Option<Arc<Mailer>>,
     /// `WEFT_INVITATION_LIFETIME`.
     pub invitation_lifetime: Duration,
     /// Calls OAuth token endpoints, under the same egress policy as the workers.

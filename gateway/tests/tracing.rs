@@ -185,6 +185,20 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
         .await;
     assert_eq!(run.summary.status, RunStatus::Completed, "{run:?}");
 
+    // A person signs in, issues a key and uses it: none of their secrets may show.
+    let person = fleet
+        .person(&workspace, "traced@example.com", "editor")
+        .await;
+    let key = fleet.key_of(&person, "traced", "viewer").await;
+    let (status, _) = fleet.call(&key, "GET", "/api/v1/scenarios", None).await;
+    assert_eq!(status, 200);
+    let session_token = person
+        .cookie
+        .split_once('=')
+        .expect("name=value")
+        .1
+        .to_owned();
+
     // The result's span ends after the run is recorded complete: wait for it.
     let topology = fleet.topology();
     let results = format!("process {}", topology.results());
@@ -336,7 +350,8 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
     );
 
     // No secret anywhere: not the webhook token, the caller's Authorization, the
-    // action's Authorization header or the key in its query string.
+    // action's Authorization header or the key in its query string, nor a person's
+    // password, session, CSRF token or API key.
     let attributes = every_attribute(&collector.requests());
     for secret in [
         token.as_str(),
@@ -344,6 +359,10 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
         HEADER_SECRET,
         QUERY_SECRET,
         "Bearer",
+        weft_testkit::PASSWORD,
+        session_token.as_str(),
+        person.csrf_token.as_str(),
+        key.api_key.as_str(),
     ] {
         let leaks: Vec<&String> = attributes
             .iter()

@@ -383,6 +383,53 @@ impl OidcSecretArgs {
 
 resolved_args!(OidcSecretArgs, OidcSecretGiven, OidcSecretArgs::resolve);
 
+/// The SMTP server invitations and password resets are mailed through (the gateway's).
+#[derive(Debug, Clone)]
+pub struct SmtpArgs {
+    /// `None`: nothing is mailed; links are handed over by whoever created them.
+    pub smtp_url: Option<SecretString>,
+}
+
+#[derive(clap::Args)]
+struct SmtpGiven {
+    /// `smtps://user:password@host:465` (TLS), `smtp://user:password@host:587?tls=required`
+    /// (STARTTLS) or `smtp://host:25` (plain, for a relay on the same host).
+    #[arg(
+        long,
+        env = "WEFT_SMTP_URL",
+        value_name = "WEFT_SMTP_URL",
+        hide_env_values = true
+    )]
+    smtp_url: Option<String>,
+    /// File holding the SMTP URL, instead of WEFT_SMTP_URL.
+    #[arg(long, env = "WEFT_SMTP_URL_FILE", value_name = "WEFT_SMTP_URL_FILE")]
+    smtp_url_file: Option<PathBuf>,
+}
+
+impl SmtpArgs {
+    fn resolve(given: SmtpGiven) -> Result<Self, SecretError> {
+        let smtp_url = Given {
+            variable: "WEFT_SMTP_URL",
+            value: given.smtp_url,
+            file: given.smtp_url_file,
+        }
+        .parse(parse_smtp_url)?;
+        Ok(Self { smtp_url })
+    }
+}
+
+resolved_args!(SmtpArgs, SmtpGiven, SmtpArgs::resolve);
+
+fn parse_smtp_url(text: &str) -> Result<SecretString, String> {
+    let scheme_ok = text.starts_with("smtp://") || text.starts_with("smtps://");
+    if !scheme_ok || text.chars().any(char::is_control) {
+        return Err(
+            "is not an SMTP URL: write smtps://user:password@host:465 or smtp://host:25".to_owned(),
+        );
+    }
+    Ok(SecretString::from(text.to_owned()))
+}
+
 fn parse_client_secret(text: &str) -> Result<SecretString, String> {
     if text.is_empty() || text.chars().any(char::is_control) {
         return Err("is empty or holds control characters".to_owned());

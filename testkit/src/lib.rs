@@ -10,6 +10,7 @@ mod database;
 mod fake_worker;
 pub mod oidc;
 mod people;
+pub mod smtp;
 pub mod startup;
 mod upstream;
 

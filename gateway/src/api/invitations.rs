@@ -23,6 +23,7 @@ use crate::extract::{ApiJson, ApiPath};
 use crate::identity::tokens::{self, Kind};
 use crate::identity::users::{self, CreateError};
 use crate::identity::{passwords, sessions};
+use crate::mail;
 use crate::paging::List;
 use crate::state::AppState;
 
@@ -63,6 +64,8 @@ pub struct IssuedInvitation {
     pub invitation: InvitationView,
     /// The link to hand to the person. Shown this once: only its token's hash is stored.
     pub url: String,
+    /// Whether it was also mailed to them (with `WEFT_SMTP_URL` set).
+    pub mailed: bool,
 }
 
 /// Invite a person by email.
@@ -121,6 +124,13 @@ pub async fn create(
         )
         .await?;
     let invitation = InvitationView::from_row(&row)?;
+    let workspace_name: String = tx
+        .query_one(
+            "SELECT name FROM workspaces WHERE id = $1",
+            &[&workspace.id],
+        )
+        .await?
+        .try_get("name")?;
     workspace
         .audit(
             &tx,
@@ -130,9 +140,28 @@ pub async fn create(
         .await?;
     tx.commit().await?;
     let url = format!("{}/invitations/accept#token={token}", state.public_url);
+    let mailed = match state.mailer.as_deref() {
+        Some(mailer) => mail::sent(
+            mailer
+                .invitation(
+                    &email,
+                    &workspace_name,
+                    request.role.as_str(),
+                    &url,
+                    invitation.expires_at,
+                )
+                .await,
+            "invitation",
+        ),
+        None => false,
+    };
     Ok((
         StatusCode::CREATED,
-        Json(IssuedInvitation { invitation, url }),
+        Json(IssuedInvitation {
+            invitation,
+            url,
+            mailed,
+        }),
     ))
 }
 

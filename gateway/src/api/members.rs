@@ -19,6 +19,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::identity::resets;
 use crate::identity::users::UserView;
+use crate::mail;
 use crate::paging::List;
 use crate::state::AppState;
 
@@ -181,6 +182,8 @@ pub struct IssuedReset {
     /// The link to hand to the person. Shown this once.
     pub url: String,
     pub expires_at: DateTime<Utc>,
+    /// Whether it was also mailed to them (with `WEFT_SMTP_URL` set).
+    pub mailed: bool,
 }
 
 /// Issue a password reset link for a member who belongs to no other workspace (for anyone
@@ -231,12 +234,25 @@ pub async fn issue_password_reset(
                 .with_summary(json!({ "expires_at": issued.expires_at })),
         )
         .await?;
+    let email: String = tx
+        .query_one("SELECT email FROM users WHERE id = $1", &[&user])
+        .await?
+        .try_get("email")?;
     tx.commit().await?;
+    let url = resets::link(&state.public_url, &issued.token);
+    let mailed = match state.mailer.as_deref() {
+        Some(mailer) => mail::sent(
+            mailer.password_reset(&email, &url, issued.expires_at).await,
+            "password reset",
+        ),
+        None => false,
+    };
     Ok((
         StatusCode::CREATED,
         Json(IssuedReset {
-            url: resets::link(&state.public_url, &issued.token),
+            url,
             expires_at: issued.expires_at,
+            mailed,
         }),
     ))
 }

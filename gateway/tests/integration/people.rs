@@ -651,3 +651,78 @@ async fn viewers_read_secret_config_values_masked() {
     );
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn with_smtp_invitations_and_resets_are_mailed_to_their_person() {
+    let smtp = weft_testkit::smtp::SmtpSink::start().await;
+    let fleet = Fleet::with_gateway_flags(
+        0,
+        0,
+        &[
+            "--smtp-url",
+            &smtp.url,
+            "--smtp-from",
+            "Weft <weft@example.com>",
+        ],
+    )
+    .await;
+    let owner = fleet.workspace().await;
+    let (status, invitation) = fleet
+        .call(
+            &owner,
+            "POST",
+            "/api/v1/invitations",
+            Some(json!({"email": "grace@example.com", "role": "editor"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{invitation}");
+    assert_eq!(invitation["mailed"], true);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].from, "weft@example.com");
+    assert_eq!(mails[0].to, ["grace@example.com"]);
+    let token = link_token(&invitation);
+    let text = mails[0].text();
+    assert!(
+        text.contains(&invitation["url"].as_str().expect("url").to_owned()),
+        "the link is in the mail: {text}"
+    );
+    assert!(text.contains(&token));
+    assert!(text.contains("as editor"), "{text}");
+
+    let ada = fleet.person(&owner, "ada@example.com", "viewer").await;
+    let (_, session) = fleet.as_person(&ada, "GET", "/api/v1/session", None).await;
+    let ada_id = session["user"]["id"].as_str().expect("id").to_owned();
+    let (status, reset) = fleet
+        .call(
+            &owner,
+            "POST",
+            &format!("/api/v1/members/{ada_id}/password-reset"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{reset}");
+    assert_eq!(reset["mailed"], true);
+    let mails = smtp.mails();
+    assert_eq!(mails.len(), 3, "Ada's invitation, then her reset");
+    assert_eq!(mails[2].to, ["ada@example.com"]);
+    assert!(mails[2].text().contains(&link_token(&reset)));
+
+    // Without a server that takes mail, the invitation still stands, unmailed.
+    let dead = Fleet::with_gateway_flags(0, 0, &["--smtp-url", "smtp://127.0.0.1:9"]).await;
+    let other = dead.workspace().await;
+    let (status, unmailed) = dead
+        .call(
+            &other,
+            "POST",
+            "/api/v1/invitations",
+            Some(json!({"email": "ada@example.com", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{unmailed}");
+    assert_eq!(unmailed["mailed"], false);
+    let (_, open) = dead.call(&other, "GET", "/api/v1/invitations", None).await;
+    assert_eq!(open["items"].as_array().map(Vec::len), Some(1));
+    dead.stop().await;
+    fleet.stop().await;
+}

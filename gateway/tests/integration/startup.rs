@@ -139,3 +139,14 @@ fn every_secret_can_come_from_a_file() {
     );
     assert!(!exited.stderr.contains(&secret), "{exited:#?}");
 }
+
+#[test]
+fn a_malformed_smtp_url_or_oidc_secret_is_refused_without_echoing_it() {
+    let secret = marker();
+    assert_refused_both_ways(
+        "WEFT_SMTP_URL",
+        &format!("mailto://weft:{secret}@mail.example.com"),
+        &secret,
+    );
+    assert_refused_both_ways("WEFT_OIDC_CLIENT_SECRET", &format!("{secret}\u{7}"), &secret);
+}
