@@ -187,7 +187,7 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
 
     // A person signs in, issues a key and uses it: none of their secrets may show.
     let person = fleet
-        .person(&workspace, "traced@example.com", "editor")
+        .person(&workspace, "traced@example.com", "admin")
         .await;
     let key = fleet.key_of(&person, "traced", "viewer").await;
     let (status, _) = fleet.call(&key, "GET", "/api/v1/scenarios", None).await;

@@ -148,5 +148,9 @@ fn a_malformed_smtp_url_or_oidc_secret_is_refused_without_echoing_it() {
         &format!("mailto://weft:{secret}@mail.example.com"),
         &secret,
     );
-    assert_refused_both_ways("WEFT_OIDC_CLIENT_SECRET", &format!("{secret}\u{7}"), &secret);
+    assert_refused_both_ways(
+        "WEFT_OIDC_CLIENT_SECRET",
+        &format!("{secret}\u{7}"),
+        &secret,
+    );
 }
