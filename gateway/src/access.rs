@@ -84,6 +84,11 @@ const RULES: &[(Method, &str, Rule)] = &[
         Rule::Workspace(Own),
     ),
     (
+        Method::PUT,
+        "/api/v1/members/{user_id}/disabled",
+        Rule::Workspace(Own),
+    ),
+    (
         Method::GET,
         "/api/v1/invitations",
         Rule::Workspace(ManageAccess),

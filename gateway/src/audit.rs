@@ -154,6 +154,10 @@ pub enum Action {
     UserCreated,
     #[serde(rename = "user.password_reset")]
     PasswordReset,
+    #[serde(rename = "user.disabled")]
+    UserDisabled,
+    #[serde(rename = "user.enabled")]
+    UserEnabled,
     #[serde(rename = "member.password_reset_issued")]
     PasswordResetIssued,
     #[serde(rename = "session.login")]

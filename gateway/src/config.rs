@@ -292,6 +292,14 @@ pub enum Command {
         #[arg(long)]
         email: String,
     },
+    /// Disable the person of `--email` at once (their sessions end, their keys stop, they
+    /// cannot sign in), or enable them again with `--enable`, and exit.
+    DisableUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        enable: bool,
+    },
     /// Apply pending database migrations and exit (e.g. as a Kubernetes init job).
     Migrate,
     /// Re-encrypt every stored secret under the newest key of WEFT_MASTER_KEYS, print how

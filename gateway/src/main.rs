@@ -45,6 +45,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
             return create_user(&config, email, name.as_deref(), owned).await;
         }
         Some(Command::ResetPassword { ref email }) => return reset_password(&config, email).await,
+        Some(Command::DisableUser { ref email, enable }) => {
+            let pool = pool(&config)?;
+            setup::set_disabled(&pool, email, !enable)
+                .await
+                .with_context(|| format!("changing whether {email} is disabled"))?;
+            report(&format!(
+                "{email} is {}",
+                if enable {
+                    "enabled"
+                } else {
+                    "disabled: their sessions ended"
+                }
+            ));
+            return Ok(());
+        }
         None => {}
     }
     let api = TcpListener::bind(config.http_addr).await.with_context(|| {

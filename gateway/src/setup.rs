@@ -1,5 +1,5 @@
-//! What the operator's commands do to the database: `weft-gateway create-user` and
-//! `weft-gateway reset-password`.
+//! What the operator's commands do to the database: `weft-gateway create-user`,
+//! `weft-gateway reset-password` and `weft-gateway disable-user`.
 
 use deadpool_postgres::Pool;
 use serde_json::json;
@@ -110,4 +110,32 @@ pub async fn reset_password(
     .await?;
     tx.commit().await?;
     Ok((resets::link(public_url, &issued.token), issued.expires_at))
+}
+
+/// Disables (or enables again) the person with `email`. Disabling ends their sessions at
+/// once; their API keys stop because every request checks their creator.
+pub async fn set_disabled(pool: &Pool, email: &str, disabled: bool) -> Result<(), SetupError> {
+    let email = users::normalize_email(email)?;
+    let mut db = pool.get().await?;
+    let tx = db.transaction().await?;
+    let user = users::credentials(&tx, &email)
+        .await?
+        .ok_or_else(|| SetupError::UnknownEmail(email.clone()))?
+        .id;
+    users::set_disabled(&tx, user, disabled).await?;
+    let action = if disabled {
+        audit::Action::UserDisabled
+    } else {
+        audit::Action::UserEnabled
+    };
+    audit::record(
+        &tx,
+        None,
+        None,
+        &Client::default(),
+        Event::new(action, "user", user).with_summary(json!({ "via": "disable-user" })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

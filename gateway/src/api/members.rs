@@ -13,12 +13,12 @@ use weft_domain::access::Role;
 use weft_domain::ids::{UserId, WorkspaceId};
 
 use crate::access::{Workspace, membership};
-use crate::audit::{Action, Event};
+use crate::audit::{Action, Actor, Event};
 use crate::auth::stored_role;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::identity::resets;
-use crate::identity::users::UserView;
+use crate::identity::users::{self, UserView};
 use crate::mail;
 use crate::paging::List;
 use crate::state::AppState;
@@ -213,19 +213,13 @@ pub async fn issue_password_reset(
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     locked_member(&tx, &workspace, user).await?;
-    let elsewhere: i64 = tx
-        .query_one(
-            "SELECT count(*) FROM memberships WHERE user_id = $1 AND workspace_id <> $2",
-            &[&user, &workspace.id],
-        )
-        .await?
-        .try_get(0)?;
-    if elsewhere > 0 {
-        return Err(ApiError::Conflict {
-            code: "member_elsewhere",
-            message: "they belong to other workspaces too: the instance operator can issue a reset with `weft-gateway reset-password`".into(),
-        });
-    }
+    only_here(
+        &tx,
+        workspace.id,
+        user,
+        "issue a reset with `weft-gateway reset-password`",
+    )
+    .await?;
     let issued = resets::issue(&tx, user).await?;
     workspace
         .audit(
@@ -255,6 +249,88 @@ pub async fn issue_password_reset(
             mailed,
         }),
     ))
+}
+
+/// Refuses to act on a whole account (its password, whether it may sign in) for a person
+/// who also belongs to other workspaces: one owner must not take over or lock out an
+/// account that holds another's work. The operator's command does it instead.
+async fn only_here(
+    db: &impl GenericClient,
+    workspace: WorkspaceId,
+    user: UserId,
+    instead: &str,
+) -> Result<(), ApiError> {
+    let elsewhere: i64 = db
+        .query_one(
+            "SELECT count(*) FROM memberships WHERE user_id = $1 AND workspace_id <> $2",
+            &[&user, &workspace],
+        )
+        .await?
+        .try_get(0)?;
+    if elsewhere > 0 {
+        return Err(ApiError::Conflict {
+            code: "member_elsewhere",
+            message: format!(
+                "they belong to other workspaces too: the instance operator can {instead}"
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Access {
+    /// `true` disables the account at once (its sessions end, its keys stop, it cannot sign
+    /// in); `false` enables it again.
+    pub disabled: bool,
+}
+
+/// Disable or enable a member's account, for a member who belongs to no other workspace
+/// (for anyone else the operator runs `weft-gateway disable-user`).
+#[utoipa::path(
+    put,
+    operation_id = "setMemberDisabled",
+    path = "/api/v1/members/{user_id}/disabled",
+    tag = "workspaces",
+    security(("api_key" = [])),
+    params(("user_id" = uuid::Uuid, Path, description = "The member's user id")),
+    request_body = Access,
+    responses(
+        (status = 204, description = "Done"),
+        (status = 401, description = "Missing or unknown credentials", body = ErrorBody),
+        (status = 403, description = "Only an owner disables accounts", body = ErrorBody),
+        (status = 404, description = "No such member", body = ErrorBody),
+        (status = 409, description = "They belong to other workspaces too, or they are the caller", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn set_disabled(
+    State(state): State<AppState>,
+    workspace: Workspace,
+    ApiPath(user): ApiPath<UserId>,
+    ApiJson(access): ApiJson<Access>,
+) -> Result<StatusCode, ApiError> {
+    if workspace.actor == Actor::User(user) {
+        return Err(ApiError::Conflict {
+            code: "own_account",
+            message: "you cannot disable your own account".into(),
+        });
+    }
+    let mut db = state.pool.get().await?;
+    let tx = db.transaction().await?;
+    locked_member(&tx, &workspace, user).await?;
+    only_here(&tx, workspace.id, user, "run `weft-gateway disable-user`").await?;
+    users::set_disabled(&tx, user, access.disabled).await?;
+    let action = if access.disabled {
+        Action::UserDisabled
+    } else {
+        Action::UserEnabled
+    };
+    workspace
+        .audit(&tx, Event::new(action, "member", user))
+        .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A member's role, their row locked; the caller must outrank or equal it.

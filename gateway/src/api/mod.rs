@@ -170,6 +170,7 @@ fn routes(request_timeout: Duration) -> OpenApiRouter<AppState> {
         .routes(routes!(members::list))
         .routes(routes!(members::change_role, members::remove))
         .routes(routes!(members::issue_password_reset))
+        .routes(routes!(members::set_disabled))
         .routes(routes!(account::sign_up))
         .routes(routes!(sso::methods))
         .routes(routes!(sso::start))

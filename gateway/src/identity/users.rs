@@ -108,6 +108,25 @@ pub async fn credentials(
     .transpose()
 }
 
+/// Disables or enables a person; disabling also ends their sessions.
+pub async fn set_disabled(
+    db: &impl GenericClient,
+    user: UserId,
+    disabled: bool,
+) -> Result<(), tokio_postgres::Error> {
+    db.execute(
+        "UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END \
+         WHERE id = $1",
+        &[&user, &disabled],
+    )
+    .await?;
+    if disabled {
+        db.execute("DELETE FROM sessions WHERE user_id = $1", &[&user])
+            .await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,7 @@ fn expected() -> BTreeMap<&'static str, Needs> {
         ("changeMemberRole", ADMIN),
         ("removeMember", ADMIN),
         ("issuePasswordReset", OWNER),
+        ("setMemberDisabled", OWNER),
         ("listInvitations", ADMIN),
         ("createInvitation", ADMIN),
         ("revokeInvitation", ADMIN),

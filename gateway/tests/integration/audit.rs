@@ -451,6 +451,36 @@ async fn every_change_writes_exactly_one_event_naming_its_caller() {
     );
     log.one("removeMember", "member.removed", key).await;
 
+    let bob = fleet.person(&owner, "bob@example.com", "viewer").await;
+    let all = events(&fleet).await;
+    let joined: Vec<&str> = all[log.seen..]
+        .iter()
+        .map(|event| event.0.as_str())
+        .collect();
+    assert_eq!(joined, ["invitation.created", "member.added"]);
+    log.seen = all.len();
+    let bob_id: String = db
+        .query_one(
+            "SELECT id::text FROM users WHERE email = 'bob@example.com'",
+            &[],
+        )
+        .await
+        .expect("Bob")
+        .get(0);
+    ok(
+        "disable Bob",
+        call(
+            "PUT",
+            format!("/api/v1/members/{bob_id}/disabled"),
+            Some(json!({"disabled": true})),
+        )
+        .await,
+        204,
+    );
+    log.one("setMemberDisabled", "user.disabled", key).await;
+    let (status, _) = fleet.as_person(&bob, "GET", "/api/v1/session", None).await;
+    assert_eq!(status, 401, "his session ended");
+
     // Someone who signs up alone can be reset by their workspace's owner: themselves.
     let response = fleet
         .client

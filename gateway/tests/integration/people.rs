@@ -244,21 +244,34 @@ async fn disabling_a_person_ends_their_sessions_and_keys_at_once() {
     let (status, _) = fleet.call(&key, "GET", "/api/v1/scenarios", None).await;
     assert_eq!(status, 200);
 
-    fleet
-        .pg()
-        .await
-        .execute(
-            "UPDATE users SET disabled_at = now() WHERE email = 'ada@example.com'",
-            &[],
-        )
-        .await
-        .expect("disable");
+    let (_, session) = fleet.as_person(&ada, "GET", "/api/v1/session", None).await;
+    let path = format!(
+        "/api/v1/members/{}/disabled",
+        session["user"]["id"].as_str().expect("id")
+    );
+    let (status, body) = fleet
+        .as_person(&ada, "PUT", &path, Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(status, 403, "an admin disables nobody: {body}");
+    let (status, body) = fleet
+        .call(&owner, "PUT", &path, Some(json!({"disabled": true})))
+        .await;
+    assert_eq!(status, 204, "{body}");
     let (status, _) = fleet.as_person(&ada, "GET", "/api/v1/session", None).await;
     assert_eq!(status, 401, "her session stopped");
     let (status, _) = fleet.call(&key, "GET", "/api/v1/scenarios", None).await;
     assert_eq!(status, 401, "her key stopped");
     let (status, _, _) = fleet.login("ada@example.com", PASSWORD).await;
     assert_eq!(status, 401, "and she cannot sign in");
+
+    let (status, _) = fleet
+        .call(&owner, "PUT", &path, Some(json!({"disabled": false})))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = fleet.login("ada@example.com", PASSWORD).await;
+    assert_eq!(status, 200, "enabled again, she signs in");
+    let (status, _) = fleet.call(&key, "GET", "/api/v1/scenarios", None).await;
+    assert_eq!(status, 200, "and her key works again");
     fleet.stop().await;
 }
 
@@ -500,6 +513,17 @@ async fn a_person_created_from_the_command_line_signs_in_and_owns_a_workspace() 
     let unknown =
         weft_gateway::setup::reset_password(&pool, &fleet.api, "nobody@example.com").await;
     assert!(unknown.is_err_and(|e| e.to_string().contains("nobody@example.com")));
+
+    weft_gateway::setup::set_disabled(&pool, "owner@example.com", true)
+        .await
+        .expect("disabled");
+    let (status, _, _) = fleet.login("owner@example.com", PASSWORD).await;
+    assert_eq!(status, 401, "a disabled person cannot sign in");
+    weft_gateway::setup::set_disabled(&pool, "owner@example.com", false)
+        .await
+        .expect("enabled");
+    let (status, _, _) = fleet.login("owner@example.com", PASSWORD).await;
+    assert_eq!(status, 200);
     fleet.stop().await;
 }
 
