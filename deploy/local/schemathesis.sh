@@ -28,7 +28,21 @@ cd "$ROOT"
 
 SCHEMATHESIS_VERSION="4.32.5"
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/weft"
-VENV="${WEFT_SCHEMATHESIS_VENV:-$CACHE/schemathesis-$SCHEMATHESIS_VERSION}"
+# A Python of 3.12 or later when the machine has one (on PATH, or installed by pyenv):
+# CPython 3.11 has a parser bug that Hypothesis trips over (see the retries below).
+pick_python() {
+    local candidate
+    for candidate in python3.13 python3.12 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[2-9]*/bin/python3; do
+        if "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    command -v python3
+}
+PYTHON="$(pick_python)"
+PYTHON_VERSION="$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+VENV="${WEFT_SCHEMATHESIS_VENV:-$CACHE/schemathesis-$SCHEMATHESIS_VERSION-py$PYTHON_VERSION}"
 EXAMPLES="${WEFT_SCHEMATHESIS_EXAMPLES:-50}"
 SEED="${WEFT_SCHEMATHESIS_SEED:-20261122}"
 
@@ -42,7 +56,7 @@ fleet_binaries weft-gateway weft-worker
 
 if [[ ! -x "$VENV/bin/schemathesis" ]]; then
     log "installing schemathesis $SCHEMATHESIS_VERSION into $VENV"
-    python3 -m venv "$VENV"
+    "$PYTHON" -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
@@ -64,7 +78,7 @@ run_schemathesis() {
         --exclude-operation-id rotateApiKey \
         --phases examples,coverage,fuzzing,stateful \
         --max-examples "$EXAMPLES" \
-        --seed "$SEED" \
+        --seed "$((SEED + attempt - 1))" \
         --workers 2 \
         --request-timeout 40 \
         --report junit --report-dir "$WORK/report" \

@@ -1,7 +1,7 @@
 //! What the operator's commands do to the database: `weft-gateway create-user`,
 //! `weft-gateway reset-password` and `weft-gateway disable-user`.
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use serde_json::json;
 use weft_domain::ids::{UserId, WorkspaceId};
 
@@ -91,13 +91,9 @@ pub async fn reset_password(
     public_url: &str,
     email: &str,
 ) -> Result<(String, chrono::DateTime<chrono::Utc>), SetupError> {
-    let email = users::normalize_email(email)?;
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
-    let user = users::credentials(&tx, &email)
-        .await?
-        .ok_or_else(|| SetupError::UnknownEmail(email.clone()))?
-        .id;
+    let user = person(&tx, email).await?;
     let issued = resets::issue(&tx, user).await?;
     audit::record(
         &tx,
@@ -115,13 +111,9 @@ pub async fn reset_password(
 /// Disables (or enables again) the person with `email`. Disabling ends their sessions at
 /// once; their API keys stop because every request checks their creator.
 pub async fn set_disabled(pool: &Pool, email: &str, disabled: bool) -> Result<(), SetupError> {
-    let email = users::normalize_email(email)?;
     let mut db = pool.get().await?;
     let tx = db.transaction().await?;
-    let user = users::credentials(&tx, &email)
-        .await?
-        .ok_or_else(|| SetupError::UnknownEmail(email.clone()))?
-        .id;
+    let user = person(&tx, email).await?;
     users::set_disabled(&tx, user, disabled).await?;
     let action = if disabled {
         audit::Action::UserDisabled
@@ -138,4 +130,13 @@ pub async fn set_disabled(pool: &Pool, email: &str, disabled: bool) -> Result<()
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// The person with `email`.
+async fn person(db: &impl GenericClient, email: &str) -> Result<UserId, SetupError> {
+    let email = users::normalize_email(email)?;
+    Ok(users::credentials(db, &email)
+        .await?
+        .ok_or(SetupError::UnknownEmail(email))?
+        .id)
 }

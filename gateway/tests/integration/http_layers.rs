@@ -281,3 +281,42 @@ async fn a_loopback_public_url_on_a_gateway_listening_beyond_loopback_is_warned_
     let _ = stop.send(());
     served.await.expect("serve ends").expect("served");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_log_line_holds_a_password_session_csrf_token_key_or_link() {
+    logs();
+    let fleet = Fleet::with(0, 0).await;
+    let owner = fleet.workspace().await;
+    let admin = fleet.person(&owner, "ada@example.com", "admin").await;
+    let (status, _, _) = fleet.login("ada@example.com", "a wrong password").await;
+    assert_eq!(status, 401);
+    let key = fleet.key_of(&admin, "logged", "viewer").await;
+    let (status, invitation) = fleet
+        .as_person(
+            &admin,
+            "POST",
+            "/api/v1/invitations",
+            Some(json!({"email": "grace@example.com", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = fleet.call(&key, "GET", "/api/v1/scenarios", None).await;
+    assert_eq!(status, 200);
+    let session = admin.cookie.split_once('=').expect("name=value").1;
+    let link = weft_testkit::link_token(&invitation);
+    let lines = logs().lines();
+    assert!(!lines.is_empty(), "the requests were logged");
+    for secret in [
+        weft_testkit::PASSWORD,
+        "a wrong password",
+        session,
+        admin.csrf_token.as_str(),
+        key.api_key.as_str(),
+        owner.api_key.as_str(),
+        link.as_str(),
+    ] {
+        let leaks: Vec<&String> = lines.iter().filter(|line| line.contains(secret)).collect();
+        assert!(leaks.is_empty(), "`{secret}` logged: {leaks:?}");
+    }
+    fleet.stop().await;
+}

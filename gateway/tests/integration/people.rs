@@ -750,3 +750,33 @@ async fn with_smtp_invitations_and_resets_are_mailed_to_their_person() {
     dead.stop().await;
     fleet.stop().await;
 }
+
+#[tokio::test]
+async fn an_instance_can_keep_workspace_creation_to_its_operators() {
+    let fleet = Fleet::with_gateway_flags(0, 0, &["--users-create-workspaces", "false"]).await;
+    let owner = fleet.workspace().await;
+    let ada = fleet.person(&owner, "ada@example.com", "owner").await;
+    let (status, body) = fleet
+        .as_person(
+            &ada,
+            "POST",
+            "/api/v1/workspaces",
+            Some(json!({"name": "Mine"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("WEFT_USERS_CREATE_WORKSPACES"))
+    );
+    let (_, mine) = fleet
+        .as_person(&ada, "GET", "/api/v1/workspaces", None)
+        .await;
+    assert_eq!(
+        mine["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing was created"
+    );
+    fleet.stop().await;
+}
