@@ -14,6 +14,9 @@ use utoipa::ToSchema;
 use weft_domain::access::Role;
 use weft_runtime::db::DbError;
 
+use crate::identity::passwords::PasswordError;
+use crate::identity::users::CreateError;
+
 type Source = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +240,29 @@ impl From<DbError> for ApiError {
             DbError::Query(e) => e.into(),
             DbError::Pool(e) => e.into(),
             other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+/// Creating a person whose email is taken is the caller's conflict; the rest is ours.
+impl From<CreateError> for ApiError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::EmailTaken => Self::Conflict {
+                code: "email_taken",
+                message: "this email has an account already: sign in, or reset its password".into(),
+            },
+            CreateError::Db(e) => e.into(),
+        }
+    }
+}
+
+/// A password of the wrong length is the caller's to fix; a hash that fails is a bug.
+impl From<PasswordError> for ApiError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Length => Self::bad_request("invalid_request", e.to_string()),
+            PasswordError::Hash(_) => Self::Internal(Box::new(e)),
         }
     }
 }

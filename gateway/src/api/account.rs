@@ -15,7 +15,7 @@ use crate::audit::{self, Action, Actor, Client, Event};
 use crate::auth;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
-use crate::identity::users::{self, CreateError};
+use crate::identity::users;
 use crate::identity::{passwords, resets, sessions};
 use crate::state::AppState;
 
@@ -69,20 +69,10 @@ pub async fn sign_up(
     }
     let workspace_name =
         workspaces::valid_name(request.workspace_name.as_deref().unwrap_or("My workspace"))?;
-    let hash = passwords::hash(request.password)
-        .await
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let hash = passwords::hash(request.password).await?;
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
-    let user = users::create(&tx, &email, &name, Some(&hash))
-        .await
-        .map_err(|e| match e {
-            CreateError::EmailTaken => ApiError::Conflict {
-                code: "email_taken",
-                message: "this email has an account already: sign in, or reset its password".into(),
-            },
-            CreateError::Db(e) => e.into(),
-        })?;
+    let user = users::create(&tx, &email, &name, Some(&hash)).await?;
     let workspace = workspaces::insert(&tx, &workspace_name, Some(user)).await?;
     let started = sessions::start(&tx, user, &state.sessions, &client).await?;
     audit::record(
@@ -130,9 +120,7 @@ pub async fn reset_password(
     ApiJson(request): ApiJson<NewPassword>,
 ) -> Result<StatusCode, ApiError> {
     auth::same_site(&Method::POST, &headers, &state.public_origin, None)?;
-    let hash = passwords::hash(request.password)
-        .await
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let hash = passwords::hash(request.password).await?;
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
     let user = resets::redeem(&tx, request.token.expose_secret(), &hash)

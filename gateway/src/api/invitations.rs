@@ -21,7 +21,7 @@ use crate::auth::{self, stored_role};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::identity::tokens::{self, Kind};
-use crate::identity::users::{self, CreateError};
+use crate::identity::users;
 use crate::identity::{passwords, sessions};
 use crate::mail;
 use crate::paging::List;
@@ -340,18 +340,8 @@ pub async fn accept(
                     "`password` is needed to create your account",
                 )
             })?;
-            let hash = passwords::hash(password)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-            let user = users::create(&tx, &email, &name, Some(&hash))
-                .await
-                .map_err(|e| match e {
-                    CreateError::EmailTaken => ApiError::Conflict {
-                        code: "email_taken",
-                        message: e.to_string(),
-                    },
-                    CreateError::Db(e) => e.into(),
-                })?;
+            let hash = passwords::hash(password).await?;
+            let user = users::create(&tx, &email, &name, Some(&hash)).await?;
             let started = sessions::start(&tx, user, &state.sessions, &client).await?;
             (user, Some(started))
         }

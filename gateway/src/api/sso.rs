@@ -18,7 +18,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiQuery;
 use crate::identity::sessions;
 use crate::identity::sso::{Identity, Sso, SsoError};
-use crate::identity::users::{self, CreateError};
+use crate::identity::users;
 use crate::state::AppState;
 
 /// How long a person has between leaving for the provider and coming back.
@@ -341,15 +341,7 @@ async fn account(
         .clone()
         .filter(|name| !name.trim().is_empty() && name.chars().count() <= 200)
         .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
-    let user = users::create(db, &email, &name, None)
-        .await
-        .map_err(|e| match e {
-            CreateError::EmailTaken => ApiError::Conflict {
-                code: "email_taken",
-                message: e.to_string(),
-            },
-            CreateError::Db(e) => e.into(),
-        })?;
+    let user = users::create(db, &email, &name, None).await?;
     link(user).await?;
     if let Some(provisioning) = provisioning {
         members::add(db, provisioning.workspace, user, provisioning.role).await?;
