@@ -36,10 +36,10 @@ impl Actor {
 
     /// An actor stored as its kind and id (see [`Actor::kind`], [`Actor::id`]).
     pub fn stored(kind: Option<&str>, id: Option<Uuid>) -> Option<Self> {
-        match (kind?, id) {
-            ("user", Some(id)) => Some(Self::User(UserId::from_uuid(id))),
-            ("api_key", Some(id)) => Some(Self::ApiKey(ApiKeyId::from_uuid(id))),
-            ("admin_token", None) => Some(Self::AdminToken),
+        match (ActorKind::named(kind?)?, id) {
+            (ActorKind::User, Some(id)) => Some(Self::User(UserId::from_uuid(id))),
+            (ActorKind::ApiKey, Some(id)) => Some(Self::ApiKey(ApiKeyId::from_uuid(id))),
+            (ActorKind::AdminToken, None) => Some(Self::AdminToken),
             _ => None,
         }
     }
@@ -64,6 +64,13 @@ pub enum ActorKind {
 }
 
 impl ActorKind {
+    const ALL: [Self; 4] = [Self::User, Self::ApiKey, Self::AdminToken, Self::System];
+
+    /// The kind stored as `name` (see [`ActorKind::as_str`]).
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "user",
@@ -94,14 +101,10 @@ impl ActorView {
     }
 
     pub fn of(kind: &str, id: Option<Uuid>) -> Option<Self> {
-        let kind = match kind {
-            "user" => ActorKind::User,
-            "api_key" => ActorKind::ApiKey,
-            "admin_token" => ActorKind::AdminToken,
-            "system" => ActorKind::System,
-            _ => return None,
-        };
-        Some(Self { kind, id })
+        Some(Self {
+            kind: ActorKind::named(kind)?,
+            id,
+        })
     }
 }
 
