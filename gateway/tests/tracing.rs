@@ -192,12 +192,7 @@ async fn a_run_is_one_trace_across_the_fleet_with_no_secret_in_it() {
     let key = fleet.key_of(&person, "traced", "viewer").await;
     let (status, _) = fleet.call(&key, "GET", "/api/v1/scenarios", None).await;
     assert_eq!(status, 200);
-    let session_token = person
-        .cookie
-        .split_once('=')
-        .expect("name=value")
-        .1
-        .to_owned();
+    let session_token = person.session_token().to_owned();
 
     // The result's span ends after the run is recorded complete: wait for it.
     let topology = fleet.topology();

@@ -784,6 +784,14 @@ impl Fleet {
         self.db.connect().await
     }
 
+    /// A pool on the fleet's database, for what the operator's commands do
+    /// (`weft_gateway::setup`, housekeeping).
+    pub fn pool(&self) -> deadpool_postgres::Pool {
+        let url: weft_runtime::tls::DatabaseUrl =
+            self.db.url.parse().expect("the test database URL parses");
+        weft_runtime::db::pool(&url, None, 2).expect("a pool on the test database")
+    }
+
     /// The fleet's `WEFT_MASTER_KEYS`, for tests of what is encrypted under them.
     pub fn master_keys(&self) -> &str {
         &self.keys

@@ -18,6 +18,13 @@ pub struct Person {
     pub workspace: WorkspaceId,
 }
 
+impl Person {
+    /// The session token their cookie carries.
+    pub fn session_token(&self) -> &str {
+        self.cookie.split_once('=').map_or("", |(_, token)| token)
+    }
+}
+
 /// The password every test person gets.
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -103,6 +110,18 @@ impl Fleet {
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(Value::Null);
         (status, body, cookie)
+    }
+
+    /// Posts `body` as the web app would before anyone is signed in: with this site's
+    /// `Origin` and no credentials (a login, an acceptance, a reset).
+    pub async fn post_from_site(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("origin", &self.api)
+            .json(body)
+            .send()
+            .await
+            .expect("gateway answers")
     }
 
     /// Sends a request as `person` would from the web app.

@@ -483,13 +483,11 @@ async fn every_change_writes_exactly_one_event_naming_its_caller() {
 
     // Someone who signs up alone can be reset by their workspace's owner: themselves.
     let response = fleet
-        .client
-        .post(fleet.url("/api/v1/signup"))
-        .header("origin", &fleet.api)
-        .json(&json!({"email": "grace@example.com", "display_name": "Grace", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("answers");
+        .post_from_site(
+            "/api/v1/signup",
+            &json!({"email": "grace@example.com", "display_name": "Grace", "password": PASSWORD}),
+        )
+        .await;
     let grace_cookie = weft_testkit::session_cookie(&response).expect("signed in");
     let grace_session = ok("sign up", read(response).await, 200);
     let grace_id = grace_session["user"]["id"].as_str().expect("id").to_owned();
@@ -528,13 +526,11 @@ async fn every_change_writes_exactly_one_event_naming_its_caller() {
     )
     .await;
     let response = fleet
-        .client
-        .post(fleet.url("/api/v1/password-reset"))
-        .header("origin", &fleet.api)
-        .json(&json!({"token": link_token(&reset), "password": "another long password"}))
-        .send()
-        .await
-        .expect("answers");
+        .post_from_site(
+            "/api/v1/password-reset",
+            &json!({"token": link_token(&reset), "password": "another long password"}),
+        )
+        .await;
     ok("reset", read(response).await, 204);
     log.one("resetPassword", "user.password_reset", grace_actor)
         .await;
@@ -668,8 +664,7 @@ async fn housekeeping_drops_events_past_retention_and_sessions_that_ran_out() {
         .expect("count")
         .get(0);
 
-    let url: weft_runtime::tls::DatabaseUrl = fleet.db.url.parse().expect("URL");
-    let pool = weft_runtime::db::pool(&url, None, 2).expect("pool");
+    let pool = fleet.pool();
     let day = std::time::Duration::from_secs(86_400);
     let swept = weft_gateway::housekeeping::sweep(&pool, 365 * day, day / 2)
         .await

@@ -302,7 +302,7 @@ async fn no_log_line_holds_a_password_session_csrf_token_key_or_link() {
     assert_eq!(status, 201);
     let (status, _) = fleet.call(&key, "GET", "/api/v1/scenarios", None).await;
     assert_eq!(status, 200);
-    let session = admin.cookie.split_once('=').expect("name=value").1;
+    let session = admin.session_token();
     let link = weft_testkit::link_token(&invitation);
     let lines = logs().lines();
     assert!(!lines.is_empty(), "the requests were logged");

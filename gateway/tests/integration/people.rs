@@ -106,13 +106,11 @@ async fn the_session_cookie_is_http_only_and_lax_and_state_changes_need_origin_a
     let owner = fleet.workspace().await;
     let ada = fleet.person(&owner, "ada@example.com", "admin").await;
     let response = fleet
-        .client
-        .post(fleet.url("/api/v1/session"))
-        .header("origin", &fleet.api)
-        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("gateway answers");
+        .post_from_site(
+            "/api/v1/session",
+            &json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
     let set_cookie = response.headers()["set-cookie"]
         .to_str()
         .expect("ascii")
@@ -203,13 +201,11 @@ async fn unknown_email_and_wrong_password_get_the_same_answer_and_failures_back_
     let (status, _, _) = fleet.login("ada@example.com", "still wrong").await;
     assert_eq!(status, 401, "the fifth failure is still answered");
     let response = fleet
-        .client
-        .post(fleet.url("/api/v1/session"))
-        .header("origin", &fleet.api)
-        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
-        .send()
-        .await
-        .expect("gateway answers");
+        .post_from_site(
+            "/api/v1/session",
+            &json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(
         response.status(),
         429,
@@ -471,8 +467,7 @@ async fn an_owner_resets_a_members_password_which_ends_their_sessions() {
 #[tokio::test]
 async fn a_person_created_from_the_command_line_signs_in_and_owns_a_workspace() {
     let fleet = Fleet::with(0, 0).await;
-    let url: weft_runtime::tls::DatabaseUrl = fleet.db.url.parse().expect("database URL");
-    let pool = weft_runtime::db::pool(&url, None, 2).expect("pool");
+    let pool = fleet.pool();
     let created = weft_gateway::setup::create_user(
         &pool,
         "Owner@Example.com",

@@ -232,8 +232,7 @@ async fn people_without_an_account_or_a_verified_email_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_existing_account_is_linked_by_its_verified_email_and_sso_only_refuses_passwords() {
     let (_provider, fleet, _) = sso_fleet(&["--sso-only", "true"]).await;
-    let url: weft_runtime::tls::DatabaseUrl = fleet.db.url.parse().expect("URL");
-    let pool = weft_runtime::db::pool(&url, None, 2).expect("pool");
+    let pool = fleet.pool();
     weft_gateway::setup::create_user(
         &pool,
         "carol@example.com",
